@@ -1,0 +1,1 @@
+"""sdinfra roles: pyinfra packaged deploys, one folder per concern."""

@@ -1,0 +1,128 @@
+"""
+Apt helpers shared by the roles: installing only what is missing, and signed repositories.
+
+Every third-party repository is added the way the vendors document it today: a deb822
+``.sources`` file whose ``Signed-By`` names a keyring in /etc/apt/keyrings, never ``apt-key``.
+The key is fetched once and kept only when its fingerprint is the pinned one.
+"""
+
+from __future__ import annotations
+
+import shlex
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.api import FactBase, deploy, operation
+from pyinfra.facts.deb import DebPackages
+from pyinfra.operations import apt, files
+
+KEYRINGS = "/etc/apt/keyrings"
+
+
+def missing(packages: list[str]) -> list[str]:
+    installed = host.get_fact(DebPackages)
+    return [name for name in packages if name not in installed]
+
+
+@deploy("Install missing packages")
+def install(packages: list[str], refresh: bool = False):
+    """
+    Install the packages that are not installed yet, refreshing the package lists first.
+
+    Nothing is run, not even ``apt-get update``, when every package is already there: a
+    converged host costs one ``dpkg -l``.
+
+    + packages: Debian package names
+    + refresh: also run ``apt-get update`` when nothing is missing (a repository was just added)
+    """
+    todo = missing(packages)
+    if todo or refresh:
+        apt.update(name="Refresh package lists")
+    if todo:
+        apt.packages(name=f"Install {' '.join(todo)}", packages=todo, no_recommends=True)
+
+
+class KeyFingerprints(FactBase):
+    """
+    Fingerprints of the primary keys in an OpenPGP key file, empty when the file is missing.
+
+    .. code:: python
+
+        ["9DC858229FC7DD38854AE2D88D81803C0EBFCD88"]
+    """
+
+    default = list
+
+    def command(self, path):
+        quoted = shlex.quote(path)
+        return (
+            f"test -e {quoted} && command -v gpg >/dev/null && "
+            f"gpg --show-keys --with-colons {quoted} 2>/dev/null "
+            "| awk -F: '$1==\"pub\"{p=1;next} p && $1==\"fpr\"{print $10; p=0}' || true"
+        )
+
+    def process(self, output):
+        return [line.strip() for line in output if line.strip()]
+
+
+@operation()
+def key(url: str, dest: str, fingerprint: str):
+    """
+    Fetch an armored OpenPGP key and keep it only if its fingerprint is the pinned one.
+
+    The key goes to a temporary file first; a key with another fingerprint is removed and the
+    operation fails, so apt never trusts it.
+
+    .. code:: python
+
+        key(url="https://download.docker.com/linux/ubuntu/gpg",
+            dest="/etc/apt/keyrings/docker.asc",
+            fingerprint="9DC858229FC7DD38854AE2D88D81803C0EBFCD88")
+    """
+    if fingerprint in host.get_fact(KeyFingerprints, path=dest):
+        return
+    temp = f"{dest}.new"
+    message = f"the key at {url} does not have the pinned fingerprint {fingerprint}"
+    yield f"install -d -m 0755 {KEYRINGS}"
+    yield (
+        f"curl -fsSL {shlex.quote(url)} -o {shlex.quote(temp)} "
+        f"&& gpg --show-keys --with-colons {shlex.quote(temp)} | grep -q '^fpr:*{fingerprint}:' "
+        f"&& chmod 0644 {shlex.quote(temp)} && mv {shlex.quote(temp)} {shlex.quote(dest)} "
+        f"|| {{ rm -f {shlex.quote(temp)}; echo {shlex.quote(message)} >&2; exit 1; }}"
+    )
+
+
+def deb822(uris: str, suites: str, components: str, keyring: str, arch: str | None = None) -> str:
+    lines = [
+        "# Managed by sdinfra: changes here are overwritten",
+        "Types: deb",
+        f"URIs: {uris}",
+        f"Suites: {suites}",
+        f"Components: {components}",
+    ]
+    if arch:
+        lines.append(f"Architectures: {arch}")
+    lines.append(f"Signed-By: {keyring}")
+    return "\n".join(lines) + "\n"
+
+
+@deploy("Signed apt repository")
+def repository(repo: str, key_url: str, fingerprint: str, uris: str, suites: str,
+               components: str, packages: list[str]):
+    """
+    Add a signed repository (deb822 with Signed-By) and install packages from it.
+
+    The package lists are refreshed only when the key or the source changed or a package is
+    missing, so a converged host runs nothing.
+    """
+    keyring = f"{KEYRINGS}/{repo}.asc"
+    key_op = key(name=f"Key of the {repo} repository", url=key_url, dest=keyring,
+                 fingerprint=fingerprint)
+    source_op = files.put(
+        name=f"Source of the {repo} repository",
+        src=StringIO(deb822(uris, suites, components, keyring)),
+        dest=f"/etc/apt/sources.list.d/{repo}.sources",
+        mode="644",
+    )
+    # Decided while planning (will_change), not with _if, so that a dry run's plan is exact.
+    install(packages, refresh=key_op.will_change or source_op.will_change)

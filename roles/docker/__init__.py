@@ -1,0 +1,135 @@
+"""
+roles.docker: Docker Engine and Compose, running and enabled.
+
+By default from Docker's own repository, as Docker documents it (deb822 source with a
+``Signed-By`` keyring whose fingerprint is checked, conflicting packages removed first); with
+``docker_source: distro`` from the distribution's packages. ``/etc/docker/daemon.json`` is merged
+key by key, so the nvidia runtime that ``nvidia-ctk`` writes there survives every run.
+
+.. code:: python
+
+    from roles import docker
+    docker.install()
+"""
+
+from __future__ import annotations
+
+import json
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.api import FactBase, deploy, operation
+from pyinfra.api.command import QuoteString, make_formatted_string_command
+from pyinfra.facts.server import Users
+from pyinfra.operations import apt as apt_ops
+from pyinfra.operations import files, server, systemd
+
+from roles import apt, distro
+from roles.settings import host_error, read
+from roles.docker.settings import SETTINGS
+
+DAEMON_JSON = "/etc/docker/daemon.json"
+
+# What Docker's install page removes before installing docker-ce.
+CONFLICTS = ["docker.io", "docker-compose", "docker-compose-v2", "docker-doc", "podman-docker",
+             "containerd", "runc"]
+DOCKER_CE = ["docker-ce", "docker-ce-cli", "containerd.io", "docker-buildx-plugin",
+             "docker-compose-plugin"]
+
+
+def distro_packages(os: distro.Distro) -> list[str]:
+    """docker.io plus the distribution's Compose: v2 as a plugin on Ubuntu 22.04+, v1 elsewhere."""
+    if os.id == "ubuntu" and os.version_at_least("22.04"):
+        return ["docker.io", "docker-compose-v2"]
+    return ["docker.io", "docker-compose"]
+
+
+def compose_command(values: dict | None = None) -> str:
+    """How Compose is called on the current host once this role has run."""
+    values = values or read(host, SETTINGS)
+    if values["docker_source"] == "docker" or "docker-compose-v2" in distro_packages(distro.read()):
+        return "docker compose"
+    return "docker-compose"
+
+
+class JsonFile(FactBase):
+    """
+    The parsed content of a JSON file, ``{}`` when it is missing or empty.
+
+    .. code:: python
+
+        {"runtimes": {"nvidia": {"path": "nvidia-container-runtime", "args": []}}}
+    """
+
+    default = dict
+
+    def command(self, path):
+        return make_formatted_string_command("cat {0} 2>/dev/null || true", QuoteString(path))
+
+    def process(self, output):
+        text = "\n".join(output).strip()
+        return json.loads(text) if text else {}
+
+
+def merged(current: dict, wanted: dict) -> dict:
+    """``current`` with ``wanted`` laid over it, nested mappings merged key by key."""
+    result = dict(current)
+    for key, value in wanted.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merged(result[key], value)
+        else:
+            result[key] = value
+    return result
+
+
+@operation()
+def json_merged(path: str, values: dict):
+    """
+    Merge keys into a JSON file, keeping every key that is already there.
+
+    .. code:: python
+
+        json_merged(path="/etc/docker/daemon.json", values={"log-driver": "json-file"})
+    """
+    current = host.get_fact(JsonFile, path=path)
+    wanted = merged(current, values)
+    if wanted != current:
+        yield from files.put._inner(
+            src=StringIO(json.dumps(wanted, indent=4, sort_keys=True) + "\n"),
+            dest=path,
+            mode="644",
+        )
+
+
+@deploy("Docker Engine")
+def install():
+    values = read(host, SETTINGS)
+    os = distro.read()
+
+    if values["docker_source"] == "docker":
+        apt.install(["ca-certificates", "curl", "gpg"])
+        apt_ops.packages(name="Remove packages that conflict with docker-ce",
+                         packages=CONFLICTS, present=False)
+        base = f"{values['docker_repo_url'].rstrip('/')}/{os.family}"
+        suite = os.ubuntu_codename if os.family == "ubuntu" else os.codename
+        apt.repository(repo="docker", key_url=f"{base}/gpg",
+                       fingerprint=values["docker_key_fingerprint"], uris=base, suites=suite,
+                       components="stable", packages=DOCKER_CE)
+    else:
+        apt.install(distro_packages(os))
+
+    files.directory(name="Docker's configuration directory", path="/etc/docker", mode="755")
+    daemon = json_merged(name="Merge sdinfra's keys into daemon.json", path=DAEMON_JSON,
+                         values=values["docker_daemon_options"])
+    systemd.service(name="Docker is enabled and running", service="docker", running=True,
+                    enabled=True)
+    if daemon.will_change:
+        systemd.service(name="Restart Docker for daemon.json", service="docker", restarted=True)
+
+    users = host.get_fact(Users)
+    for user in values["docker_users"]:
+        if user not in users:
+            raise host_error(f"docker_users names {user!r}, who has no account there")
+        if "docker" not in users[user].get("groups", []):
+            server.user(name=f"{user} joins the docker group", user=user, groups=["docker"],
+                        append=True)

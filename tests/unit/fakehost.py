@@ -1,0 +1,166 @@
+"""
+Run a deploy file against pyinfra's ``@fake`` connector and read back its plan.
+
+A ``FakeHost`` describes what a host looks like (distribution, packages, files, services, users);
+it turns that into the ``fake_responses`` the connector answers fact commands with. ``plan()``
+runs the real ``pyinfra`` command line in dry mode on an inventory of such hosts, exactly as a
+user would, and returns which operations would change which host, the remote commands each host
+was asked, and what pyinfra printed.
+
+    host = FakeHost("u22").os("ubuntu22")
+    result = plan("deploy/docker.py", [host])
+    assert "Docker Engine | Docker is enabled and running" in result.changes("u22")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
+FIXTURES = REPO / "tests" / "fixtures"
+
+OS_RELEASE = {
+    "ubuntu20": {"NAME": "Ubuntu", "ID": "ubuntu", "ID_LIKE": "debian", "VERSION_ID": "20.04",
+                 "VERSION_CODENAME": "focal", "UBUNTU_CODENAME": "focal"},
+    "ubuntu22": {"NAME": "Ubuntu", "ID": "ubuntu", "ID_LIKE": "debian", "VERSION_ID": "22.04",
+                 "VERSION_CODENAME": "jammy", "UBUNTU_CODENAME": "jammy"},
+    "debian12": {"NAME": "Debian GNU/Linux", "ID": "debian", "VERSION_ID": "12",
+                 "VERSION_CODENAME": "bookworm"},
+    "mint21": {"NAME": "Linux Mint", "ID": "linuxmint", "ID_LIKE": "ubuntu debian",
+               "VERSION_ID": "21.2", "VERSION_CODENAME": "victoria", "UBUNTU_CODENAME": "jammy"},
+}
+
+
+def _stat_line(path: str, mode: str, size: int) -> str:
+    return f"user=root group=root mode={mode} atime=0 mtime=0 ctime=0 size={size} '{path}'"
+
+
+@dataclass
+class FakeHost:
+    name: str
+    data: dict = field(default_factory=dict)
+    _responses: list = field(default_factory=list)
+    _packages: dict = field(default_factory=dict)
+    _services: dict = field(default_factory=dict)
+    _users: dict = field(default_factory=dict)
+    _groups: dict = field(default_factory=dict)
+
+    def os(self, key: str) -> "FakeHost":
+        lines = ["/etc/os-release"] + [f'{k}="{v}"' for k, v in OS_RELEASE[key].items()] + ["---"]
+        return self.respond("*-release", lines)
+
+    def respond(self, matcher, output) -> "FakeHost":
+        """Answer commands containing ``matcher`` (a string, or a compiled regex) with output."""
+        self._responses.append((matcher, output))
+        return self
+
+    def set(self, **settings) -> "FakeHost":
+        self.data.update(settings)
+        return self
+
+    def package(self, *names: str, version: str = "1.0") -> "FakeHost":
+        for name in names:
+            self._packages[name] = version
+        return self
+
+    def service(self, name: str, running: bool = True, enabled: bool = True) -> "FakeHost":
+        self._services[name] = (running, enabled)
+        return self
+
+    def user(self, name: str, *groups: str) -> "FakeHost":
+        self._users[name] = list(groups)
+        for group in groups:
+            self._groups.setdefault(group, []).append(name)
+        return self
+
+    def group(self, name: str) -> "FakeHost":
+        self._groups.setdefault(name, [])
+        return self
+
+    def file(self, path: str, content: str | bytes, mode: str = "-rw-r--r--") -> "FakeHost":
+        raw = content.encode() if isinstance(content, str) else content
+        self.respond(f"test -e {path} ||", _stat_line(path, mode, len(raw)))
+        self.respond(f"sha1sum {path} ", f"{hashlib.sha1(raw).hexdigest()}  {path}")
+        self.respond(f"sha256sum {path} ", f"{hashlib.sha256(raw).hexdigest()}  {path}")
+        self.respond(f"cat {path} ", raw.decode(errors="replace").splitlines())
+        return self
+
+    def directory(self, path: str, mode: str = "drwxr-xr-x") -> "FakeHost":
+        return self.respond(f"test -e {path} ||", _stat_line(path, mode, 4096))
+
+    def host_data(self) -> dict:
+        responses = list(self._responses)
+        if self._packages:
+            responses.append(("dpkg -l", [f"ii  {name}  {version}  amd64  stand-in"
+                                          for name, version in self._packages.items()]))
+        if self._services:
+            lines = []
+            for unit, (running, enabled) in self._services.items():
+                lines += [f"Id={unit}.service", f"SubState={'running' if running else 'dead'}",
+                          f"UnitFileState={'enabled' if enabled else 'disabled'}", ""]
+            responses.append(("systemctl show", lines))
+        if self._users or self._groups:
+            responses.append(("cat /etc/group", [
+                f"{group}:x:{1000 + i}:{','.join(members)}"
+                for i, (group, members) in enumerate(self._groups.items())
+            ]))
+            responses.append(("/etc/passwd", self._users_fact_lines()))
+        return {**self.data, "fake_delay": 0, "fake_delay_jitter": 0,
+                "fake_responses": dict(responses)}
+
+    def _users_fact_lines(self) -> list[str]:
+        # The shape of pyinfra's Users fact output: "passwd entry|group|groups|lastlog|password".
+        lines = []
+        for i, (user, groups) in enumerate(self._users.items()):
+            entry = f"{user}:x:{1000 + i}:{1000 + i}::/home/{user}:/bin/bash"
+            lines.append(f"{entry}|{user}|{' '.join([user, *groups])}||")
+        return lines
+
+
+@dataclass
+class Plan:
+    returncode: int
+    ops: list  # [{"name":..., "hosts_with_change": [...]}]
+    commands: dict  # host name -> remote commands asked during the run
+    output: str  # what pyinfra printed on stderr
+
+    def changes(self, host: str) -> list[str]:
+        return [op["name"] for op in self.ops if f"@fake/{host}" in op["hosts_with_change"]]
+
+    def changed_hosts(self) -> set[str]:
+        return {h.split("/", 1)[1] for op in self.ops for h in op["hosts_with_change"]}
+
+
+def inventory_source(hosts: list[FakeHost]) -> str:
+    entries = ",\n".join(f"    ({('@fake/' + h.name)!r}, {h.host_data()!r})" for h in hosts)
+    return f"import re\n\nhosts = [\n{entries},\n]\n"
+
+
+def plan(deploy: str, hosts: list[FakeHost], extra_env: dict | None = None) -> Plan:
+    """Run ``pyinfra INVENTORY DEPLOY --dry --json`` on fake hosts and parse what it planned."""
+    with tempfile.TemporaryDirectory() as tmp:
+        inventory = Path(tmp) / "inventory.py"
+        inventory.write_text(inventory_source(hosts))
+        env = {**os.environ, **(extra_env or {})}
+        proc = subprocess.run(
+            [PYINFRA, str(inventory), deploy, "--dry", "--json", "--debug"],
+            cwd=REPO, capture_output=True, text=True, env=env, timeout=120,
+        )
+    commands: dict[str, list[str]] = {h.name: [] for h in hosts}
+    for line in proc.stderr.splitlines():
+        found = re.search(r"\[fake\] simulating command on @fake/([^:]+): (.*)$", line)
+        if found:
+            commands[found.group(1)].append(found.group(2))
+    ops = []
+    if proc.returncode == 0 and proc.stdout.strip():
+        ops = json.loads(proc.stdout)["plan"]
+    return Plan(proc.returncode, ops, commands, proc.stderr)
