@@ -32,8 +32,18 @@ class Distro:
         return parts(self.version) >= parts(wanted)
 
 
+_read: dict = {}
+
+
 def read() -> Distro:
-    meta = host.get_fact(LinuxDistribution)["release_meta"]
+    """The current host's distribution; asked once per host and run (pyinfra does not cache)."""
+    key = (id(host.state), host.name)
+    if key not in _read:
+        _read[key] = _parse(host.get_fact(LinuxDistribution)["release_meta"])
+    return _read[key]
+
+
+def _parse(meta: dict) -> Distro:
     distro_id = meta.get("ID", "").lower()
     like = meta.get("ID_LIKE", "").lower().split()
     ubuntu_codename = meta.get("UBUNTU_CODENAME", "")

@@ -15,14 +15,16 @@ key by key, so the nvidia runtime that ``nvidia-ctk`` writes there survives ever
 from __future__ import annotations
 
 import json
-from io import StringIO
+import os
+import shlex
+from io import BytesIO
 
 from pyinfra import host
-from pyinfra.api import FactBase, deploy, operation
+from pyinfra.api import FactBase, FileUploadCommand, deploy, operation
 from pyinfra.api.command import QuoteString, make_formatted_string_command
 from pyinfra.facts.server import Users
 from pyinfra.operations import apt as apt_ops
-from pyinfra.operations import files, server, systemd
+from pyinfra.operations import server, systemd
 
 from roles import apt, distro
 from roles.settings import host_error, read
@@ -37,9 +39,9 @@ DOCKER_CE = ["docker-ce", "docker-ce-cli", "containerd.io", "docker-buildx-plugi
              "docker-compose-plugin"]
 
 
-def distro_packages(os: distro.Distro) -> list[str]:
+def distro_packages(dist: distro.Distro) -> list[str]:
     """docker.io plus the distribution's Compose: v2 as a plugin on Ubuntu 22.04+, v1 elsewhere."""
-    if os.id == "ubuntu" and os.version_at_least("22.04"):
+    if dist.id == "ubuntu" and dist.version_at_least("22.04"):
         return ["docker.io", "docker-compose-v2"]
     return ["docker.io", "docker-compose"]
 
@@ -94,31 +96,29 @@ def json_merged(path: str, values: dict):
     current = host.get_fact(JsonFile, path=path)
     wanted = merged(current, values)
     if wanted != current:
-        yield from files.put._inner(
-            src=StringIO(json.dumps(wanted, indent=4, sort_keys=True) + "\n"),
-            dest=path,
-            mode="644",
-        )
+        content = json.dumps(wanted, indent=4, sort_keys=True) + "\n"
+        yield f"install -d -m 0755 {shlex.quote(os.path.dirname(path))}"
+        yield FileUploadCommand(BytesIO(content.encode()), path)
+        yield f"chmod 0644 {shlex.quote(path)}"
 
 
 @deploy("Docker Engine")
 def install():
     values = read(host, SETTINGS)
-    os = distro.read()
+    dist = distro.read()
 
     if values["docker_source"] == "docker":
         apt.install(["ca-certificates", "curl", "gpg"])
         apt_ops.packages(name="Remove packages that conflict with docker-ce",
                          packages=CONFLICTS, present=False)
-        base = f"{values['docker_repo_url'].rstrip('/')}/{os.family}"
-        suite = os.ubuntu_codename if os.family == "ubuntu" else os.codename
+        base = f"{values['docker_repo_url'].rstrip('/')}/{dist.family}"
+        suite = dist.ubuntu_codename if dist.family == "ubuntu" else dist.codename
         apt.repository(repo="docker", key_url=f"{base}/gpg",
                        fingerprint=values["docker_key_fingerprint"], uris=base, suites=suite,
                        components="stable", packages=DOCKER_CE)
     else:
-        apt.install(distro_packages(os))
+        apt.install(distro_packages(dist))
 
-    files.directory(name="Docker's configuration directory", path="/etc/docker", mode="755")
     daemon = json_merged(name="Merge sdinfra's keys into daemon.json", path=DAEMON_JSON,
                          values=values["docker_daemon_options"])
     systemd.service(name="Docker is enabled and running", service="docker", running=True,
@@ -126,7 +126,7 @@ def install():
     if daemon.will_change:
         systemd.service(name="Restart Docker for daemon.json", service="docker", restarted=True)
 
-    users = host.get_fact(Users)
+    users = host.get_fact(Users) if values["docker_users"] else {}
     for user in values["docker_users"]:
         if user not in users:
             raise host_error(f"docker_users names {user!r}, who has no account there")

@@ -63,6 +63,11 @@ class FakeHost:
         self._responses.append((matcher, output))
         return self
 
+    def override(self, matcher, output) -> "FakeHost":
+        """Answer ``matcher`` with output, before anything said about it earlier."""
+        self._responses.insert(0, (matcher, output))
+        return self
+
     def set(self, **settings) -> "FakeHost":
         self.data.update(settings)
         return self
@@ -114,8 +119,10 @@ class FakeHost:
                 for i, (group, members) in enumerate(self._groups.items())
             ]))
             responses.append(("/etc/passwd", self._users_fact_lines()))
-        return {**self.data, "fake_delay": 0, "fake_delay_jitter": 0,
-                "fake_responses": dict(responses)}
+        first = {}
+        for matcher, output in responses:
+            first.setdefault(matcher, output)
+        return {**self.data, "fake_delay": 0, "fake_delay_jitter": 0, "fake_responses": first}
 
     def _users_fact_lines(self) -> list[str]:
         # The shape of pyinfra's Users fact output: "passwd entry|group|groups|lastlog|password".

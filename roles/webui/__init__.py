@@ -1,0 +1,338 @@
+"""
+roles.webui: the AUTOMATIC1111 web UI as a compose stack, one service per backend.
+
+The project directory (``webui_dir``) holds ``docker-compose.yml`` with ``cpu``, ``rocm`` and
+``cuda`` services, a Dockerfile per backend, ``webui.env`` with the launch flags, and the
+``models`` and ``outputs`` directories that survive rebuilds. Only the host's backend is started,
+and only when a file changed or it is not running: a converged host rebuilds and restarts nothing.
+
+.. code:: python
+
+    from roles import webui
+    webui.stack(backend="cpu")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+from dataclasses import dataclass
+from functools import lru_cache
+from io import BytesIO
+from pathlib import Path
+
+import jinja2
+from pyinfra import host, logger
+from pyinfra.api import FactBase, FileUploadCommand, deploy, operation
+from pyinfra.operations import files, server
+
+from roles import docker
+from roles.settings import host_error, read
+from roles.webui.settings import SETTINGS
+
+BACKENDS = ("cpu", "rocm", "cuda")
+PROJECT = "sdinfra"  # compose project name: labels the containers this role manages
+MODELS = "models/Stable-diffusion"
+
+# The launch flags each backend needs (from the seed's stack and AUTOMATIC1111's wiki).
+BACKEND_ARGS = {
+    "cpu": ["--no-half", "--precision", "full", "--skip-torch-cuda-test"],
+    "rocm": ["--precision", "full", "--no-half"],
+    "cuda": [],
+}
+# The torch build matching each backend, pinned to what the web UI release expects.
+TORCH_COMMANDS = {
+    "cpu": "pip install torch==2.1.2+cpu torchvision==0.16.2+cpu "
+           "--extra-index-url https://download.pytorch.org/whl/cpu",
+    "rocm": "pip install torch==2.1.2+rocm5.6 torchvision==0.16.2+rocm5.6 "
+            "--extra-index-url https://download.pytorch.org/whl/rocm5.6",
+    "cuda": "pip install torch==2.1.2+cu121 torchvision==0.16.2+cu121 "
+            "--extra-index-url https://download.pytorch.org/whl/cu121",
+}
+SECRET_IN_CONTAINER = "/run/secrets/webui-auth"
+
+TEMPLATES = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+)
+
+
+def credentials(values: dict) -> str:
+    """The login lines (``user:password``), read on the controller; empty when none is set."""
+    if values["webui_auth_env"]:
+        raw = os.environ.get(values["webui_auth_env"], "")
+    elif values["webui_auth_file"]:
+        raw = Path(values["webui_auth_file"]).read_text()
+    else:
+        return ""
+    lines = [line.strip() for line in raw.splitlines() if line.strip() and ":" in line]
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def launch_args(values: dict, backend: str, auth: bool, extra: list[str] = ()) -> list[str]:
+    """The web UI's flags: the backend's own, memory, login, API, then the user's extras."""
+    # --listen binds inside the container only; which host address publishes it is the compose
+    # file's port mapping, 127.0.0.1 unless webui_listen.
+    args = ["--listen", "--port", "7860", *BACKEND_ARGS[backend]]
+    vram = {"low": "--lowvram", "med": "--medvram"}.get(values["webui_vram"])
+    for flag in [vram, *extra]:
+        if flag and flag not in args:
+            args.append(flag)
+    if auth:
+        args += ["--gradio-auth-path", SECRET_IN_CONTAINER]
+    if values["webui_api"]:
+        args.append("--api")
+    if values["webui_allow_insecure_extensions"]:
+        args.append("--enable-insecure-extension-access")
+    if values["webui_allow_code"]:
+        args.append("--allow-code")
+    return args + list(values["webui_extra_args"])
+
+
+def render(values: dict, backend: str, *, auth: bool = False, env: dict | None = None,
+           extra_args: list[str] = (), cpu_threads: int = 0,
+           gids: dict | None = None) -> dict[str, str]:
+    """Every file of the project directory, by path relative to it. Pure: no host is asked."""
+    version = values["webui_version"]
+    environment = dict(env or {})
+    if values["webui_api"] and auth:
+        environment["SDINFRA_API_AUTH"] = "1"  # start.sh adds --api-auth from the secret
+    if backend == "cpu" and cpu_threads:
+        # PyTorch left half the seed's threads idle; say how many to use.
+        environment["OMP_NUM_THREADS"] = str(cpu_threads)
+    publish = values["webui_bind_address"] if values["webui_listen"] else "127.0.0.1"
+    rendered = {
+        "docker-compose.yml": TEMPLATES.get_template("docker-compose.yml.j2").render(
+            backend=backend, backends=BACKENDS, publish_address=publish,
+            port=values["webui_port"], auth=auth, image=values["webui_image"], version=version,
+            gids={"video": "video", "render": "render", **(gids or {})},
+        ),
+        "webui.env": TEMPLATES.get_template("webui.env.j2").render(
+            backend=backend, args=launch_args(values, backend, auth, extra_args),
+            timezone=values["webui_timezone"], env=environment,
+        ),
+        "start.sh": TEMPLATES.get_template("start.sh").render(),
+    }
+    for name in BACKENDS:
+        rendered[f"Dockerfile.{name}"] = TEMPLATES.get_template("Dockerfile.j2").render(
+            backend=name, version=version, repo_url=values["webui_repo_url"],
+            torch_command=values["webui_torch_command"] or TORCH_COMMANDS[name],
+        )
+    return rendered
+
+
+def warnings(values: dict) -> list[str]:
+    found = []
+    if values["webui_allow_insecure_extensions"]:
+        found.append("webui_allow_insecure_extensions is on: anyone who can log in can install "
+                     "extensions, that is run code from the network, on this host")
+    if values["webui_allow_code"]:
+        found.append("webui_allow_code is on: anyone who can log in can run Python code on "
+                     "this host")
+    if values["webui_api"] and not (values["webui_auth_file"] or values["webui_auth_env"]):
+        found.append("webui_api is on without a login: the API answers anyone who reaches the "
+                     "port (127.0.0.1 only, unless webui_listen)")
+    return found
+
+
+@dataclass(frozen=True)
+class Wanted:
+    path: str
+    sha256: str
+    mode: str
+
+
+class ProjectState(FactBase):
+    """
+    What the stack's directory and Docker hold, read in one round trip.
+
+    .. code:: python
+
+        {"nproc": 8, "gids": {"video": "44", "render": "110"}, "running": ["cpu"],
+         "images": ["sdinfra/webui:cpu-v1.10.1"], "models": ["sd-v1-5.safetensors"],
+         "files": {"/opt/stable-diffusion/webui.env": ("644", "ab12...")},
+         "dirs": {"/opt/stable-diffusion": "755"}}
+    """
+
+    def command(self, directory, paths, images):
+        quoted = " ".join(shlex.quote(p) for p in paths)
+        image_list = " ".join(shlex.quote(i) for i in images) or "none"
+        label = f"label=com.docker.compose.project={PROJECT}"
+        return (
+            "echo nproc=$(nproc); "
+            "getent group video render | awk -F: '{print \"gid=\" $1 \"=\" $3}'; "
+            f"for p in {quoted}; do "
+            'if [ -d "$p" ]; then echo "dir=$(stat -c %a "$p")=$p"; '
+            'elif [ -f "$p" ]; then echo "file=$(stat -c %a "$p")=$(sha256sum < "$p" | '
+            'cut -d" " -f1)=$p"; fi; done; '
+            f"ls -1 {shlex.quote(directory + '/' + MODELS)} 2>/dev/null | sed 's/^/model=/'; "
+            "if command -v docker >/dev/null; then "
+            f"docker ps --filter {label} --format 'running={{{{.Label \"com.docker.compose.service\"}}}}' "
+            "2>/dev/null; "
+            f"for i in {image_list}; do docker image inspect \"$i\" >/dev/null 2>&1 && "
+            'echo "image=$i"; done; fi; true'
+        )
+
+    @staticmethod
+    def default():
+        return {"nproc": 0, "gids": {}, "running": [], "images": [], "models": [],
+                "files": {}, "dirs": {}}
+
+    def process(self, output):
+        state = self.default()
+        for line in output:
+            key, _, rest = line.partition("=")
+            if key == "nproc" and rest.isdigit():
+                state["nproc"] = int(rest)
+            elif key == "gid":
+                name, _, gid = rest.partition("=")
+                state["gids"][name] = gid
+            elif key == "dir":
+                mode, _, path = rest.partition("=")
+                state["dirs"][path] = mode
+            elif key == "file":
+                mode, digest_path = rest.split("=", 1)
+                digest, _, path = digest_path.partition("=")
+                state["files"][path] = (mode, digest)
+            elif key in ("running", "images", "image", "models", "model"):
+                state[{"image": "images", "model": "models"}.get(key, key)].append(rest)
+        return state
+
+
+@operation()
+def project_files(directories: list[str], wanted: dict, state: dict):
+    """
+    Make directories and files match, uploading only the files whose sha256 or mode differ.
+
+    ``wanted`` maps a remote path to (content bytes, octal mode); ``state`` is the ProjectState
+    fact already read for this run, so checking costs no further round trip.
+
+    .. code:: python
+
+        project_files(directories=["/opt/sd"], wanted={"/opt/sd/a.env": (b"X=1\\n", "644")},
+                      state=host.get_fact(ProjectState, ...))
+    """
+    for directory in directories:
+        if directory not in state["dirs"]:
+            yield f"install -d -m 0755 {shlex.quote(directory)}"
+    for path, (content, mode) in wanted.items():
+        mode_now, digest = state["files"].get(path, (None, None))
+        if digest != hashlib.sha256(content).hexdigest():
+            # Written with a private mode first, so a secret is never readable, not even briefly.
+            temp = f"{path}.sdinfra-new"
+            yield f"install -m 0600 /dev/null {shlex.quote(temp)}"
+            yield FileUploadCommand(BytesIO(content), temp)
+            yield f"chmod {mode} {shlex.quote(temp)} && mv {shlex.quote(temp)} {shlex.quote(path)}"
+        elif mode_now != mode:
+            yield f"chmod {mode} {shlex.quote(path)}"
+
+
+@lru_cache(maxsize=None)
+def _sha256_of(path: str, size: int, mtime: float) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def local_sha256(path: str) -> str:
+    stat = os.stat(path)
+    return _sha256_of(path, stat.st_size, stat.st_mtime)
+
+
+@deploy("Stable Diffusion web UI")
+def stack(backend: str, env: dict | None = None, extra_args: list[str] = ()):
+    """
+    The compose stack on this host, running ``backend``'s service.
+
+    + backend: ``cpu``, ``rocm`` or ``cuda``
+    + env: more environment for the container (the rocm role's ROC_ENABLE_PRE_VEGA, ...)
+    + extra_args: more launch flags chosen for this host (the preflight's --medvram, ...)
+    """
+    if backend not in BACKENDS:
+        raise host_error(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
+    values = read(host, SETTINGS)
+    for warning in warnings(values):
+        logger.warning(f"{host.print_prefix}{warning}")
+
+    directory = values["webui_dir"].rstrip("/")
+    secret = credentials(values)
+    if (values["webui_auth_env"] or values["webui_auth_file"]) and not secret:
+        raise host_error("the login set by webui_auth_file/webui_auth_env holds no "
+                         "user:password line")
+    image = values["webui_image"] or f"sdinfra/webui:{backend}-{values['webui_version']}"
+    directories = [directory, f"{directory}/models", f"{directory}/{MODELS}",
+                   f"{directory}/outputs", f"{directory}/secrets"]
+    relative = list(render(values, backend))
+    paths = directories + [f"{directory}/{name}" for name in relative]
+    paths += [f"{directory}/secrets/webui-auth"]
+    paths += [f"{directory}/{MODELS}/{model['name']}" for model in values["webui_models"]]
+    state = host.get_fact(ProjectState, directory=directory, paths=paths, images=[image])
+
+    cpu_threads = values["webui_cpu_threads"] or state["nproc"]
+    rendered = render(values, backend, auth=bool(secret), env=env, extra_args=extra_args,
+                      cpu_threads=cpu_threads, gids=state["gids"])
+    wanted = {f"{directory}/{name}": (text.encode(), "644") for name, text in rendered.items()}
+    if secret:
+        wanted[f"{directory}/secrets/webui-auth"] = (secret.encode(), "600")
+    changes = [project_files(name="Project directory and files", directories=directories,
+                             wanted=wanted, state=state)]
+    if not secret and f"{directory}/secrets/webui-auth" in state["files"]:
+        changes.append(files.file(name="Remove the login no longer set",
+                                  path=f"{directory}/secrets/webui-auth", present=False))
+
+    changes += _models(values, directory, state)
+    if values["webui_image_archive"] and image not in state["images"]:
+        changes.append(_load_image(values["webui_image_archive"], image))
+
+    models_present = set(state["models"]) | {m["name"] for m in values["webui_models"]}
+    if not any(name.endswith((".ckpt", ".safetensors")) for name in models_present):
+        logger.warning(
+            f"{host.print_prefix}no model: put a .safetensors or .ckpt file into "
+            f"{directory}/{MODELS} or list one in webui_models; the {backend} service is not "
+            "started"
+        )
+        return
+
+    compose = f"cd {shlex.quote(directory)} && {docker.compose_command()} -p {PROJECT}"
+    others = [name for name in state["running"] if name != backend]
+    if others:
+        server.shell(name=f"Stop the other backends ({', '.join(others)})",
+                     commands=[f"{compose} rm --stop --force {' '.join(others)}"])
+    if backend not in state["running"] or any(op.will_change for op in changes):
+        build = "" if values["webui_image"] else " --build"
+        server.shell(name=f"Start the {backend} service",
+                     commands=[f"{compose} up -d{build} {backend}"])
+
+
+def _models(values, directory, state):
+    ops = []
+    for model in values["webui_models"]:
+        dest = f"{directory}/{MODELS}/{model['name']}"
+        if state["files"].get(dest, (None, None))[1] == model["sha256"]:
+            continue
+        if "url" in model:
+            from roles.download import fetch
+
+            ops.append(fetch(name=f"Download model {model['name']}", url=model["url"], dest=dest,
+                             sha256=model["sha256"]))
+        else:
+            if local_sha256(model["src"]) != model["sha256"]:
+                raise host_error(f"webui_models: {model['name']}: {model['src']} does not have "
+                                 f"sha256 {model['sha256']}")
+            ops.append(files.put(name=f"Upload model {model['name']}", src=model["src"],
+                                 dest=dest, mode="644"))
+    return ops
+
+
+def _load_image(archive: str, image: str):
+    remote = f"/var/tmp/sdinfra-{Path(archive).name}"
+    files.put(name=f"Upload image archive {Path(archive).name}", src=archive, dest=remote)
+    return server.shell(
+        name=f"Load image {image}",
+        commands=[f"docker load -i {shlex.quote(remote)} && rm -f {shlex.quote(remote)} && "
+                  f"docker image inspect {shlex.quote(image)} >/dev/null"],
+    )

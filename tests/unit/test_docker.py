@@ -1,0 +1,116 @@
+"""The docker role's plan on fresh and converged hosts, for each supported distribution."""
+
+import json
+
+import pytest
+
+from roles.apt import deb822
+from roles.docker import DOCKER_CE, merged
+from roles.docker.settings import DOCKER_KEY_FINGERPRINT, SETTINGS
+from roles.settings import read
+from tests.unit.fakehost import FakeHost, plan
+
+DEFAULT_DAEMON = {s.name: s.default for s in SETTINGS}["docker_daemon_options"]
+
+
+def converged(name, os_key, source="docker"):
+    host = FakeHost(name).os(os_key).set(docker_source=source)
+    family, suite = {"ubuntu20": ("ubuntu", "focal"), "ubuntu22": ("ubuntu", "jammy"),
+                     "debian12": ("debian", "bookworm")}[os_key]
+    if source == "docker":
+        host.package("ca-certificates", "curl", "gpg", *DOCKER_CE)
+        host.respond("gpg --show-keys", DOCKER_KEY_FINGERPRINT)
+        base = f"https://download.docker.com/linux/{family}"
+        host.directory("/etc/apt/sources.list.d")
+        host.file("/etc/apt/sources.list.d/docker.sources",
+                  deb822(base, suite, "stable", "/etc/apt/keyrings/docker.asc"))
+    else:
+        compose = "docker-compose-v2" if os_key == "ubuntu22" else "docker-compose"
+        host.package("docker.io", compose)
+    host.file("/etc/docker/daemon.json", json.dumps(DEFAULT_DAEMON))
+    return host.service("docker")
+
+
+@pytest.mark.parametrize("os_key,suite", [("ubuntu20", "focal"), ("ubuntu22", "jammy"),
+                                          ("debian12", "bookworm")])
+def test_fresh_host_gets_docker_ce_from_the_signed_repository(os_key, suite):
+    result = plan("deploy/docker.py", [FakeHost("h").os(os_key)])
+    assert result.returncode == 0, result.output
+    changes = result.changes("h")
+    assert "Docker Engine | Signed apt repository | Key of the docker repository" in changes
+    assert "Docker Engine | Signed apt repository | Source of the docker repository" in changes
+    assert any(c.endswith("Install " + " ".join(DOCKER_CE)) for c in changes)
+    assert "Docker Engine | Docker is enabled and running" in changes
+    assert "Docker Engine | Merge sdinfra's keys into daemon.json" in changes
+
+
+@pytest.mark.parametrize("os_key,compose", [("ubuntu22", "docker-compose-v2"),
+                                            ("debian12", "docker-compose")])
+def test_distro_source_installs_the_distributions_compose(os_key, compose):
+    result = plan("deploy/docker.py", [FakeHost("h").os(os_key).set(docker_source="distro")])
+    changes = result.changes("h")
+    assert f"Docker Engine | Install missing packages | Install docker.io {compose}" in changes
+    assert not any("Signed apt repository" in c for c in changes)
+
+
+@pytest.mark.parametrize("os_key", ["ubuntu20", "ubuntu22", "debian12"])
+@pytest.mark.parametrize("source", ["docker", "distro"])
+def test_converged_host_gets_no_change(os_key, source):
+    result = plan("deploy/docker.py", [converged("h", os_key, source)])
+    assert result.returncode == 0, result.output
+    assert result.changes("h") == []
+
+
+def test_key_with_another_fingerprint_is_fetched_and_checked_again():
+    host = converged("h", "ubuntu22")
+    host.override("gpg --show-keys", "0" * 40)
+    result = plan("deploy/docker.py", [host])
+    assert result.changes("h") == [
+        "Docker Engine | Signed apt repository | Key of the docker repository",
+        "Docker Engine | Signed apt repository | Install missing packages | Refresh package lists",
+    ]
+
+
+def test_daemon_json_keeps_the_nvidia_runtime_and_adds_only_missing_keys():
+    nvidia = {"runtimes": {"nvidia": {"args": [], "path": "nvidia-container-runtime"}}}
+    result = merged(nvidia, DEFAULT_DAEMON)
+    assert result["runtimes"] == nvidia["runtimes"]
+    assert result["log-opts"] == {"max-size": "10m", "max-file": "3"}
+    # Nested mappings merge key by key too.
+    assert merged({"log-opts": {"labels": "x"}}, {"log-opts": {"max-size": "1m"}}) == {
+        "log-opts": {"labels": "x", "max-size": "1m"}}
+
+    host = converged("h", "debian12", "distro")
+    host.override("cat /etc/docker/daemon.json", json.dumps(merged(nvidia, DEFAULT_DAEMON)))
+    assert plan("deploy/docker.py", [host]).changes("h") == []
+    host.override("cat /etc/docker/daemon.json", json.dumps(nvidia))
+    assert plan("deploy/docker.py", [host]).changes("h") == [
+        "Docker Engine | Merge sdinfra's keys into daemon.json",
+        "Docker Engine | Restart Docker for daemon.json",
+    ]
+
+
+def test_users_join_the_docker_group_and_unknown_users_stop_the_run():
+    host = converged("h", "debian12", "distro").set(docker_users=["alice", "bob"])
+    host.user("alice").user("bob", "docker")
+    assert plan("deploy/docker.py", [host]).changes("h") == [
+        "Docker Engine | alice joins the docker group"]
+
+    host = converged("h", "debian12", "distro").set(docker_users=["carol"])
+    result = plan("deploy/docker.py", [host.user("alice")])
+    assert result.returncode != 0
+    assert "host @fake/h: docker_users names 'carol', who has no account there" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_settings_defaults_are_read_when_unset():
+    class Data:
+        def get(self, name, default=None):
+            return {"docker_source": "distro"}.get(name, default)
+
+    class Host:
+        data = Data()
+
+    values = read(Host(), SETTINGS)
+    assert values["docker_source"] == "distro"
+    assert values["docker_key_fingerprint"] == DOCKER_KEY_FINGERPRINT
