@@ -1,0 +1,2 @@
+# Settings for the cpu hosts of inventories/home.py.
+accelerator = "cpu"

@@ -1,0 +1,2 @@
+# Settings for the cuda hosts of inventories/home.py.
+accelerator = "cuda"

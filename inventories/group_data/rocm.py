@@ -1,0 +1,2 @@
+# Settings for the rocm hosts of inventories/home.py.
+accelerator = "rocm"
