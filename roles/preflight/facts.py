@@ -213,7 +213,7 @@ def _parse_lscpu(lines: list[str], cpu: dict) -> dict:
     last = None
     for line in lines:
         match = re.match(r"\s*([A-Za-z][^:]*):\s*(.*)$", line)
-        if match and not (last == "Flags" and " " in match.group(1).strip() is False):
+        if match:
             last = match.group(1).strip()
             values.setdefault(last, match.group(2).strip())
         elif last == "Flags" and line.strip():
@@ -598,6 +598,9 @@ def parse_nvidia_smi(text: str | None, state: str = "present") -> dict:
         if re.match(r"GPU [0-9A-Fa-f]+:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.\d$", stripped):
             query_gpu = gpu("q" + stripped.split()[1])
             query_gpu["bus_id"] = normalize_slot(stripped.split()[1])
+        elif query_gpu is not None and re.match(r"Device Id\s*:\s*0x[0-9A-Fa-f]{8}$", stripped):
+            value = stripped.split("0x", 1)[1].lower()
+            query_gpu["pci_id"] = f"{value[4:]}:{value[:4]}"
         elif query_gpu is not None and stripped.startswith("Product Name"):
             query_gpu["name"] = stripped.split(":", 1)[1].strip()
         elif query_gpu is not None and stripped.startswith("Total") and query_gpu["memory_mib"] \
@@ -696,8 +699,16 @@ def merge_gpus(short: list[dict], verbose: list[dict], kfd: dict, rocminfo: dict
             "sources": [source],
         })
 
-    # rocminfo GPU agents: matched by BDFID, then by chip ID, then the only AMD device left.
+    # lspci without -nn prints no IDs: the kernel log names the AMD device kfd looked at.
     amd = [g for g in gpus.values() if g["vendor_id"] == AMD]
+    named = {pci.split(":")[1] for pci in kfd["rejected"] + kfd["added"] if pci.startswith(AMD)}
+    unnamed = [g for g in amd if g["device_id"] is None]
+    if len(named) == 1 and len(unnamed) == 1 and \
+            not any(g["device_id"] in named for g in amd if g["device_id"]):
+        unnamed[0]["device_id"] = named.pop()
+        unnamed[0]["sources"].append("dmesg")
+
+    # rocminfo GPU agents: matched by BDFID, then by chip ID, then the only AMD device left.
     for agent in rocminfo["gpu_agents"]:
         slot = bdfid_slot(agent["bdfid"])
         target = gpus.get(slot) if slot else None
@@ -724,7 +735,8 @@ def merge_gpus(short: list[dict], verbose: list[dict], kfd: dict, rocminfo: dict
             unmatched = [g for g in nv if g["nvidia_name"] is None]
             target = unmatched[0] if len(unmatched) == 1 else None
         if target is None:
-            target = new_record(entry["bus_id"] or f"nvidia-{entry['index']}", NVIDIA, None,
+            device_id = entry.get("pci_id", "").split(":")[-1] or None
+            target = new_record(entry["bus_id"] or f"nvidia-{entry['index']}", NVIDIA, device_id,
                                 entry["name"], "nvidia-smi")
         target["nvidia_name"] = entry["name"]
         if entry["memory_mib"]:

@@ -1,0 +1,350 @@
+"""
+Hardware preflight (roles/preflight): parsing real captured outputs, the backend decision, the
+report, the `explain` command line, and the deploy against pyinfra's @fake connector.
+
+The fixture cases under tests/fixtures/preflight/<case>/ hold real outputs (see each SOURCE file)
+and an expected.json with the decision they must produce.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from roles import preflight
+from roles.preflight import decide, facts as facts_module, parse, split_sections
+from roles.preflight.__main__ import load_dir, main
+from tests.unit.fakehost import REPO, FakeHost, plan
+
+CASES = REPO / "tests" / "fixtures" / "preflight"
+CASE_NAMES = sorted(p.name for p in CASES.iterdir() if (p / "expected.json").is_file())
+SEED = CASES / "seed-server-rx460-x5670"
+
+
+def facts_of(case: str) -> dict:
+    return parse(load_dir(CASES / case))
+
+
+def check(decision, expected: dict) -> None:
+    """The decision matches an expected.json entry (exact where given, substrings for texts)."""
+    assert decision.backend == expected["backend"], decision.reasons
+    for key in ("env", "webui_args", "cpu_threads"):
+        if key in expected:
+            assert getattr(decision, key) == expected[key], (key, decision.reasons)
+    if "gpu" in expected:
+        if expected["gpu"] is None:
+            assert decision.gpu is None
+        else:
+            assert decision.gpu is not None
+            for key, value in expected["gpu"].items():
+                assert decision.gpu[key] == value, (key, decision.gpu)
+    reasons, warnings = "\n".join(decision.reasons), "\n".join(decision.warnings)
+    for text in expected.get("reasons_contain", []):
+        assert text in reasons, (text, reasons)
+    for text in expected.get("warnings_contain", []):
+        assert text in warnings, (text, warnings)
+    for text in expected.get("warnings_lack", []):
+        assert text not in warnings, (text, warnings)
+
+
+# --- the fixture cases ---------------------------------------------------------------------------
+
+
+def test_there_are_enough_cases():
+    assert len(CASE_NAMES) >= 10
+    for name in CASE_NAMES:
+        assert (CASES / name / "SOURCE").is_file(), f"{name} has no SOURCE"
+
+
+@pytest.mark.parametrize("case", CASE_NAMES)
+def test_case_decision(case):
+    expected = json.loads((CASES / case / "expected.json").read_text())
+    check(decide(facts_of(case)), expected)
+
+
+@pytest.mark.parametrize("case", CASE_NAMES)
+def test_case_variants(case):
+    expected = json.loads((CASES / case / "expected.json").read_text())
+    for variant in expected.get("variants", []):
+        decision = decide(facts_of(case), requested=variant.get("accelerator", "auto"),
+                          rocm_release=variant.get("rocm_release", "5.3"))
+        check(decision, variant)
+
+
+@pytest.mark.parametrize("case", CASE_NAMES)
+def test_case_report_renders(case):
+    found = facts_of(case)
+    decision = decide(found)
+    text = preflight.report(case, decision, found)
+    assert text.startswith(f"Hardware preflight: {case}")
+    assert f"Backend: {decision.backend}" in text
+    for reason in decision.reasons:
+        assert reason in text
+
+
+# --- the seed story --------------------------------------------------------------------------
+
+
+def test_seed_server_is_none_for_both_reasons():
+    found = facts_of(SEED.name)
+    gpu = found["gpus"][0]
+    assert gpu["pci_id"] == "1002:67ef"  # lspci without -nn: the ID comes from the kfd line
+    assert gpu["atomics_reqen"] is False
+    assert found["kfd"]["rejected"] == ["1002:67ef"]
+    assert found["rocminfo"]["cpu_agents"] == 2 and found["rocminfo"]["gpu_agents"] == []
+    assert found["cpu"]["flags"]["avx"] is False
+    assert (found["cpu"]["sockets"], found["cpu"]["cores"], found["cpu"]["threads"]) == (2, 12, 24)
+    decision = decide(found)
+    assert decision.backend == "none" and not decision.deployable
+    atomics = [r for r in decision.reasons if "PCI rejects atomics" in r]
+    avx = [r for r in decision.reasons if "lacks AVX" in r]
+    assert atomics and avx
+    assert "gfx803" in atomics[0] and "08:00.0" in atomics[0]
+
+
+def test_atomics_without_dmesg_warn_instead_of_deciding():
+    sections = load_dir(SEED)
+    del sections["dmesg"]
+    del sections["rocminfo"]
+    found = parse(sections)
+    decision = decide(found, requested="rocm")
+    assert decision.gpu["pcie_atomics"] == "unknown"
+    assert not any("PCI rejects atomics" in r for r in decision.reasons)
+    assert any("could not be confirmed" in w and "ReqEn-" in w for w in decision.warnings)
+
+
+def test_dmesg_not_readable_is_a_fact_not_an_error():
+    sections = load_dir(SEED)
+    sections["dmesg"] = "#! unavailable dmesg"
+    found = parse(sections)
+    assert found["kfd"]["readable"] is False
+    assert "dmesg not readable" in preflight.report("h", decide(found), found)
+
+
+def test_older_kernel_atomics_message():
+    # kfd's message before the "amdgpu:" prefix and the version numbers (ROCm issue thread, 2019).
+    found = parse({"dmesg": "[    1.114805] kfd kfd: skipped device 1002:67ef, PCI rejects atomics",
+                   "lspci-nn": "01:00.0 VGA compatible controller [0300]: Advanced Micro Devices, "
+                               "Inc. [AMD/ATI] Baffin [Radeon RX 460/560D / Pro 450/455/460/555/"
+                               "555X/560/560X] [1002:67ef] (rev e5)"})
+    assert found["kfd"]["rejected"] == ["1002:67ef"]
+    decision = decide(found, requested="rocm")
+    assert decision.gpu["pcie_atomics"] == "rejected"
+
+
+# --- explicit settings -----------------------------------------------------------------------
+
+
+def test_explicit_accelerator_wins_with_a_warning():
+    found = facts_of("xeon-e5-2680v3-cpu-server")
+    decision = decide(found, requested="cuda")
+    assert decision.backend == "cuda"
+    assert "accelerator: cuda is set for this host (auto would pick cpu)" in decision.reasons
+    assert any("no NVIDIA GPU was found" in w for w in decision.warnings)
+    decision = decide(facts_of("rx6700xt-ryzen3700x"), requested="cpu")
+    assert decision.backend == "cpu" and decision.gpu is None
+
+
+def test_unknown_accelerator_is_refused():
+    with pytest.raises(ValueError):
+        decide(parse({}), requested="tpu")
+
+
+# --- missing tools -----------------------------------------------------------------------------
+
+
+def test_nothing_known_is_not_an_error():
+    found = parse({})
+    assert found["gpus"] == [] and found["cpu"]["flags"]["avx"] is None
+    decision = decide(found)
+    assert decision.backend == "cpu"
+    assert any("CPU flags unknown" in w for w in decision.warnings)
+    assert any("lspci not available" in w for w in decision.warnings)
+    assert preflight.HardwareFacts.default()["sections"]["lspci-nn"] == "absent"
+
+
+def test_missing_tool_notes():
+    output = "\n".join(["### lspci-nn", "#! missing lspci", "### rocminfo", "#! missing rocminfo",
+                        "### nvidia-smi", "#! missing nvidia-smi", "### dmesg",
+                        "#! unavailable dmesg"])
+    found = parse(split_sections(output))
+    assert found["sections"]["lspci-nn"] == "missing"
+    assert found["sections"]["meminfo"] == "absent"
+    assert found["rocminfo"]["present"] is False and found["nvidia_smi"]["present"] is False
+    assert found["kfd"]["readable"] is False
+
+
+# --- parsers on their own --------------------------------------------------------------------
+
+
+def test_proc_cpuinfo_topology():
+    text = (CASES / "debian12-vm-live" / "cpuinfo.txt").read_text()
+    cpu = facts_module.parse_cpu(text)
+    assert (cpu["threads"], cpu["cores"], cpu["sockets"]) == (2, 2, 1)
+    assert cpu["flags"]["avx"] is True and cpu["arch"] == "x86_64"
+
+
+def test_nvidia_smi_csv_and_table():
+    # The query the live command adds after the table (format of nvidia-smi --query-gpu).
+    text = "\n".join([
+        (CASES / "seed-laptop-gtx950m" / "nvidia-smi.txt").read_text(),
+        "index, name, memory.total [MiB], driver_version, pci.bus_id",
+        "0, GeForce GTX 950M, 2004 MiB, 418.67, 00000000:01:00.0",
+    ])
+    smi = facts_module.parse_nvidia_smi(text)
+    assert smi["driver"] == "418.67" and smi["cuda"] == "10.0"
+    assert smi["gpus"] == [{"index": 0, "name": "GeForce GTX 950M", "memory_mib": 2004,
+                            "bus_id": "01:00.0"}]
+
+
+def test_low_ram_and_disk_warnings():
+    # meminfo line as captured on an 8 GB machine; df rows as the live command prints them.
+    found = parse({
+        "cpuinfo": (CASES / "xeon-e5-2680v3-cpu-server" / "cpuinfo.txt").read_text(),
+        "meminfo": "MemTotal:        8048992 kB\nMemAvailable:    5631108 kB",
+        "df": "#! df stack /opt\n/dev/sda1  30830592 20000000 9258496  69% /\n"
+              "#! df docker /var/lib\n/dev/sda1  30830592 20000000 9258496  69% /",
+    })
+    assert found["memory"]["total_gb"] == 7.7
+    assert found["disk"]["stack"]["free_gb"] == 8.8 and found["disk"]["stack"]["path"] == "/opt"
+    decision = decide(found)
+    warnings = "\n".join(decision.warnings)
+    assert "RAM 7.7 GB is under 16 GB" in warnings
+    assert "free disk 8.8 GB on / (stack and Docker data) is under 18 GB" in warnings
+    assert "RAM" not in "\n".join(decide(found, min_ram_gb=4).warnings)
+
+
+def test_df_longest_mount_prefix_without_notes():
+    df = ("Filesystem     1024-blocks      Used Available Capacity Mounted on\n"
+          "/dev/sda1         30830592  20000000   9258496      69% /\n"
+          "/dev/sdb1        976284628 100000000 876284628      11% /var/lib/docker\n")
+    disk = facts_module.parse_df(df)
+    assert disk["docker"]["mount"] == "/var/lib/docker" and disk["stack"]["mount"] == "/"
+
+
+def test_override_target_names():
+    from roles.preflight.decide import override_target
+    assert override_target("10.3.0") == "gfx1030"
+    assert override_target("9.0.0") == "gfx900"
+    assert override_target("11.0.0") == "gfx1100"
+
+
+def test_gpus_yml_covers_the_issue_list():
+    data = preflight.load_gpus()
+    for pci_id in ("1002:67ef", "1002:67df", "1002:7300", "1002:687f", "1002:66af", "1002:731f",
+                   "1002:73df", "1002:73bf", "1002:744c", "1002:1636", "1002:1638", "10de:139a",
+                   "10de:1c03", "10de:1b81", "10de:1b80", "10de:1f08", "10de:2503", "10de:2504",
+                   "10de:2487", "10de:2206", "10de:2684"):
+        entry = data["devices"][pci_id]
+        family = data["families"][entry["family"]]
+        assert family["vendor"] == ("amd" if pci_id.startswith("1002") else "nvidia")
+        if family["vendor"] == "amd":
+            assert family["rocm"] and "needs_pcie_atomics" in family
+        else:
+            assert family["compute_capability"] > 0
+
+
+# --- the fact's one command -------------------------------------------------------------------
+
+
+def test_the_fact_is_one_command_with_every_section():
+    command = preflight.HardwareFacts().command()
+    assert isinstance(command, str) and "\n" not in command
+    for name in facts_module.SECTIONS:
+        assert f"sec {name};" in command
+    proc = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0
+    sections = split_sections(proc.stdout)
+    assert set(sections) == set(facts_module.SECTIONS)
+    found = preflight.HardwareFacts().process(proc.stdout.splitlines())
+    assert found["cpu"]["threads"] and found["memory"]["total_gb"]
+
+
+def test_the_command_quotes_odd_stack_paths():
+    command = facts_module.command(stack_dir="/srv/my stack's dir")
+    proc = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=60)
+    found = parse(split_sections(proc.stdout))
+    assert found["disk"]["stack"]["path"] == "/srv" or found["disk"]["stack"]["path"] == "/"
+
+
+# --- explain ------------------------------------------------------------------------------------
+
+
+def run_explain(*args: str):
+    return subprocess.run([sys.executable, "-m", "roles.preflight", "explain", *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+
+
+def test_explain_json_keys():
+    proc = run_explain(str(SEED), "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert list(out) == ["backend", "reasons", "env", "webui_args", "warnings", "gpu"]
+    assert out["backend"] == "none" and out["gpu"] is None
+    assert isinstance(out["reasons"], list) and isinstance(out["env"], dict)
+    laptop = json.loads(run_explain(str(CASES / "seed-laptop-gtx950m"), "--json").stdout)
+    assert laptop["webui_args"] == ["--lowvram"] and laptop["gpu"]["vendor"] == "nvidia"
+
+
+def test_explain_text_and_accelerator():
+    proc = run_explain(str(SEED), "--accelerator", "rocm")
+    assert proc.returncode == 0
+    assert "Backend: rocm (accelerator: rocm set)" in proc.stdout
+    assert "ROC_ENABLE_PRE_VEGA=1" in proc.stdout
+
+
+def test_explain_bad_dir(tmp_path, capsys):
+    proc = run_explain(str(tmp_path / "nope"))
+    assert proc.returncode == 2
+    assert "no such directory" in proc.stderr and "Traceback" not in proc.stderr
+    assert main(["explain", str(tmp_path)]) == 2  # exists but holds no capture
+    assert "holds none of" in capsys.readouterr().err
+
+
+# --- the deploy against pyinfra's @fake connector ---------------------------------------------
+
+
+def live_output(case: Path) -> list[str]:
+    """What the fact's command would print on the host the case was captured from."""
+    lines = []
+    for name, text in load_dir(case).items():
+        lines.append(f"### {name}")
+        lines.extend(text.splitlines())
+    return lines
+
+
+def test_deploy_plans_nothing_and_asks_one_command():
+    seed = FakeHost("seed").respond("sec lspci-nn;", live_output(SEED))
+    laptop = FakeHost("laptop").respond("sec lspci-nn;", live_output(CASES / "seed-laptop-gtx950m"))
+    pinned = FakeHost("pinned").set(accelerator="rocm") \
+        .respond("sec lspci-nn;", live_output(SEED))
+    result = plan("deploy/preflight.py", [seed, laptop, pinned])
+    assert result.returncode == 0, result.output[-3000:]
+    assert result.changed_hosts() == set()
+    for op in result.ops:
+        assert op["hosts_with_change"] == []
+    for name in ("seed", "laptop", "pinned"):
+        asked = result.commands[name]
+        assert len(asked) == 1 and "sec lspci-nn;" in asked[0], asked
+    def said(host: str, text: str) -> bool:  # pyinfra pads host prefixes to one width
+        return re.search(rf"\[@fake/{host}\]\s+{re.escape(text)}", result.output) is not None
+
+    assert said("seed", "Backend: none - not deployed")
+    assert said("seed", "- no ROCm on Radeon RX 460/560")
+    assert "PCI rejects atomics" in result.output
+    assert said("laptop", "Backend: cuda")
+    assert said("laptop", "Web UI args: --lowvram")
+    assert said("pinned", "Backend: rocm (accelerator: rocm set)")
+
+
+def test_deploy_refuses_bad_settings_before_any_command():
+    host = FakeHost("typo").set(accelerator="tpu").respond("sec lspci-nn;", live_output(SEED))
+    result = plan("deploy/preflight.py", [host])
+    assert result.returncode != 0
+    assert "accelerator = 'tpu'" in result.output
+    assert result.commands["typo"] == []
