@@ -204,7 +204,10 @@ def evaluate_amd(gpu: dict, facts: dict, release: str) -> dict:
                             f"{need} GB (raise the UMA frame buffer in the firmware)")
     if vram is not None and vram_source != "table" and vram < MIN_USABLE_VRAM_GB:
         blockers.append(f"only {vram} GB VRAM; SD needs about 2 GB even with --lowvram")
-    if gpu.get("driver") and gpu["driver"] != "amdgpu":
+    if gpu.get("driver") == "vfio-pci":
+        blockers.append("bound to vfio-pci (passed through to a virtual machine): this host "
+                        "cannot use it")
+    elif gpu.get("driver") and gpu["driver"] != "amdgpu":
         cautions.append(f"{label}: kernel driver in use is {gpu['driver']}, not amdgpu")
 
     rank = {"supported": 3, "override": 2, "unknown": 2}.get(status, 0)
@@ -232,6 +235,9 @@ def evaluate_nvidia(gpu: dict, facts: dict, data: dict) -> dict:
     vram, vram_source = _vram_gb(gpu, known)
     if vram is not None and vram_source != "table" and vram < MIN_USABLE_VRAM_GB:
         blockers.append(f"only {vram} GB VRAM; SD needs about 2 GB even with --lowvram")
+    if gpu.get("driver") == "vfio-pci":
+        blockers.append("bound to vfio-pci (passed through to a virtual machine): this host "
+                        "cannot use it")
     smi = facts["nvidia_smi"]
     if not smi["present"]:
         cautions.append("nvidia-smi not found: install the NVIDIA driver before the container "
