@@ -208,3 +208,33 @@ def markdown_table(settings: Iterable[Setting]) -> str:
         default = "" if s.default in (None, "") else f"`{s.default!r}`"
         rows.append(f"| `{s.name}` | {default} | {s.help} |")
     return "\n".join(rows)
+
+
+# --- the README's tables ----------------------------------------------------------------------
+
+ROLES_WITH_SETTINGS = ("preflight", "docker", "rocm", "nvidia", "webui")
+
+
+def readme_tables(readme: str) -> str:
+    """``readme`` with each ``<!-- settings:ROLE -->`` block replaced by the role's table."""
+    import importlib
+
+    for role in ROLES_WITH_SETTINGS:
+        start, end = f"<!-- settings:{role} -->", f"<!-- /settings:{role} -->"
+        if start not in readme:
+            continue
+        module = importlib.import_module(f"roles.{role}.settings")
+        before, rest = readme.split(start, 1)
+        _, after = rest.split(end, 1)
+        readme = f"{before}{start}\n{markdown_table(module.SETTINGS)}\n{end}{after}"
+    return readme
+
+
+if __name__ == "__main__":
+    # python -m roles.settings README.md: rewrite the README's settings tables from the code.
+    import sys
+    from pathlib import Path
+
+    for name in sys.argv[1:]:
+        path = Path(name)
+        path.write_text(readme_tables(path.read_text()))

@@ -437,6 +437,9 @@ def build_nvidia_container_toolkit_deb(dest_dir: os.PathLike | str, *,
         {
             "/usr/bin/nvidia-ctk": (NVIDIA_CTK.replace("@VERSION@", version), 0o755),
             "/usr/bin/nvidia-container-runtime": (NVIDIA_CONTAINER_RUNTIME, 0o755),
+            # dockerd registers its "nvidia" device driver (what compose's GPU reservation asks
+            # for) only when this hook is on PATH at start; the stand-in hook does nothing.
+            "/usr/bin/nvidia-container-runtime-hook": ("#!/bin/sh\nexit 0\n", 0o755),
         },
         description=(
             "sdinfra STAND-IN for the NVIDIA Container Toolkit (TEST ONLY)\n"
