@@ -93,13 +93,21 @@ def key(url: str, dest: str, fingerprint: str):
 
 
 def deb822(uris: str, suites: str, components: str, keyring: str, arch: str | None = None) -> str:
+    """
+    A deb822 source. A flat repository (NVIDIA's: ``Suites: /``, an exact path ending in ``/``)
+    takes no ``Components`` line, as sources.list(5) says; pass ``components=""`` for it.
+    """
+    if suites.endswith("/") != (not components):
+        raise ValueError(f"suites {suites!r} with components {components!r}: a flat repository "
+                         "(suite ending in /) has no components, any other needs them")
     lines = [
         "# Managed by sdinfra: changes here are overwritten",
         "Types: deb",
         f"URIs: {uris}",
         f"Suites: {suites}",
-        f"Components: {components}",
     ]
+    if components:
+        lines.append(f"Components: {components}")
     if arch:
         lines.append(f"Architectures: {arch}")
     lines.append(f"Signed-By: {keyring}")
@@ -111,6 +119,8 @@ def repository(repo: str, key_url: str, fingerprint: str, uris: str, suites: str
                components: str, packages: list[str]):
     """
     Add a signed repository (deb822 with Signed-By) and install packages from it.
+
+    A flat repository is given as ``suites="/"`` (the path under ``uris``) and ``components=""``.
 
     The package lists are refreshed only when the key or the source changed or a package is
     missing, so a converged host runs nothing.

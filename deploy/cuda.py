@@ -1,0 +1,19 @@
+"""
+NVIDIA hosts: the driver check and Container Toolkit, Docker, and the web UI's cuda service.
+
+    pyinfra inventories/home.py deploy/cuda.py
+
+Every host's settings are checked before anything changes. The nvidia runtime is configured
+after the docker role: the docker role merges its daemon.json keys as planned, then nvidia-ctk
+adds the nvidia runtime to that file and Docker is restarted, so both sets of keys are there
+after the run.
+"""
+
+from roles import docker, nvidia, webui
+from roles.settings import validate
+
+validate(docker.settings, nvidia.settings, webui.settings)
+nvidia.install()
+docker.install()
+nvidia.configure_docker()
+webui.stack(backend="cuda")

@@ -1,0 +1,17 @@
+"""
+AMD ROCm hosts: ROCm, Docker and the web UI's rocm service.
+
+    pyinfra inventories/home.py deploy/rocm.py
+
+Every host's settings are checked before anything changes; then ROCm (roles.rocm), Docker
+(roles.docker) and the compose stack's rocm service (roles.webui), which gets the environment the
+card needs (ROC_ENABLE_PRE_VEGA, HSA_OVERRIDE_GFX_VERSION) from rocm.container_env().
+"""
+
+from roles import docker, rocm, webui
+from roles.settings import validate
+
+validate(docker.settings, rocm.settings, webui.settings)
+rocm.install()
+docker.install()
+webui.stack(backend="rocm", env=rocm.container_env())

@@ -1,0 +1,204 @@
+"""
+roles.nvidia: the NVIDIA driver and Container Toolkit, so that Docker containers get the GPU.
+
+``install()``, before the docker role:
+
+1. The driver must answer (``nvidia-smi``). When it does not, the package named by
+   ``nvidia_driver_package`` is installed and the host rebooted (``nvidia_allow_reboot``) or
+   named at the end of the run as needing a reboot; without that setting the run stops before
+   any change, naming the host and the setting.
+2. The NVIDIA Container Toolkit from NVIDIA's signed flat repository (deb822 source with a
+   ``Signed-By`` keyring whose fingerprint is checked; ``$(ARCH)`` resolved for the host).
+   The ``.list`` files of NVIDIA's own guide for the same repository are removed: apt refuses a
+   second Signed-By for one URI.
+
+``configure_docker()``, after the docker role:
+
+3. ``nvidia-ctk runtime configure --runtime=docker`` only while daemon.json has no ``nvidia``
+   runtime, and Docker restarted only then (or when the running Docker has not loaded it yet).
+   nvidia-ctk merges into daemon.json and the docker role merges its keys too, so both survive
+   any order of runs. Within one run the docker role must come before this step: its merge is
+   computed while planning, before nvidia-ctk writes.
+4. After a change, a container started with ``--gpus all`` must list the GPU (``nvidia-smi -L``)
+   or the host fails saying what is missing. A converged host is checked from the same fact
+   instead: the driver answers, the toolkit is installed, Docker has the runtime loaded.
+
+.. code:: python
+
+    from roles import docker, nvidia
+    nvidia.install()
+    docker.install()
+    nvidia.configure_docker()
+
+A converged host costs one remote command for both (the ``NvidiaState`` fact, read once).
+"""
+
+from __future__ import annotations
+
+import atexit
+import shlex
+import sys
+
+from pyinfra import host, logger
+from pyinfra.api import deploy
+from pyinfra.operations import server
+
+from roles import apt
+from roles.nvidia.facts import KEYRING, REBOOT_MARKER, NvidiaState, driver_version
+from roles.nvidia.settings import SETTINGS
+from roles.settings import host_error, read
+
+REPO = "nvidia-container-toolkit"
+TOOLKIT = ["nvidia-container-toolkit"]
+
+
+def repo_uris(values: dict, arch: str) -> str:
+    return values["nvidia_repo_url"].replace("$(ARCH)", arch or "amd64")
+
+
+def verify_command(image: str) -> str:
+    """
+    Fails (exit 1, reason on stderr) unless a container started with ``--gpus all`` lists a GPU.
+    """
+    hints = [
+        ("*'could not select device driver'*",
+         "Docker has no GPU device driver: the NVIDIA Container Toolkit is missing, or Docker "
+         "was not restarted after nvidia-ctk runtime configure"),
+        ("*'unknown runtime'*", "Docker does not know the nvidia runtime: restart Docker"),
+        ("*'version mismatch'*",
+         "the driver was upgraded but the old kernel module is still loaded: reboot"),
+        ("*'NVML'*|*'couldn'*\"'\"*'t communicate'*",
+         "the driver does not answer inside the container: is it loaded (nvidia-smi on the "
+         "host)?"),
+        ("*'executable file not found'*|*'not found'*",
+         "nvidia-smi was not mounted into the container: check nvidia-container-cli info"),
+        ("*'pull'*|*'manifest'*|*'No such image'*",
+         "the check's image could not be had: set nvidia_verify_image to an image present or "
+         "pullable here"),
+    ]
+    cases = "".join(f"  {pattern}) hint={shlex.quote(text)} ;;\n" for pattern, text in hints)
+    return (
+        f"out=$(timeout 600 docker run --rm --gpus all {shlex.quote(image)} nvidia-smi -L 2>&1)\n"
+        "rc=$?\n"
+        "if [ $rc -eq 0 ] && printf '%s\\n' \"$out\" | grep -q '^GPU [0-9]'; then exit 0; fi\n"
+        "hint='see what Docker said'\n"
+        'case "$out" in\n'
+        f"{cases}"
+        "esac\n"
+        "echo \"a container started with --gpus all does not see the GPU: $hint. "
+        "docker run said: $out\" >&2\n"
+        "exit 1"
+    )
+
+
+REBOOT_MARK = (
+    "echo '*** System restart required ***' > {marker} && "
+    "{{ grep -qx {pkg} {marker}.pkgs 2>/dev/null || echo {pkg} >> {marker}.pkgs; }}"
+)
+
+_reboots: list = []
+
+
+def _tell_reboots():
+    if _reboots:
+        sys.stderr.write(
+            f"\n--> NVIDIA: reboot {', '.join(_reboots)}: the driver was installed and "
+            "nvidia_allow_reboot is false. Run the deploy again after the reboot to verify the "
+            "GPU.\n"
+        )
+
+
+# What install() found and did on each host, for configure_docker(): the fact is read once.
+_planned: dict = {}
+
+
+def _state(values: dict) -> dict:
+    planned = _planned.get(host.name)
+    if planned is None:
+        planned = {"state": host.get_fact(NvidiaState,
+                                          driver_package=values["nvidia_driver_package"]),
+                   "changing": False, "pending": False}
+        _planned[host.name] = planned
+    return planned
+
+
+@deploy("NVIDIA driver and Container Toolkit")
+def install():
+    """The driver (checked, or installed from the setting) and the toolkit on the current host."""
+    values = read(host, SETTINGS)
+    package = values["nvidia_driver_package"]
+    planned = _state(values)
+    state = planned["state"]
+    if not state["daemon_valid"]:
+        raise host_error("/etc/docker/daemon.json is not valid JSON: fix it by hand first "
+                         "(nvidia-ctk and Docker would both fail on it)")
+    answers = state["smi_rc"] == 0 and driver_version(state["smi"]) is not None
+
+    driver_installed, pending = False, False
+    if not answers:
+        said = next((line.strip() for line in state["smi"] if line.strip()), "")
+        reason = f"nvidia-smi says: {said}" if said else "nvidia-smi is not installed"
+        if not package:
+            raise host_error(
+                f"the NVIDIA driver does not answer ({reason}); install it, or set "
+                "nvidia_driver_package (e.g. nvidia-driver-535 on Ubuntu) to have it installed "
+                "(a reboot follows)"
+            )
+        pending = True
+        if package not in state["packages"]:
+            apt.install([package])
+            driver_installed = True
+        elif package not in state["reboot_pkgs"]:
+            logger.warning(f"{host.print_prefix}{package} is installed but the driver does not "
+                           f"answer ({reason}): a reboot may load it")
+
+    for path in state["legacy"]:
+        server.shell(name=f"Remove {path} (replaced by {REPO}.sources)",
+                     commands=[f"rm -f {shlex.quote(path)}"])
+    uris = repo_uris(values, state["arch"])
+    expected = apt.deb822(uris, "/", "", KEYRING)
+    repo_changes = (values["nvidia_key_fingerprint"] not in state["key_fprs"]
+                    or state["sources"] != expected
+                    or any(p not in state["packages"] for p in TOOLKIT))
+    if repo_changes:
+        apt.repository(repo=REPO, key_url=values["nvidia_key_url"],
+                       fingerprint=values["nvidia_key_fingerprint"], uris=uris, suites="/",
+                       components="", packages=TOOLKIT)
+
+    rebooted = False
+    if pending and values["nvidia_allow_reboot"]:
+        server.reboot(name="Reboot for the NVIDIA driver", delay=15, reboot_timeout=900)
+        pending, rebooted = False, True
+    elif pending:
+        if driver_installed:
+            server.shell(name="Mark that a reboot is required",
+                         commands=[REBOOT_MARK.format(marker=REBOOT_MARKER,
+                                                      pkg=shlex.quote(package))])
+        logger.warning(f"{host.print_prefix}needs a reboot for the NVIDIA driver "
+                       "(nvidia_allow_reboot is false); the GPU is verified on the run after it")
+        if not _reboots:
+            atexit.register(_tell_reboots)
+        _reboots.append(host.name)
+    planned["changing"] = driver_installed or repo_changes or rebooted
+    planned["pending"] = pending
+
+
+@deploy("NVIDIA runtime for Docker")
+def configure_docker():
+    """The nvidia runtime in daemon.json and the running Docker; then the GPU check."""
+    values = read(host, SETTINGS)
+    planned = _state(values)
+    state = planned["state"]
+    configured = "nvidia" in (state["daemon"].get("runtimes") or {})
+    loaded = state["runtimes"] is None or "nvidia" in state["runtimes"]
+    runtime_changes = not configured or not loaded
+    if not configured:
+        server.shell(name="Docker gets the nvidia runtime (nvidia-ctk runtime configure)",
+                     commands=["nvidia-ctk runtime configure --runtime=docker"])
+    if runtime_changes:
+        server.shell(name="Restart Docker for the nvidia runtime",
+                     commands=["systemctl restart docker"])
+    changing = planned["changing"] or runtime_changes
+    if values["nvidia_verify"] and changing and not planned["pending"]:
+        server.shell(name="A container with --gpus all sees the GPU",
+                     commands=[verify_command(values["nvidia_verify_image"])])

@@ -1,0 +1,128 @@
+"""
+Everything the nvidia role reads from a host, in one round trip, and the parsers of what it reads.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+
+from pyinfra.api import FactBase
+
+MARK = "##sdinfra:"
+KEYRING = "/etc/apt/keyrings/nvidia-container-toolkit.asc"
+SOURCES = "/etc/apt/sources.list.d/nvidia-container-toolkit.sources"
+# The files NVIDIA's install guide (and older guides) write for the same repository: with another
+# Signed-By for the same URI, apt refuses every update ("Conflicting values set for option
+# Signed-By"), so they go when the .sources file replaces them.
+LEGACY_LISTS = ("/etc/apt/sources.list.d/nvidia-container-toolkit.list",
+                "/etc/apt/sources.list.d/libnvidia-container.list",
+                "/etc/apt/sources.list.d/nvidia-docker.list")
+DAEMON_JSON = "/etc/docker/daemon.json"
+REBOOT_MARKER = "/var/run/reboot-required"
+DRIVER_VERSION = re.compile(r"Driver Version:\s*([0-9][0-9.]*)")
+
+
+def driver_version(nvidia_smi_output: list[str] | str) -> str | None:
+    """The driver version in ``nvidia-smi``'s table, None when it does not show one."""
+    text = nvidia_smi_output if isinstance(nvidia_smi_output, str) else "\n".join(nvidia_smi_output)
+    found = DRIVER_VERSION.search(text)
+    return found.group(1) if found else None
+
+
+def dpkg_status(lines: list[str]) -> dict[str, str]:
+    """``dpkg -s`` stanzas → {package: version} of the installed ones."""
+    from roles.rocm.facts import dpkg_status as parse
+
+    return parse(lines)
+
+
+class NvidiaState(FactBase):
+    """
+    What the nvidia role needs to know about a host, in one command: whether ``nvidia-smi``
+    answers, the architecture, packages, the repository's key and source, daemon.json, the
+    runtimes the running Docker has loaded, a pending reboot.
+
+    .. code:: python
+
+        {"smi": [...], "smi_rc": 0, "smi_found": True, "arch": "amd64",
+         "packages": {"nvidia-container-toolkit": "1.17.8-1"}, "key_fprs": ["C95B..."],
+         "sources": "...", "legacy": [], "daemon": {"runtimes": {...}},
+         "runtimes": ["io.containerd.runc.v2", "nvidia", "runc"], "reboot_pkgs": [],
+         "reboot_required": False}
+    """
+
+    # Reads use a shell function rather than "cat PATH", and "gpg --with-colons --show-keys"
+    # rather than the other order, so that the command shares no text with the facts of other
+    # roles (tests answer commands by the text they contain).
+    def command(self, driver_package: str = ""):
+        packages = " ".join(shlex.quote(p) for p in ["nvidia-container-toolkit", driver_package]
+                            if p)
+        legacy = " ".join(LEGACY_LISTS)
+        return "; ".join([
+            f"echo '{MARK}nvidia-state'",
+            'show() { [ -r "$1" ] && cat -- "$1"; true; }',
+            f"echo '{MARK}smi'; if command -v nvidia-smi >/dev/null 2>&1; then "
+            f"timeout 60 nvidia-smi 2>&1; echo \"{MARK}smi-rc=$?\"; "
+            f"else echo '{MARK}smi-missing'; fi",
+            f"echo '{MARK}arch'; dpkg --print-architecture 2>/dev/null",
+            f"echo '{MARK}dpkg'; dpkg -s {packages} 2>/dev/null",
+            f"echo '{MARK}key'; [ -e {KEYRING} ] && gpg --with-colons --show-keys {KEYRING} "
+            "2>/dev/null | awk -F: '$1==\"pub\"{p=1;next} p && $1==\"fpr\"{print $10; p=0}'",
+            f"echo '{MARK}sources'; show {SOURCES}",
+            f"echo '{MARK}legacy'; for f in {legacy}; do [ -e \"$f\" ] && echo \"$f\"; done",
+            f"echo '{MARK}daemon'; show {DAEMON_JSON}",
+            f"echo '{MARK}runtimes'; command -v docker >/dev/null 2>&1 && "
+            "timeout 30 docker info --format '{{json .Runtimes}}' 2>/dev/null",
+            f"echo '{MARK}reboot'; [ -e {REBOOT_MARKER} ] && echo '{MARK}reboot-required'; "
+            f"show {REBOOT_MARKER}.pkgs",
+            f"echo '{MARK}end'; true",
+        ])
+
+    @staticmethod
+    def default():
+        return {"smi": [], "smi_rc": None, "smi_found": False, "arch": "", "packages": {},
+                "key_fprs": [], "sources": "", "legacy": [], "daemon": {}, "daemon_valid": True,
+                "runtimes": None, "reboot_pkgs": [], "reboot_required": False}
+
+    def process(self, output):
+        sections: dict[str, list[str]] = {}
+        state = self.default()
+        current = None
+        for line in output:
+            if line.startswith(MARK):
+                name = line[len(MARK):].strip()
+                if name.startswith("smi-rc="):
+                    state["smi_found"] = True
+                    rc = name.split("=", 1)[1]
+                    state["smi_rc"] = int(rc) if rc.isdigit() else None
+                elif name == "reboot-required":
+                    state["reboot_required"] = True
+                elif name != "smi-missing":
+                    current = name
+                    sections.setdefault(current, [])
+            elif current is not None:
+                sections[current].append(line)
+        state["smi"] = sections.get("smi", [])
+        arch = [line.strip() for line in sections.get("arch", []) if line.strip()]
+        state["arch"] = arch[0] if arch else ""
+        state["packages"] = dpkg_status(sections.get("dpkg", []))
+        state["key_fprs"] = [line.strip() for line in sections.get("key", []) if line.strip()]
+        sources = sections.get("sources", [])
+        state["sources"] = "\n".join(sources) + "\n" if sources else ""
+        state["legacy"] = [line.strip() for line in sections.get("legacy", []) if line.strip()]
+        daemon = "\n".join(sections.get("daemon", [])).strip()
+        if daemon:
+            try:
+                state["daemon"] = json.loads(daemon)
+            except ValueError:
+                state["daemon"], state["daemon_valid"] = {}, False
+        runtimes = "\n".join(sections.get("runtimes", [])).strip()
+        if runtimes:
+            try:
+                state["runtimes"] = sorted(json.loads(runtimes))
+            except (ValueError, TypeError):
+                state["runtimes"] = None
+        state["reboot_pkgs"] = [p.strip() for p in sections.get("reboot", []) if p.strip()]
+        return state

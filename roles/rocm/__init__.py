@@ -1,0 +1,372 @@
+"""
+roles.rocm: AMD ROCm on the host, so that the web UI's rocm container can use the GPU.
+
+What the seed did by hand (ROCm 5.3, Ubuntu 22.04), done so that a second run changes nothing:
+
+1. The amdgpu-install package of ``rocm_release`` for the host's Ubuntu codename (read from the
+   host; a derivative such as Mint 21 counts as its base, jammy), downloaded to a temporary name,
+   checked against a pinned sha256 and only then installed. A host whose installer has no known
+   sha256 stops the run before any change.
+2. ``amdgpu-install -y --usecase=...`` (``--no-dkms`` when set), only while that release is not
+   installed; another installed release is left alone with a warning unless
+   ``rocm_change_release`` says to replace it.
+3. The ``render`` group; ``rocm_users`` in ``render`` and ``video``; /etc/adduser.conf giving
+   new users both (one ``EXTRA_GROUPS`` line); ``ROC_ENABLE_PRE_VEGA``/``HSA_OVERRIDE_GFX_VERSION``
+   in /etc/environment.
+4. A reboot when the kernel driver was just installed and ``rocm_allow_reboot`` is set; else the
+   run ends naming the hosts that need one (and writes /var/run/reboot-required).
+5. ``rocminfo`` must list a ``gfx`` agent; if it lists CPUs only the host fails with the
+   kernel's reason (``PCI rejects atomics``: a gfx8 card on a platform without PCIe atomics).
+
+With ``rocm_source: distro`` (Debian 12) steps 1-2 become the distribution's ``rocminfo`` and
+``rocm-smi``; the kernel's own amdgpu driver serves the container.
+
+.. code:: python
+
+    from roles import rocm
+    rocm.install()
+    env = rocm.container_env()   # {"ROC_ENABLE_PRE_VEGA": "1"} for the container
+
+A converged host costs two remote commands: the distribution and one ``RocmState`` fact.
+"""
+
+from __future__ import annotations
+
+import atexit
+import shlex
+import sys
+from dataclasses import dataclass, field
+from io import StringIO
+
+from pyinfra import host, logger
+from pyinfra.api import deploy
+from pyinfra.operations import files, server
+
+from roles import apt, distro, download
+from roles.rocm import configfiles, releases
+from roles.rocm.facts import (GPU_AGENT_ERE, INSTALL_RECORD, REBOOT_MARKER, ROCMINFO, RocmState,
+                              atomics_rejected, gpu_agents)
+from roles.rocm.settings import SETTINGS, VENDOR_REPO
+from roles.settings import host_error, read
+
+CACHE = "/var/cache/sdinfra/rocm"
+DISTRO_PACKAGES = ["rocminfo", "rocm-smi"]
+GPU_GROUPS = configfiles.GPU_GROUPS
+KERNEL_PACKAGE = "amdgpu-dkms"
+
+
+def container_env(values: dict | None = None) -> dict[str, str]:
+    """
+    Environment the rocm container needs on this host, from the settings.
+
+    .. code:: python
+
+        {"ROC_ENABLE_PRE_VEGA": "1", "HSA_OVERRIDE_GFX_VERSION": "10.3.0"}
+    """
+    values = values if values is not None else read(host, SETTINGS)
+    env = {}
+    if values["rocm_pre_vega"]:
+        env["ROC_ENABLE_PRE_VEGA"] = "1"
+    if values["rocm_hsa_override_gfx_version"]:
+        env["HSA_OVERRIDE_GFX_VERSION"] = values["rocm_hsa_override_gfx_version"]
+    return env
+
+
+@dataclass
+class Decision:
+    """What ``install`` does on one host, decided from its settings, distribution and state."""
+
+    error: str = ""
+    warnings: list = field(default_factory=list)
+    codename: str = ""  # the Ubuntu codename whose installer the host gets
+    version: str = ""  # amdgpu-install package version
+    url: str = ""
+    deb: str = ""  # where the installer is kept on the host
+    sha256: str = ""
+    installed: tuple | None = None  # the ROCm release on the host now
+    uninstall: bool = False  # remove another release first
+    install_installer: bool = False
+    run_installer: bool = False
+    kernel_driver: bool = False  # this run installs the amdgpu kernel module: reboot after
+    distro_packages: list = field(default_factory=list)
+
+
+def decide(values: dict, os: distro.Distro, state: dict) -> Decision:
+    """Pure decision, tested directly: see tests/unit/test_rocm.py."""
+    d = Decision()
+    if values["rocm_source"] == "distro":
+        d.distro_packages = [p for p in DISTRO_PACKAGES if p not in state["packages"]]
+        return d
+
+    release_text = values["rocm_release"]
+    wanted = releases.parse_release(release_text)
+    d.version = values["rocm_installer_version"] or releases.installer_version(release_text)
+    supported = releases.supported_codenames(wanted)
+    d.codename = os.ubuntu_codename
+    if d.codename not in supported:
+        names = " and ".join(releases.UBUNTU_NAMES.get(c, c) for c in supported) or "no Ubuntu"
+        fallback = values["rocm_ubuntu_codename"]
+        if not values["rocm_allow_unsupported_distro"]:
+            d.error = (
+                f"{os.label} is not a distribution amdgpu-install {release_text} supports "
+                f"({names}, or a derivative of them); set rocm_source: distro to use the "
+                "distribution's rocminfo and rocm-smi with the kernel's amdgpu driver (enough for "
+                "the web UI's container), or rocm_allow_unsupported_distro: true to install the "
+                f"Ubuntu {fallback} package anyway"
+            )
+            return d
+        d.warnings.append(
+            f"installing the Ubuntu {fallback} amdgpu-install {d.version} on {os.label}, which "
+            f"AMD does not support for ROCm {release_text} (rocm_allow_unsupported_distro); "
+            "amdgpu-install may refuse it or pull packages that do not fit"
+        )
+        d.codename = fallback
+
+    d.url = releases.installer_url(values["rocm_installer_url"], values["rocm_repo_url"],
+                                   release_text, d.codename, d.version)
+    d.deb = f"{CACHE}/{d.codename}/amdgpu-install_{d.version}_all.deb"
+    d.installed = (releases.release_of_rocm(state["rocm_version"])
+                   or releases.release_of_rocm(state["packages"].get("rocm-core", "")))
+    installer_pkg = state["packages"].get("amdgpu-install")
+    dkms = not values["rocm_no_dkms"]
+    record = state["record"]
+
+    if d.installed is not None and d.installed != wanted:
+        older = "older" if d.installed < wanted else "newer"
+        if not values["rocm_change_release"]:
+            d.warnings.append(
+                f"ROCm {releases.show(d.installed)} is installed, {older} than rocm_release "
+                f"{release_text}: left as it is; set rocm_change_release: true to remove "
+                f"{releases.show(d.installed)} and install {release_text}"
+            )
+            return d
+        if not installer_pkg:
+            d.error = (
+                f"ROCm {releases.show(d.installed)} is installed, but not by amdgpu-install (no "
+                f"amdgpu-install package), so it cannot be removed for {release_text}: remove it "
+                "by hand, or set rocm_change_release: false to keep it"
+            )
+            return d
+        d.warnings.append(f"ROCm {releases.show(d.installed)} is removed and {release_text} "
+                          "installed (rocm_change_release)")
+        d.uninstall = True
+        d.install_installer = installer_pkg != d.version
+        d.run_installer = True
+    elif d.installed == wanted:
+        # Installed already. Run amdgpu-install again only when this role installed it with
+        # other use cases or without the kernel driver (an install by hand is left as it is).
+        d.run_installer = bool(record) and (
+            record.get("usecases") != ",".join(values["rocm_usecases"])
+            or record.get("dkms") != ("yes" if dkms else "no")
+        )
+        d.install_installer = d.run_installer and installer_pkg != d.version
+    else:
+        d.install_installer = installer_pkg != d.version
+        d.run_installer = True
+
+    d.kernel_driver = d.run_installer and dkms and (
+        d.installed != wanted or record.get("dkms") == "no"
+    )
+    if d.install_installer:
+        d.sha256 = releases.checksum_for(values, release_text, d.codename)
+    return d
+
+
+def missing_checksum(values: dict, d: Decision) -> str:
+    key = releases.checksum_key(values["rocm_release"], d.codename)
+    return (
+        f"no sha256 is known for {d.url}, so it is not installed: set rocm_installer_sha256 for "
+        f"this host, or rocm_installer_sha256s = {{\"{key}\": \"<sha256>\"}} for all hosts "
+        f"(`python -m roles.rocm checksums {values['rocm_release']}` downloads the installers on "
+        "your machine and prints them)"
+    )
+
+
+def env_assignments(env: dict[str, str]) -> str:
+    return " ".join(f"{key}={shlex.quote(value)}" for key, value in env.items())
+
+
+def verify_command(env: dict[str, str]) -> str:
+    """
+    Fails (exit 1, reason on stderr) unless ``rocminfo`` lists a gfx agent; when the kernel
+    skipped the card for lack of PCIe atomics, says so and what it means.
+    """
+    exports = "".join(f"export {key}={shlex.quote(value)}; " for key, value in env.items())
+    missing = shlex.quote("rocminfo is not installed: neither /opt/rocm/bin/rocminfo nor "
+                          "rocminfo on PATH")
+    atomics = (
+        "rocminfo lists CPU agents only: the kernel skipped the GPU (",
+        "). A gfx8 card (Polaris RX 460-590, Fiji) needs PCIe atomics, which need a PCIe 3.0 "
+        "platform that supports them (Intel Haswell or AMD Zen or newer, the card in a slot "
+        "wired to the CPU): ROCm cannot use this card in this machine. Set rocm_verify: false "
+        "to go on without it (the web UI then runs on the CPU).",
+    )
+    no_agent = shlex.quote(
+        "rocminfo lists no GPU (gfx) agent. Is the amdgpu driver loaded (lsmod | grep amdgpu), "
+        "/dev/kfd there, a reboot after the driver install done? rocminfo said:"
+    )
+    return "\n".join([
+        exports + ROCMINFO,
+        f'if [ -z "$R" ]; then echo {missing} >&2; exit 1; fi',
+        'out=$(timeout 120 "$R" 2>&1)',
+        f"if printf '%s\\n' \"$out\" | grep -Eq {shlex.quote(GPU_AGENT_ERE)}; then exit 0; fi",
+        "kfd=$(dmesg 2>/dev/null | grep -i kfd | grep 'rejects atomics' | tail -n 1)",
+        'if [ -n "$kfd" ]; then',
+        f'  echo {shlex.quote(atomics[0])}"$kfd"{shlex.quote(atomics[1])} >&2',
+        "else",
+        f"  echo {no_agent} >&2",
+        "  printf '%s\\n' \"$out\" | grep -E 'ROCk|rror|Device Type|Name:' | head -n 20 >&2",
+        "fi",
+        "exit 1",
+    ])
+
+
+def _sed_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("#", "\\#").replace("&", "\\&")
+
+
+def mirror_command(repo: str) -> str:
+    """Point the apt sources amdgpu-install added at ``repo`` instead of repo.radeon.com."""
+    expression = shlex.quote(f"s#https\\?://repo\\.radeon\\.com#{_sed_escape(repo.rstrip('/'))}#g")
+    return ("for f in /etc/apt/sources.list.d/amdgpu*.list /etc/apt/sources.list.d/rocm*.list; "
+            f'do [ -f "$f" ] && sed -i {expression} "$f"; done; true')
+
+
+def installer_command(values: dict) -> str:
+    flags = [f"--usecase={','.join(values['rocm_usecases'])}"]
+    if values["rocm_no_dkms"]:
+        flags.append("--no-dkms")
+    flags += values["rocm_installer_options"]
+    version = values["rocm_installer_version"] or releases.installer_version(values["rocm_release"])
+    record = [f"release={values['rocm_release']}", f"installer={version}",
+              f"usecases={','.join(values['rocm_usecases'])}",
+              f"dkms={'no' if values['rocm_no_dkms'] else 'yes'}"]
+    return (
+        "export DEBIAN_FRONTEND=noninteractive; apt-get update -q && "
+        f"amdgpu-install -y {' '.join(shlex.quote(f) for f in flags)} && "
+        f"install -d -m 0755 {shlex.quote(INSTALL_RECORD.rsplit('/', 1)[0])} && "
+        f"printf '%s\\n' {' '.join(shlex.quote(line) for line in record)} "
+        f"> {shlex.quote(INSTALL_RECORD)}"
+    )
+
+
+REBOOT_MARK_COMMAND = (
+    f"echo '*** System restart required ***' > {REBOOT_MARKER} && "
+    f"{{ grep -qx {KERNEL_PACKAGE} {REBOOT_MARKER}.pkgs 2>/dev/null || "
+    f"echo {KERNEL_PACKAGE} >> {REBOOT_MARKER}.pkgs; }}"
+)
+
+# Hosts that need a reboot, told once more when the run ends: (host name, operation or None).
+_reboots: list = []
+
+
+def _tell_reboots():
+    needed = []
+    for name, op in _reboots:
+        if op is not None and op.is_complete() and not op.did_succeed(False):
+            continue  # the install failed on that host: its error says more
+        needed.append(name)
+    if needed:
+        sys.stderr.write(
+            f"\n--> ROCm: reboot {', '.join(needed)}: the amdgpu kernel driver was installed "
+            "and rocm_allow_reboot is false. Run the deploy again after the reboot to verify "
+            "the GPU.\n"
+        )
+
+
+def _reboot_needed(op):
+    if not _reboots:
+        atexit.register(_tell_reboots)
+    _reboots.append((host.name, op))
+
+
+@deploy("ROCm")
+def install():
+    """Install and verify ROCm on the current host, as its rocm_* settings say."""
+    values = read(host, SETTINGS)
+    os = distro.read()
+    env = container_env(values)
+    state = host.get_fact(RocmState, users=" ".join(values["rocm_users"]),
+                          verify=values["rocm_verify"], env=env_assignments(env))
+    d = decide(values, os, state)
+    if d.error:
+        raise host_error(d.error)
+    for user in values["rocm_users"]:
+        if state["users"].get(user) is None:
+            raise host_error(f"rocm_users names {user!r}, who has no account there")
+    if d.install_installer and not d.sha256:
+        raise host_error(missing_checksum(values, d))
+    for warning in d.warnings:
+        logger.warning(f"{host.print_prefix}{warning}")
+
+    _groups_and_files(values, state, env)
+
+    # Decided here, not from the operations' will_change: every one below changes the host.
+    changing = bool(d.distro_packages or d.uninstall or d.run_installer)
+    if d.distro_packages:
+        apt.install(d.distro_packages)
+    if d.uninstall:
+        server.shell(name=f"Remove ROCm {releases.show(d.installed)}",
+                     commands=["DEBIAN_FRONTEND=noninteractive amdgpu-install -y --uninstall"])
+    if d.install_installer:
+        download.fetch(name=f"Download amdgpu-install {d.version} for {d.codename}", url=d.url,
+                       dest=d.deb, sha256=d.sha256)
+        server.shell(
+            name=f"Install amdgpu-install {d.version}",
+            commands=["export DEBIAN_FRONTEND=noninteractive; apt-get update -q && "
+                      f"apt-get install -y -q --allow-downgrades {shlex.quote(d.deb)}"],
+        )
+    vendor = [u for u in state["apt_uris"] if u.split("://", 1)[-1].startswith("repo.radeon.com")]
+    if values["rocm_repo_url"].rstrip("/") != VENDOR_REPO and (d.install_installer or vendor):
+        server.shell(name="AMD's apt sources use rocm_repo_url",
+                     commands=[mirror_command(values["rocm_repo_url"])])
+    install_op = None
+    if d.run_installer:
+        install_op = server.shell(
+            name=f"amdgpu-install --usecase={','.join(values['rocm_usecases'])}",
+            commands=[installer_command(values)],
+        )
+
+    pending = d.kernel_driver or (state["reboot_required"]
+                                  and KERNEL_PACKAGE in state["reboot_pkgs"])
+    rebooted = False
+    if pending and values["rocm_allow_reboot"]:
+        server.reboot(name="Reboot for the amdgpu kernel driver", delay=15, reboot_timeout=900)
+        pending, rebooted = False, True
+    elif pending:
+        if d.kernel_driver:
+            server.shell(name="Mark that a reboot is required", commands=[REBOOT_MARK_COMMAND])
+        logger.warning(f"{host.print_prefix}needs a reboot for the amdgpu kernel driver "
+                       "(rocm_allow_reboot is false); the GPU is verified on the run after it")
+        _reboot_needed(install_op)
+
+    if values["rocm_verify"] and not pending:
+        if not (changing or rebooted) and not gpu_agents(state["rocminfo"]):
+            reason = atomics_rejected(state["kernel"])
+            logger.warning(f"{host.print_prefix}rocminfo lists no GPU agent"
+                           + (f"; the kernel says: {reason}" if reason else "")
+                           + "; the verification fails this host")
+        if changing or rebooted or not gpu_agents(state["rocminfo"]):
+            server.shell(name="rocminfo lists a GPU agent", commands=[verify_command(env)])
+
+
+def _groups_and_files(values: dict, state: dict, env: dict):
+    if "render" not in state["groups"]:
+        server.shell(name="The render group",
+                     commands=["getent group render >/dev/null || groupadd --system render"])
+    for user in values["rocm_users"]:
+        missing = [g for g in GPU_GROUPS if g not in state["users"][user]]
+        if missing:
+            server.shell(name=f"{user} joins {' and '.join(missing)}",
+                         commands=[f"usermod -a -G {','.join(missing)} {shlex.quote(user)}"])
+    if state["adduser_exists"]:
+        wanted = configfiles.adduser_conf(state["adduser"])
+        if wanted != state["adduser"]:
+            files.put(name="New users get video and render (/etc/adduser.conf)",
+                      src=StringIO(wanted), dest="/etc/adduser.conf", user="root", group="root",
+                      mode="644")
+    if env:
+        wanted = configfiles.environment(state["environment"], env)
+        if wanted != state["environment"]:
+            files.put(name=f"{', '.join(env)} in /etc/environment", src=StringIO(wanted),
+                      dest="/etc/environment", user="root", group="root", mode="644")

@@ -1,0 +1,170 @@
+"""
+Everything the rocm role reads from a host, in one round trip, and the parsers of what it reads.
+
+The parsers are plain functions over command output so that they are tested against real
+outputs (tests/fixtures/rocm/): ``rocminfo`` with and without a GPU agent, the kernel's kfd
+lines, ``dpkg -s``.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+from pyinfra.api import FactBase
+
+MARK = "##sdinfra:"
+VERSION_FILE = "/opt/rocm/.info/version"
+INSTALL_RECORD = "/var/lib/sdinfra/rocm-install"
+REBOOT_MARKER = "/var/run/reboot-required"
+APT_LISTS = "/etc/apt/sources.list.d/amdgpu*.list /etc/apt/sources.list.d/rocm*.list"
+PACKAGES = ("amdgpu-install", "rocm-core", "rocminfo", "rocm-smi")
+GPU_AGENT = re.compile(r"^\s*Name:\s+(gfx[0-9a-f]+)\s*$")
+# The same test as GPU_AGENT, for the shell (grep -E) in the verification command.
+GPU_AGENT_ERE = r"^[[:space:]]*Name:[[:space:]]+gfx[0-9a-f]+[[:space:]]*$"
+ROCMINFO = ('R=$(command -v rocminfo 2>/dev/null || true); '
+            '[ -x /opt/rocm/bin/rocminfo ] && R=/opt/rocm/bin/rocminfo')
+
+
+def gpu_agents(rocminfo_output: list[str] | str) -> list[str]:
+    """The gfx names of the GPU agents ``rocminfo`` lists (``["gfx1100", "gfx1030"]``)."""
+    lines = rocminfo_output.splitlines() if isinstance(rocminfo_output, str) else rocminfo_output
+    return [m.group(1) for line in lines if (m := GPU_AGENT.match(line))]
+
+
+def atomics_rejected(kernel_lines: list[str] | str) -> str | None:
+    """The kernel's ``PCI rejects atomics`` line for a skipped card, if there is one."""
+    lines = kernel_lines.splitlines() if isinstance(kernel_lines, str) else kernel_lines
+    for line in lines:
+        if "kfd" in line and "rejects atomics" in line:
+            return line.strip()
+    return None
+
+
+def dpkg_status(output: list[str] | str) -> dict[str, str]:
+    """``dpkg -s`` stanzas → {package: version} for the packages that are installed."""
+    lines = output.splitlines() if isinstance(output, str) else output
+    found, package, status, version = {}, None, "", None
+
+    def flush():
+        if package and version and status.split()[-1:] == ["installed"]:
+            found[package] = version
+
+    for line in lines + [""]:
+        if not line.strip():
+            flush()
+            package, status, version = None, "", None
+        elif line.startswith("Package:"):
+            package = line.split(":", 1)[1].strip()
+        elif line.startswith("Status:"):
+            status = line.split(":", 1)[1].strip()
+        elif line.startswith("Version:"):
+            version = line.split(":", 1)[1].strip()
+    return found
+
+
+def record(text_lines: list[str]) -> dict[str, str]:
+    """The install record the role writes: ``key=value`` lines."""
+    found = {}
+    for line in text_lines:
+        key, sep, value = line.partition("=")
+        if sep:
+            found[key.strip()] = value.strip()
+    return found
+
+
+class RocmState(FactBase):
+    """
+    What the rocm role needs to know about a host: installed release and packages, the files it
+    edits, groups and users, a pending reboot, and (with ``verify``) what ``rocminfo`` and the
+    kernel say. One command; every part is read-only.
+
+    .. code:: python
+
+        {"rocm_version": "5.3.0-63", "packages": {"amdgpu-install": "5.3.50300-1"},
+         "record": {"release": "5.3", ...}, "adduser": "...", "adduser_exists": True,
+         "environment": "...", "groups": {"video": "44", "render": "109"},
+         "users": {"sd": ["sd", "video"]}, "reboot_pkgs": ["amdgpu-dkms"],
+         "reboot_required": True, "rocminfo": [...], "rocminfo_found": True,
+         "kernel": ["... kfd kfd: amdgpu: skipped device 1002:67ef, PCI rejects atomics 730<0"],
+         "apt_uris": ["https://repo.radeon.com/amdgpu/5.3/ubuntu"]}
+    """
+
+    # Reads use a shell function rather than "cat PATH" so that the command shares no text with
+    # the one-file facts other roles read (tests answer commands by the text they contain).
+    def command(self, users: str = "", verify: bool = False, env: str = ""):
+        quoted_users = " ".join(shlex.quote(u) for u in users.split())
+        parts = [
+            f"echo '{MARK}rocm-state'",
+            'show() { [ -r "$1" ] && cat -- "$1"; true; }',
+            f"echo '{MARK}version'; show {VERSION_FILE}",
+            f"echo '{MARK}dpkg'; dpkg -s {' '.join(PACKAGES)} 2>/dev/null",
+            f"echo '{MARK}record'; show {INSTALL_RECORD}",
+            f"echo '{MARK}adduser'; [ -e /etc/adduser.conf ] && echo '{MARK}adduser-exists'; "
+            "show /etc/adduser.conf",
+            f"echo '{MARK}environment'; show /etc/environment",
+            f"echo '{MARK}groups'; getent group video render | cut -d: -f1,3",
+            f"echo '{MARK}users'; for u in {quoted_users}; do "
+            'if getent passwd "$u" >/dev/null; then echo "$u:$(id -Gn "$u" | tr " " ",")"; '
+            'else echo "$u:!missing"; fi; done',
+            f"echo '{MARK}reboot'; [ -e {REBOOT_MARKER} ] && echo '{MARK}reboot-required'; "
+            f"show {REBOOT_MARKER}.pkgs",
+            f"echo '{MARK}apt'; cat -- {APT_LISTS} 2>/dev/null | "
+            "grep -o 'https\\?://[^ ]*' || true",
+        ]
+        if verify:
+            parts += [
+                f"echo '{MARK}rocminfo'; {ROCMINFO}; if [ -n \"$R\" ]; then "
+                f"echo '{MARK}rocminfo-found'; {env} timeout 120 \"$R\" 2>&1; fi",
+                f"echo '{MARK}kernel'; dmesg 2>/dev/null | grep -i kfd | tail -n 20",
+            ]
+        parts.append(f"echo '{MARK}end'; true")
+        return "; ".join(parts)
+
+    @staticmethod
+    def default():
+        return {"rocm_version": "", "packages": {}, "record": {}, "adduser": "",
+                "adduser_exists": False, "environment": "", "groups": {}, "users": {},
+                "reboot_pkgs": [], "reboot_required": False, "rocminfo": [],
+                "rocminfo_found": False, "kernel": [], "apt_uris": []}
+
+    def process(self, output):
+        sections: dict[str, list[str]] = {}
+        flags: set[str] = set()
+        current = None
+        for line in output:
+            if line.startswith(MARK):
+                name = line[len(MARK):].strip()
+                if name.endswith(("-exists", "-required", "-found")):
+                    flags.add(name)
+                else:
+                    current = name
+                    sections.setdefault(current, [])
+            elif current is not None:
+                sections[current].append(line)
+        state = self.default()
+        version = [line.strip() for line in sections.get("version", []) if line.strip()]
+        state["rocm_version"] = version[0] if version else ""
+        state["packages"] = dpkg_status(sections.get("dpkg", []))
+        state["record"] = record(sections.get("record", []))
+        state["adduser_exists"] = "adduser-exists" in flags
+        adduser = sections.get("adduser", [])
+        state["adduser"] = "\n".join(adduser) + "\n" if adduser else ""
+        environment = sections.get("environment", [])
+        state["environment"] = "\n".join(environment) + "\n" if environment else ""
+        for line in sections.get("groups", []):
+            name, _, gid = line.partition(":")
+            if name:
+                state["groups"][name] = gid.strip()
+        for line in sections.get("users", []):
+            name, _, groups = line.partition(":")
+            if name:
+                state["users"][name] = None if groups == "!missing" else \
+                    [g for g in groups.split(",") if g]
+        state["reboot_required"] = "reboot-required" in flags
+        state["reboot_pkgs"] = [p.strip() for p in sections.get("reboot", []) if p.strip()]
+        state["rocminfo_found"] = "rocminfo-found" in flags
+        state["rocminfo"] = sections.get("rocminfo", [])
+        state["kernel"] = sections.get("kernel", [])
+        state["apt_uris"] = [u.strip() for u in sections.get("apt", []) if u.strip()]
+        return state

@@ -1,0 +1,731 @@
+"""
+The rocm role: its plan on fake Ubuntu 20.04/22.04, Debian 12 and Mint hosts, the parsers against
+real command outputs (tests/fixtures/rocm/README.md says where each comes from), the file edits,
+and the shell it runs on hosts, run here for real (verification, verified download, the state
+fact).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from roles.distro import Distro
+from roles.rocm import configfiles, container_env, decide, releases, verify_command
+from roles.rocm.facts import RocmState, atomics_rejected, dpkg_status, gpu_agents
+from roles.rocm.settings import SETTINGS
+from tests.unit.fakehost import FIXTURES, REPO, FakeHost, plan
+
+ROCM = FIXTURES / "rocm"
+DEPLOY = "tests/fixtures/rocm/rocm_only.py"
+SHA = "5" * 64
+JAMMY_URL = ("https://repo.radeon.com/amdgpu-install/5.3/ubuntu/jammy/"
+             "amdgpu-install_5.3.50300-1_all.deb")
+DEFAULTS = {s.name: s.default for s in SETTINGS}
+
+
+def fixture(name: str) -> str:
+    return (ROCM / name).read_text()
+
+
+UBUNTU_ADDUSER = fixture("adduser.conf.ubuntu-excerpt")
+DPKG_53 = fixture("dpkg-s-rocm-5.3.txt")
+ROCMINFO_GPU = fixture("rocminfo-gfx1100-gfx1030.txt")
+ROCMINFO_CPU = fixture("rocminfo-cpu-only.txt")
+KFD_ATOMICS = fixture("dmesg-kfd-atomics.txt")
+
+
+# --- fake hosts -----------------------------------------------------------------------------
+
+
+def state_output(version="", dpkg="", record="", adduser=UBUNTU_ADDUSER, environment="",
+                 groups=("video:44", "render:109"), users=None, reboot_pkgs=None, apt_uris=(),
+                 rocminfo=None, kernel="") -> list[str]:
+    """What the RocmState fact's command prints on a host in the given state."""
+    mark = "##sdinfra:"
+    lines = [f"{mark}rocm-state", f"{mark}version", *version.splitlines(), f"{mark}dpkg",
+             *dpkg.splitlines(), f"{mark}record", *record.splitlines(), f"{mark}adduser"]
+    if adduser is not None:
+        lines += [f"{mark}adduser-exists", *adduser.splitlines()]
+    lines += [f"{mark}environment", *environment.splitlines(), f"{mark}groups", *groups,
+              f"{mark}users"]
+    for user, user_groups in (users or {}).items():
+        lines.append(f"{user}:{'!missing' if user_groups is None else ','.join(user_groups)}")
+    lines.append(f"{mark}reboot")
+    if reboot_pkgs is not None:
+        lines += [f"{mark}reboot-required", *reboot_pkgs]
+    lines += [f"{mark}apt", *apt_uris, f"{mark}rocminfo"]
+    if rocminfo is not None:
+        lines += [f"{mark}rocminfo-found", *rocminfo.splitlines()]
+    lines += [f"{mark}kernel", *kernel.splitlines(), f"{mark}end"]
+    return lines
+
+
+def rocm_host(name="h", os_key="ubuntu22", **state) -> FakeHost:
+    state.setdefault("users", {"sd": ["sd"]})
+    host = FakeHost(name).os(os_key).set(rocm_users=list(state["users"]))
+    return host.respond("sdinfra:rocm-state", state_output(**state))
+
+
+def fresh(name="h", os_key="ubuntu22", **settings) -> FakeHost:
+    host = rocm_host(name, os_key)
+    return host.set(rocm_installer_sha256=SHA, **settings)
+
+
+def converged(name="h", os_key="ubuntu22", pre_vega=False, **settings) -> FakeHost:
+    env = "ROC_ENABLE_PRE_VEGA=1\n" if pre_vega else ""
+    host = rocm_host(name, os_key, version="5.3.0-63", dpkg=DPKG_53,
+                     record="release=5.3\ninstaller=5.3.50300-1\nusecases=rocm\ndkms=yes",
+                     adduser=configfiles.adduser_conf(UBUNTU_ADDUSER),
+                     environment='PATH="/usr/local/sbin:/usr/bin"\n' + env,
+                     users={"sd": ["sd", "video", "render"]}, rocminfo=ROCMINFO_GPU)
+    return host.set(rocm_pre_vega=pre_vega, **settings)
+
+
+def rocm_changes(result, host="h") -> list[str]:
+    assert result.returncode == 0, result.output
+    return [c.removeprefix("ROCm | ") for c in result.changes(host) if c.startswith("ROCm | ")]
+
+
+# --- plans: fresh hosts ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("os_key,codename", [("ubuntu20", "focal"), ("ubuntu22", "jammy"),
+                                             ("mint21", "jammy")])
+def test_fresh_ubuntu_host_gets_the_installer_of_its_own_codename(os_key, codename):
+    result = plan(DEPLOY, [fresh("h", os_key, rocm_pre_vega=True)])
+    assert rocm_changes(result) == [
+        "sd joins video and render",
+        "New users get video and render (/etc/adduser.conf)",
+        "ROC_ENABLE_PRE_VEGA in /etc/environment",
+        f"Download amdgpu-install 5.3.50300-1 for {codename}",
+        "Install amdgpu-install 5.3.50300-1",
+        "amdgpu-install --usecase=rocm",
+        "Mark that a reboot is required",
+    ]
+    # Reboots are not allowed by default: the host is named, during the run and at its end.
+    assert "needs a reboot for the amdgpu kernel driver" in result.output
+    assert "--> ROCm: reboot @fake/h: the amdgpu kernel driver was installed" in result.output
+
+
+def test_fresh_host_costs_two_commands_to_plan():
+    result = plan(DEPLOY, [fresh()])
+    # /etc/os-release, the RocmState fact, then only the facts of operations that will change.
+    assert result.commands["h"][1].startswith("echo '##sdinfra:rocm-state'")
+    assert len([c for c in result.commands["h"] if "sdinfra:rocm-state" in c]) == 1
+
+
+def test_reboot_allowed_reboots_and_then_verifies():
+    result = plan(DEPLOY, [fresh(rocm_allow_reboot=True)])
+    changes = rocm_changes(result)
+    assert changes[-2:] == ["Reboot for the amdgpu kernel driver", "rocminfo lists a GPU agent"]
+    assert "Mark that a reboot is required" not in changes
+    assert "--> ROCm: reboot" not in result.output
+
+
+def test_no_dkms_needs_no_reboot_and_verifies_at_once():
+    result = plan(DEPLOY, [fresh(rocm_no_dkms=True, rocm_usecases=["rocm", "hip"])])
+    changes = rocm_changes(result)
+    assert "amdgpu-install --usecase=rocm,hip" in changes
+    assert changes[-1] == "rocminfo lists a GPU agent"
+    assert not any("eboot" in c for c in changes)
+    assert "needs a reboot" not in result.output
+
+
+def test_without_rocm_verify_nothing_is_verified():
+    changes = rocm_changes(plan(DEPLOY, [fresh(rocm_no_dkms=True, rocm_verify=False)]))
+    assert "rocminfo lists a GPU agent" not in changes
+
+
+def test_missing_render_group_is_created_before_users_join_it():
+    host = rocm_host(groups=("video:44",)).set(rocm_installer_sha256=SHA)
+    changes = rocm_changes(plan(DEPLOY, [host]))
+    assert changes.index("The render group") < changes.index("sd joins video and render")
+
+
+def test_a_user_without_an_account_stops_the_run():
+    host = rocm_host(users={"sd": None}).set(rocm_installer_sha256=SHA)
+    result = plan(DEPLOY, [host])
+    assert result.returncode != 0
+    assert "host @fake/h: rocm_users names 'sd', who has no account there" in result.output
+
+
+# --- plans: converged hosts ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("os_key", ["ubuntu20", "ubuntu22", "mint21"])
+@pytest.mark.parametrize("pre_vega", [False, True])
+def test_converged_host_gets_no_change_for_two_commands(os_key, pre_vega):
+    # No checksum is set: a host that has its release needs none.
+    result = plan(DEPLOY, [converged("h", os_key, pre_vega=pre_vega)])
+    assert result.returncode == 0, result.output
+    assert result.changed_hosts() == set()
+    assert len(result.commands["h"]) == 2, result.commands["h"]
+
+
+def test_converged_debian_hosts_get_no_change_with_either_source():
+    distro_host = rocm_host("d", "debian12", dpkg=DPKG_53.replace("amdgpu-install", "rocminfo")
+                            .replace("rocm-core", "rocm-smi"),
+                            adduser=configfiles.adduser_conf(fixture("adduser.conf.debian12")),
+                            users={"sd": ["sd", "video", "render"]}, rocminfo=ROCMINFO_GPU)
+    distro_host.set(rocm_source="distro")
+    override = converged("o", "debian12", rocm_allow_unsupported_distro=True)
+    result = plan(DEPLOY, [distro_host, override])
+    assert result.returncode == 0, result.output
+    assert result.changed_hosts() == set()
+    assert len(result.commands["d"]) == len(result.commands["o"]) == 2
+
+
+def test_installed_by_hand_with_the_same_release_is_left_alone():
+    # The seed's host: 5.3 installed by hand (no record of this role), user already in both.
+    host = converged()
+    host.override("sdinfra:rocm-state", state_output(
+        version="5.3.0-63", dpkg=DPKG_53, adduser=configfiles.adduser_conf(UBUNTU_ADDUSER),
+        users={"sd": ["sd", "video", "render"]}, rocminfo=ROCMINFO_GPU))
+    assert rocm_changes(plan(DEPLOY, [host])) == []
+
+
+def test_converged_host_whose_rocminfo_lists_cpus_only_fails_its_verification():
+    host = converged()
+    host.override("sdinfra:rocm-state", state_output(
+        version="5.3.0-63", dpkg=DPKG_53, adduser=configfiles.adduser_conf(UBUNTU_ADDUSER),
+        users={"sd": ["sd", "video", "render"]}, rocminfo=ROCMINFO_CPU, kernel=KFD_ATOMICS))
+    assert rocm_changes(plan(DEPLOY, [host])) == ["rocminfo lists a GPU agent"]
+
+
+def test_changed_use_cases_run_amdgpu_install_again_without_a_download():
+    host = converged(rocm_usecases=["rocm", "hip"])
+    assert rocm_changes(plan(DEPLOY, [host])) == ["amdgpu-install --usecase=rocm,hip",
+                                                  "rocminfo lists a GPU agent"]
+
+
+def test_pending_reboot_is_told_again_and_done_when_allowed():
+    host = converged()
+    host.override("sdinfra:rocm-state", state_output(
+        version="5.3.0-63", dpkg=DPKG_53, adduser=configfiles.adduser_conf(UBUNTU_ADDUSER),
+        users={"sd": ["sd", "video", "render"]}, reboot_pkgs=["amdgpu-dkms"],
+        rocminfo=ROCMINFO_CPU))
+    result = plan(DEPLOY, [host])
+    assert rocm_changes(result) == []  # CPU agents only, but the driver is not loaded yet
+    assert "needs a reboot" in result.output and "--> ROCm: reboot @fake/h" in result.output
+    host.set(rocm_allow_reboot=True)
+    assert rocm_changes(plan(DEPLOY, [host])) == ["Reboot for the amdgpu kernel driver",
+                                                  "rocminfo lists a GPU agent"]
+
+
+# --- plans: other releases, checksums, distributions -------------------------------------------
+
+
+@pytest.mark.parametrize("version,rocm_core,word", [
+    ("5.2.3-109", "5.2.3.50203-109~22.04", "older"),
+    ("5.4.3-121", "5.4.3.50403-121~22.04", "newer"),
+])
+def test_another_release_is_kept_with_a_warning(version, rocm_core, word):
+    dpkg = DPKG_53.replace("5.3.0.50300-63~22.04", rocm_core)
+    host = converged()
+    host.override("sdinfra:rocm-state", state_output(
+        version=version, dpkg=dpkg, adduser=configfiles.adduser_conf(UBUNTU_ADDUSER),
+        users={"sd": ["sd", "video", "render"]}, rocminfo=ROCMINFO_GPU))
+    result = plan(DEPLOY, [host])
+    assert rocm_changes(result) == []
+    release = version.split("-")[0]
+    assert f"ROCm {release} is installed, {word} than rocm_release 5.3: left as it is" \
+        in result.output
+    assert "set rocm_change_release: true" in result.output
+
+
+def test_another_release_is_replaced_when_asked():
+    dpkg = DPKG_53.replace("5.3.50300-1", "5.4.50403-1").replace("5.3.0.50300", "5.4.3.50403")
+    host = converged(rocm_change_release=True, rocm_installer_sha256=SHA)
+    host.override("sdinfra:rocm-state", state_output(
+        version="5.4.3-121", dpkg=dpkg, adduser=configfiles.adduser_conf(UBUNTU_ADDUSER),
+        users={"sd": ["sd", "video", "render"]}, rocminfo=ROCMINFO_GPU))
+    assert rocm_changes(plan(DEPLOY, [host])) == [
+        "Remove ROCm 5.4.3",
+        "Download amdgpu-install 5.3.50300-1 for jammy",
+        "Install amdgpu-install 5.3.50300-1",
+        "amdgpu-install --usecase=rocm",
+        "Mark that a reboot is required",
+    ]
+
+
+def test_missing_checksum_stops_the_run_before_any_change():
+    good = fresh("good")
+    bad = rocm_host("bad")  # no checksum known for 5.3/jammy
+    result = plan(DEPLOY, [good, bad])
+    assert result.returncode != 0
+    assert result.ops == []
+    message = result.output
+    assert "host @fake/bad: no sha256 is known for " + JAMMY_URL in message
+    assert "rocm_installer_sha256" in message and '"5.3/jammy"' in message
+    assert "python -m roles.rocm checksums 5.3" in message
+    assert "no host was changed" in message
+
+
+def test_checksums_table_setting_is_used_per_codename():
+    focal = rocm_host("f", "ubuntu20").set(rocm_installer_sha256s={"5.3/focal": SHA})
+    jammy = rocm_host("j", "ubuntu22").set(rocm_installer_sha256s={"5.3/focal": SHA})
+    assert plan(DEPLOY, [focal]).returncode == 0
+    result = plan(DEPLOY, [jammy])
+    assert result.returncode != 0 and "no sha256 is known for " + JAMMY_URL in result.output
+
+
+def test_debian_is_refused_before_any_change():
+    result = plan(DEPLOY, [fresh("d", "debian12")])
+    assert result.returncode != 0 and result.ops == []
+    assert ("host @fake/d: debian 12 (bookworm) is not a distribution amdgpu-install 5.3 "
+            "supports (Ubuntu 20.04 (focal) and Ubuntu 22.04 (jammy)") in result.output
+    assert "rocm_source: distro" in result.output
+    assert "rocm_allow_unsupported_distro: true" in result.output
+
+
+def test_ubuntu_24_04_is_refused_for_5_3():
+    host = fresh("n")
+    host.override("*-release", ["/etc/os-release", 'ID="ubuntu"', 'VERSION_ID="24.04"',
+                                'VERSION_CODENAME="noble"', 'UBUNTU_CODENAME="noble"', "---"])
+    result = plan(DEPLOY, [host])
+    assert result.returncode != 0 and "ubuntu 24.04 (noble) is not a distribution" in result.output
+
+
+def test_debian_with_the_distro_source_gets_debians_packages():
+    host = rocm_host("d", "debian12", adduser=fixture("adduser.conf.debian12"))
+    host.set(rocm_source="distro")
+    changes = rocm_changes(plan(DEPLOY, [host]), "d")
+    assert "Install missing packages | Install rocminfo rocm-smi" in changes
+    assert not any("amdgpu-install" in c for c in changes)
+    assert changes[-1] == "rocminfo lists a GPU agent"
+
+
+@pytest.mark.parametrize("codename", ["jammy", "focal"])
+def test_debian_with_the_override_gets_the_ubuntu_installer_and_a_warning(codename):
+    host = fresh("d", "debian12", rocm_allow_unsupported_distro=True, rocm_no_dkms=True,
+                 rocm_ubuntu_codename=codename)
+    result = plan(DEPLOY, [host])
+    assert f"Download amdgpu-install 5.3.50300-1 for {codename}" in rocm_changes(result, "d")
+    assert (f"installing the Ubuntu {codename} amdgpu-install 5.3.50300-1 on debian 12 "
+            "(bookworm), which AMD does not support") in result.output
+
+
+def test_mirror_rewrites_amds_apt_sources_when_they_name_the_vendor():
+    fresh_host = fresh(rocm_repo_url="http://mirror.lan/radeon")
+    assert "AMD's apt sources use rocm_repo_url" in rocm_changes(plan(DEPLOY, [fresh_host]))
+    vendor = converged(rocm_repo_url="http://mirror.lan/radeon")
+    vendor.override("sdinfra:rocm-state", state_output(
+        version="5.3.0-63", dpkg=DPKG_53, adduser=configfiles.adduser_conf(UBUNTU_ADDUSER),
+        users={"sd": ["sd", "video", "render"]}, rocminfo=ROCMINFO_GPU,
+        apt_uris=["https://repo.radeon.com/amdgpu/5.3/ubuntu"]))
+    assert rocm_changes(plan(DEPLOY, [vendor])) == ["AMD's apt sources use rocm_repo_url"]
+    mirrored = converged(rocm_repo_url="http://mirror.lan/radeon")
+    mirrored.override("sdinfra:rocm-state", state_output(
+        version="5.3.0-63", dpkg=DPKG_53, adduser=configfiles.adduser_conf(UBUNTU_ADDUSER),
+        users={"sd": ["sd", "video", "render"]}, rocminfo=ROCMINFO_GPU,
+        apt_uris=["http://mirror.lan/radeon/amdgpu/5.3/ubuntu"]))
+    assert rocm_changes(plan(DEPLOY, [mirrored])) == []
+
+
+@pytest.mark.parametrize("settings,expected", [
+    ({"rocm_installer_version": "5.4.50400-1"}, "belongs to another release"),
+    ({"rocm_installer_url": "{repo}/x/{arch}.deb"}, "only placeholders are"),
+    ({"rocm_installer_sha256s": {"jammy": SHA}}, 'keys are "release/codename"'),
+    ({"rocm_hsa_override_gfx_version": "gfx1030"}, "a gfx version like 10.3.0"),
+    ({"rocm_usecases": ["dkms"], "rocm_no_dkms": True}, "installs nothing"),
+    ({"rocm_relase": "5.4"}, "did you mean rocm_release?"),
+])
+def test_bad_settings_are_refused_before_any_fact_is_read(settings, expected):
+    result = plan(DEPLOY, [fresh().set(**settings)])
+    assert result.returncode != 0 and expected in result.output
+    assert result.commands["h"] == []
+
+
+def test_full_rocm_deploy_plans_the_rocm_role_first():
+    result = plan("deploy/rocm.py", [converged()])
+    assert result.returncode == 0, result.output
+    assert rocm_changes(result) == []
+
+
+# --- decisions, releases, container environment -----------------------------------------------
+
+
+def test_release_numbers_agree_across_amds_three_spellings():
+    assert releases.installer_version("5.3") == "5.3.50300-1"
+    assert releases.installer_version("5.4.3") == "5.4.50403-1"
+    assert releases.release_of_installer("5.3.50300-1") == (5, 3, 0)
+    assert releases.release_of_installer("5.7.00.48.50700-1") == (5, 7, 0)
+    assert releases.release_of_rocm("5.3.0-63") == (5, 3, 0)
+    assert releases.release_of_rocm("5.3.0-50300") == (5, 3, 0)  # the stand-in's
+    assert releases.release_of_rocm("5.3.0.50300-63~22.04") == (5, 3, 0)
+    assert releases.supported_codenames((5, 3, 0)) == ("focal", "jammy")
+    assert releases.supported_codenames((5, 2, 0)) == ("focal",)
+
+
+def test_decide_installs_nothing_when_the_stand_in_reports_the_release():
+    os = Distro("ubuntu", "22.04", "jammy", "jammy", "ubuntu")
+    state = RocmState.default() | {"rocm_version": "5.3.0-50300"}
+    d = decide(DEFAULTS, os, state)
+    assert (d.install_installer, d.run_installer, d.kernel_driver) == (False, False, False)
+
+
+def test_container_env_follows_the_settings():
+    assert container_env(DEFAULTS) == {}
+    values = DEFAULTS | {"rocm_pre_vega": True, "rocm_hsa_override_gfx_version": "10.3.0"}
+    assert container_env(values) == {"ROC_ENABLE_PRE_VEGA": "1",
+                                     "HSA_OVERRIDE_GFX_VERSION": "10.3.0"}
+
+
+# --- parsers on real outputs ----------------------------------------------------------------
+
+
+def test_gpu_agents_from_real_rocminfo_outputs():
+    assert gpu_agents(ROCMINFO_GPU) == ["gfx1100", "gfx1030"]
+    assert gpu_agents(ROCMINFO_CPU) == []  # the seed's Xeons: CPU agents only
+
+
+def test_kernel_reason_from_the_seeds_kfd_line():
+    assert atomics_rejected(KFD_ATOMICS) == (
+        "[    4.592356] kfd kfd: amdgpu: skipped device 1002:67ef, PCI rejects atomics 730<0")
+    assert atomics_rejected("[    3.1] kfd kfd: amdgpu: added device 1002:73bf") is None
+
+
+def test_dpkg_status_keeps_installed_packages_only():
+    assert dpkg_status(DPKG_53) == {"amdgpu-install": "5.3.50300-1",
+                                    "rocm-core": "5.3.0.50300-63~22.04"}
+    removed = DPKG_53.replace("Status: install ok installed", "Status: deinstall ok config-files")
+    assert dpkg_status(removed) == {}
+
+
+# --- /etc/adduser.conf and /etc/environment ----------------------------------------------------
+
+
+AMD_SNIPPET = "ADD_EXTRA_GROUPS=1\nEXTRA_GROUPS=video\nEXTRA_GROUPS=render\n"
+
+
+@pytest.mark.parametrize("before,after", [
+    # Extra groups off (commented defaults, Ubuntu): new users got none, now video and render.
+    (UBUNTU_ADDUSER, UBUNTU_ADDUSER
+     .replace('#EXTRA_GROUPS="dialout cdrom floppy audio video plugdev users"\n',
+              '#EXTRA_GROUPS="dialout cdrom floppy audio video plugdev users"\n'
+              'EXTRA_GROUPS="video render"\n')
+     .replace("#ADD_EXTRA_GROUPS=1\n", "#ADD_EXTRA_GROUPS=1\nADD_EXTRA_GROUPS=1\n")),
+    # AMD's documented snippet: two lines, of which adduser keeps only the last.
+    ("# local\n" + AMD_SNIPPET, '# local\nADD_EXTRA_GROUPS=1\nEXTRA_GROUPS="video render"\n'),
+    # An active line keeps its groups, in order, once each.
+    ('ADD_EXTRA_GROUPS=1\nEXTRA_GROUPS="users video plugdev"\n',
+     'ADD_EXTRA_GROUPS=1\nEXTRA_GROUPS="users video plugdev render"\n'),
+    # Extra groups on with adduser's built-in default (stated by the commented line): kept.
+    ('#EXTRA_GROUPS="dialout cdrom floppy audio video plugdev users"\nADD_EXTRA_GROUPS=1\n',
+     '#EXTRA_GROUPS="dialout cdrom floppy audio video plugdev users"\n'
+     'EXTRA_GROUPS="dialout cdrom floppy audio video plugdev users render"\nADD_EXTRA_GROUPS=1\n'),
+    # ADD_EXTRA_GROUPS=0 is turned on; lower-case keys count (adduser lower-cases them).
+    ("ADD_EXTRA_GROUPS=0\nextra_groups='audio'\n",
+     'ADD_EXTRA_GROUPS=1\nEXTRA_GROUPS="audio video render"\n'),
+    # Nothing there at all.
+    ("", 'ADD_EXTRA_GROUPS=1\nEXTRA_GROUPS="video render"\n'),
+    # Already right: unchanged.
+    ('ADD_EXTRA_GROUPS=1\nEXTRA_GROUPS="video render"\n',
+     'ADD_EXTRA_GROUPS=1\nEXTRA_GROUPS="video render"\n'),
+])
+def test_adduser_conf_edits(before, after):
+    assert configfiles.adduser_conf(before) == after
+    assert configfiles.adduser_conf(after) == after  # idempotent
+
+
+def test_adduser_conf_of_debian_12_keeps_every_other_line():
+    before = fixture("adduser.conf.debian12")
+    after = configfiles.adduser_conf(before)
+    removed = set(before.splitlines()) - set(after.splitlines())
+    added = set(after.splitlines()) - set(before.splitlines())
+    assert removed == set()
+    assert added == {"ADD_EXTRA_GROUPS=1", 'EXTRA_GROUPS="video render"'}
+    assert configfiles.extra_groups(after) == ["video", "render"]
+
+
+def adduser_reads(text: str, tmp_path: Path) -> tuple[str, str]:
+    """(add_extra_groups, extra_groups) as adduser's own configuration parser reads ``text``."""
+    conf = tmp_path / "adduser.conf"
+    conf.write_text(text)
+    script = ('use Debian::AdduserCommon; my %c = (extra_groups => "", add_extra_groups => 0); '
+              'read_config($ARGV[0], \\%c); print "$c{add_extra_groups}|$c{extra_groups}";')
+    out = subprocess.run(["perl", "-e", script, str(conf)], capture_output=True, text=True,
+                         check=True).stdout
+    return tuple(out.split("|", 1))
+
+
+@pytest.mark.skipif(not Path("/usr/share/perl5/Debian/AdduserCommon.pm").exists(),
+                    reason="adduser is not installed here")
+def test_adduser_itself_reads_amds_snippet_as_render_only_and_ours_as_both(tmp_path):
+    assert adduser_reads(AMD_SNIPPET, tmp_path) == ("1", "render")
+    assert adduser_reads(configfiles.adduser_conf(AMD_SNIPPET), tmp_path) == ("1", "video render")
+    ubuntu = configfiles.adduser_conf(UBUNTU_ADDUSER)
+    assert adduser_reads(ubuntu, tmp_path) == ("1", "video render")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare")
+                    or not shutil.which("adduser"), reason="needs root, unshare and adduser")
+def test_a_user_made_by_adduser_with_our_file_gets_both_groups(tmp_path):
+    """adduser run for real in a private mount namespace: /etc, /home and /var are overlays."""
+    conf = tmp_path / "adduser.conf"
+    conf.write_text(configfiles.adduser_conf(fixture("adduser.conf.debian12")))
+    script = f"""
+set -e
+for d in etc var; do
+  mkdir -p {tmp_path}/$d-up {tmp_path}/$d-work
+  mount -t overlay overlay -o lowerdir=/$d,upperdir={tmp_path}/$d-up,workdir={tmp_path}/$d-work /$d
+done
+mount -t tmpfs tmpfs /home
+getent group render >/dev/null || groupadd --system render
+adduser --conf {conf} --disabled-password --gecos '' sdinfratest >/dev/null 2>&1
+id -Gn sdinfratest
+"""
+    done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                          capture_output=True, text=True)
+    if done.returncode != 0 and "mount" in done.stderr:
+        pytest.skip(f"no overlay mounts here: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    assert {"video", "render"} <= set(done.stdout.split())
+    assert subprocess.run(["getent", "passwd", "sdinfratest"]).returncode != 0  # nothing leaked
+
+
+@pytest.mark.parametrize("before,wanted,after", [
+    ('PATH="/usr/bin"\n', {"ROC_ENABLE_PRE_VEGA": "1"}, 'PATH="/usr/bin"\nROC_ENABLE_PRE_VEGA=1\n'),
+    ('ROC_ENABLE_PRE_VEGA="1"\n', {"ROC_ENABLE_PRE_VEGA": "1"}, 'ROC_ENABLE_PRE_VEGA="1"\n'),
+    ("HSA_OVERRIDE_GFX_VERSION=9.0.0\nX=1\n", {"HSA_OVERRIDE_GFX_VERSION": "10.3.0"},
+     "HSA_OVERRIDE_GFX_VERSION=10.3.0\nX=1\n"),
+    ("# ROC_ENABLE_PRE_VEGA=0\n", {"ROC_ENABLE_PRE_VEGA": "1"},
+     "# ROC_ENABLE_PRE_VEGA=0\nROC_ENABLE_PRE_VEGA=1\n"),
+    ("", {"ROC_ENABLE_PRE_VEGA": "1", "HSA_OVERRIDE_GFX_VERSION": "10.3.0"},
+     "ROC_ENABLE_PRE_VEGA=1\nHSA_OVERRIDE_GFX_VERSION=10.3.0\n"),
+])
+def test_environment_edits(before, wanted, after):
+    assert configfiles.environment(before, wanted) == after
+    assert configfiles.environment(after, wanted) == after
+
+
+# --- shell run for real: verification, the state fact ---------------------------------------
+
+
+def fake_tools(tmp_path: Path, rocminfo: str | None, dmesg: str = "") -> dict:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if rocminfo is not None:
+        (tmp_path / "rocminfo.out").write_text(rocminfo)
+        (bin_dir / "rocminfo").write_text(
+            f"#!/bin/sh\nenv > {tmp_path}/rocminfo.env\ncat {tmp_path}/rocminfo.out\n")
+    (tmp_path / "dmesg.out").write_text(dmesg)
+    (bin_dir / "dmesg").write_text(f"#!/bin/sh\ncat {tmp_path}/dmesg.out\n")
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+@pytest.mark.skipif(Path("/opt/rocm/bin/rocminfo").exists(), reason="a real ROCm is installed")
+def test_verification_passes_with_a_gpu_agent_and_exports_the_environment(tmp_path):
+    env = fake_tools(tmp_path, ROCMINFO_GPU)
+    done = subprocess.run(["sh", "-c", verify_command({"ROC_ENABLE_PRE_VEGA": "1"})], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "ROC_ENABLE_PRE_VEGA=1" in (tmp_path / "rocminfo.env").read_text()
+
+
+@pytest.mark.skipif(Path("/opt/rocm/bin/rocminfo").exists(), reason="a real ROCm is installed")
+def test_verification_fails_with_the_kernels_reason_on_the_seeds_host(tmp_path):
+    env = fake_tools(tmp_path, ROCMINFO_CPU, dmesg="[    1.0] other\n" + KFD_ATOMICS)
+    done = subprocess.run(["sh", "-c", verify_command({})], env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 1
+    assert "skipped device 1002:67ef, PCI rejects atomics 730<0" in done.stderr
+    assert "PCIe 3.0" in done.stderr and "rocm_verify: false" in done.stderr
+
+
+@pytest.mark.skipif(Path("/opt/rocm/bin/rocminfo").exists(), reason="a real ROCm is installed")
+def test_verification_fails_without_a_gpu_agent_or_without_rocminfo(tmp_path):
+    env = fake_tools(tmp_path, ROCMINFO_CPU)
+    done = subprocess.run(["sh", "-c", verify_command({})], env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 1 and "lists no GPU (gfx) agent" in done.stderr
+    assert "Device Type:             CPU" in done.stderr
+    other = tmp_path / "other"
+    other.mkdir()
+    env = fake_tools(other, None)
+    env["PATH"] = f"{other}/bin:/usr/bin:/bin"
+    done = subprocess.run(["sh", "-c", verify_command({})], env=env, capture_output=True,
+                          text=True)
+    assert done.returncode == 1 and "rocminfo is not installed" in done.stderr
+
+
+@pytest.mark.skipif(Path("/opt/rocm/bin/rocminfo").exists(), reason="a real ROCm is installed")
+def test_state_fact_command_run_here_reads_what_is_here(tmp_path):
+    env = fake_tools(tmp_path, ROCMINFO_GPU, dmesg=KFD_ATOMICS)
+    fact = RocmState()
+    command = fact.command(users="root nosuchuser", verify=True, env="ROC_ENABLE_PRE_VEGA=1")
+    done = subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    state = fact.process(done.stdout.splitlines())
+    assert state["users"]["root"] and "root" in state["users"]["root"]
+    assert state["users"]["nosuchuser"] is None
+    assert state["rocminfo_found"] and gpu_agents(state["rocminfo"]) == ["gfx1100", "gfx1030"]
+    assert state["kernel"] == [KFD_ATOMICS.strip()]
+    assert "ROC_ENABLE_PRE_VEGA=1" in (tmp_path / "rocminfo.env").read_text()
+    if Path("/etc/adduser.conf").exists():
+        assert state["adduser_exists"]
+        assert state["adduser"] == Path("/etc/adduser.conf").read_text()
+    assert "video" in state["groups"]
+
+
+# --- the checksums command, against a local server ---------------------------------------------
+
+
+def build_deb(directory: Path, name: str, version: str, marker: str) -> Path:
+    root = directory / f"{name}-{marker}"
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "DEBIAN" / "control").write_text(
+        f"Package: {name}\nVersion: {version}\nArchitecture: all\nMaintainer: test <t@t>\n"
+        f"Description: stand-in built by the tests ({marker})\n")
+    (root / "etc").mkdir()
+    (root / "etc" / "which").write_text(marker + "\n")
+    out = directory / f"{name}-{marker}.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-b", str(root), str(out)], check=True,
+                   capture_output=True)
+    return out
+
+
+@pytest.fixture
+def local_repo(tmp_path):
+    """An HTTP server on 127.0.0.1 laid out like repo.radeon.com/amdgpu-install/."""
+    served = tmp_path / "srv"
+    digests = {}
+    for codename in ("focal", "jammy"):
+        deb = build_deb(tmp_path, "amdgpu-install", "5.3.50300-1", codename)
+        target = served / "amdgpu-install" / "5.3" / "ubuntu" / codename
+        target.mkdir(parents=True)
+        shutil.copy(deb, target / "amdgpu-install_5.3.50300-1_all.deb")
+        digests[codename] = hashlib.sha256(deb.read_bytes()).hexdigest()
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", served, digests
+    server.shutdown()
+    server.server_close()
+
+
+def checksums_cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "roles.rocm", "checksums", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.skipif(not shutil.which("dpkg-deb"), reason="needs dpkg-deb")
+def test_checksums_command_prints_settings_to_paste(local_repo):
+    base, _, digests = local_repo
+    done = checksums_cli("5.3", "--repo", base)
+    assert done.returncode == 0, done.stderr
+    namespace = {}
+    exec(done.stdout, namespace)  # what users paste into group_data/all.py
+    assert namespace["rocm_installer_sha256s"] == {"5.3/focal": digests["focal"],
+                                                   "5.3/jammy": digests["jammy"]}
+    assert f"{base}/amdgpu-install/5.3/ubuntu/jammy/amdgpu-install_5.3.50300-1_all.deb" \
+        in done.stdout
+    yaml_done = checksums_cli("5.3", "--repo", base, "--format", "yaml")
+    import yaml
+    assert yaml.safe_load(yaml_done.stdout) == {"rocm_installer_sha256s": namespace[
+        "rocm_installer_sha256s"]}
+
+
+@pytest.mark.skipif(not shutil.which("dpkg-deb"), reason="needs dpkg-deb")
+def test_checksums_command_fails_on_a_missing_file_or_something_not_a_package(local_repo):
+    base, served, _ = local_repo
+    done = checksums_cli("5.4", "--repo", base)
+    assert done.returncode != 0
+    assert f"{base}/amdgpu-install/5.4/ubuntu/focal/amdgpu-install_5.4.50400-1_all.deb" \
+        in done.stderr
+    (served / "amdgpu-install" / "5.3" / "ubuntu" / "jammy" / "amdgpu-install_5.3.50300-1_all.deb"
+     ).write_text("<html>not found</html>")
+    done = checksums_cli("5.3", "--repo", base)
+    assert done.returncode != 0 and "is not a Debian package" in done.stderr
+    assert "rocm_installer_sha256s" not in done.stdout
+
+
+# --- the verified download (roles/download.py), its command run here --------------------------
+
+
+def run_fetch(url: str, dest: Path, sha256: str, path: str | None = None):
+    from roles.download import fetch_command
+
+    env = {**os.environ, **({"PATH": path} if path else {})}
+    return subprocess.run(["sh", "-c", fetch_command(url, str(dest), sha256)], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith("."))
+
+
+@pytest.mark.skipif(not shutil.which("dpkg-deb"), reason="needs dpkg-deb")
+def test_fetch_keeps_a_download_whose_checksum_matches(local_repo, tmp_path):
+    base, _, digests = local_repo
+    dest = tmp_path / "cache" / "jammy" / "amdgpu-install_5.3.50300-1_all.deb"
+    url = f"{base}/amdgpu-install/5.3/ubuntu/jammy/amdgpu-install_5.3.50300-1_all.deb"
+    done = run_fetch(url, dest, digests["jammy"])
+    assert done.returncode == 0, done.stderr
+    assert hashlib.sha256(dest.read_bytes()).hexdigest() == digests["jammy"]
+    assert oct(dest.stat().st_mode & 0o777) == "0o644"
+    assert leftovers(dest.parent) == []
+
+
+@pytest.mark.skipif(not shutil.which("dpkg-deb"), reason="needs dpkg-deb")
+def test_fetch_removes_a_download_whose_checksum_differs(local_repo, tmp_path):
+    base, _, digests = local_repo
+    url = f"{base}/amdgpu-install/5.3/ubuntu/jammy/amdgpu-install_5.3.50300-1_all.deb"
+    dest = tmp_path / "target" / "amdgpu-install.deb"
+    done = run_fetch(url, dest, digests["focal"])  # the other codename's file
+    assert done.returncode == 1
+    assert f"expected sha256 {digests['focal']}, got {digests['jammy']}" in done.stderr
+    assert not dest.exists() and leftovers(dest.parent) == []
+    # A file already there (a partial download, say) is left as it was, not replaced.
+    dest.write_text("partial")
+    assert run_fetch(url, dest, digests["focal"]).returncode == 1
+    assert dest.read_text() == "partial" and leftovers(dest.parent) == []
+
+
+@pytest.mark.skipif(not shutil.which("dpkg-deb"), reason="needs dpkg-deb")
+def test_fetch_fails_cleanly_when_the_download_fails(local_repo, tmp_path):
+    base, _, digests = local_repo
+    target = tmp_path / "target"
+    done = run_fetch(f"{base}/no/such.deb", target / "x.deb", digests["jammy"])
+    assert done.returncode == 1 and f"download of {base}/no/such.deb failed" in done.stderr
+    assert list(target.iterdir()) == []
+
+
+@pytest.mark.skipif(not shutil.which("dpkg-deb"), reason="needs dpkg-deb")
+def test_fetch_works_with_python3_alone(local_repo, tmp_path):
+    """A minimal host (Debian minbase) has neither curl nor wget."""
+    base, _, digests = local_repo
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    for tool in ("sh", "install", "mktemp", "rm", "sha256sum", "cut", "chmod", "mv"):
+        (tools / tool).symlink_to(shutil.which(tool))
+    (tools / "python3").symlink_to(os.path.realpath(sys.executable))
+    dest = tmp_path / "out" / "amdgpu-install.deb"
+    url = f"{base}/amdgpu-install/5.3/ubuntu/focal/amdgpu-install_5.3.50300-1_all.deb"
+    done = run_fetch(url, dest, digests["focal"], path=str(tools))
+    assert done.returncode == 0, done.stderr
+    assert hashlib.sha256(dest.read_bytes()).hexdigest() == digests["focal"]
+
+
+def test_installer_already_downloaded_is_not_fetched_again():
+    deb = b"!<arch>\ndebian-binary   stand-in"
+    host = rocm_host().set(rocm_installer_sha256=hashlib.sha256(deb).hexdigest())
+    host.file("/var/cache/sdinfra/rocm/jammy/amdgpu-install_5.3.50300-1_all.deb", deb)
+    changes = rocm_changes(plan(DEPLOY, [host]))
+    assert "Install amdgpu-install 5.3.50300-1" in changes
+    assert not any(c.startswith("Download") for c in changes)
+    # The same file with another pinned checksum is fetched (and checked) again.
+    host.set(rocm_installer_sha256=SHA)
+    assert "Download amdgpu-install 5.3.50300-1 for jammy" in rocm_changes(plan(DEPLOY, [host]))
