@@ -71,15 +71,36 @@ def credentials(values: dict) -> str:
     return "\n".join(lines) + "\n" if lines else ""
 
 
+def _flag_groups(tokens) -> list[list[str]]:
+    """["--precision", "full", "--no-half"] -> [["--precision", "full"], ["--no-half"]]."""
+    groups: list[list[str]] = []
+    for token in tokens:
+        if token.startswith("--") or not groups:
+            groups.append([token])
+        else:
+            groups[-1].append(token)
+    return groups
+
+
+def merge_flags(*lists) -> list[str]:
+    """Flags of several lists, each flag once (the first one given wins), values kept with it."""
+    seen, merged = set(), []
+    for group in _flag_groups([t for tokens in lists for t in tokens]):
+        if group[0] not in seen:
+            seen.add(group[0])
+            merged += group
+    return merged
+
+
 def launch_args(values: dict, backend: str, auth: bool, extra: list[str] = ()) -> list[str]:
     """The web UI's flags: the backend's own, memory, login, API, then the user's extras."""
     # --listen binds inside the container only; which host address publishes it is the compose
     # file's port mapping, 127.0.0.1 unless webui_listen.
-    args = ["--listen", "--port", "7860", *BACKEND_ARGS[backend]]
-    vram = {"low": "--lowvram", "med": "--medvram"}.get(values["webui_vram"])
-    for flag in [vram, *extra]:
-        if flag and flag not in args:
-            args.append(flag)
+    vram = {"low": ["--lowvram"], "med": ["--medvram"]}.get(values["webui_vram"], [])
+    if vram:  # the user's choice wins over the preflight's
+        extra = [t for g in _flag_groups(extra) if g[0] not in ("--lowvram", "--medvram")
+                 for t in g]
+    args = merge_flags(["--listen", "--port", "7860"], BACKEND_ARGS[backend], vram, extra)
     if auth:
         args += ["--gradio-auth-path", SECRET_IN_CONTAINER]
     if values["webui_api"]:
@@ -88,7 +109,7 @@ def launch_args(values: dict, backend: str, auth: bool, extra: list[str] = ()) -
         args.append("--enable-insecure-extension-access")
     if values["webui_allow_code"]:
         args.append("--allow-code")
-    return args + list(values["webui_extra_args"])
+    return merge_flags(args, values["webui_extra_args"])
 
 
 def render(values: dict, backend: str, *, auth: bool = False, env: dict | None = None,
@@ -121,6 +142,16 @@ def render(values: dict, backend: str, *, auth: bool = False, env: dict | None =
             torch_command=values["webui_torch_command"] or TORCH_COMMANDS[name],
         )
     return rendered
+
+
+def url(values: dict) -> str:
+    """Where the web UI answers, as the run's summary shows it."""
+    if values["webui_listen"]:
+        address = values["webui_bind_address"]
+        if address == "0.0.0.0":
+            address = host.data.get("ssh_hostname") or host.name
+        return f"http://{address}:{values['webui_port']}/"
+    return f"http://127.0.0.1:{values['webui_port']}/ (on the host: ssh -L)"
 
 
 def warnings(values: dict) -> list[str]:
@@ -201,19 +232,35 @@ class ProjectState(FactBase):
         return state
 
 
+class GroupIds(FactBase):
+    """The ids of the GPU device groups: ``{"video": "44", "render": "110"}``."""
+
+    default = dict
+
+    def command(self):
+        return "getent group video render | cut -d: -f1,3 || true"
+
+    def process(self, output):
+        return dict(line.strip().split(":", 1) for line in output if ":" in line)
+
+
 @operation()
-def project_files(directories: list[str], wanted: dict, state: dict):
+def project_files(directories: list[str], wanted: dict, state: dict, regroup=None):
     """
     Make directories and files match, uploading only the files whose sha256 or mode differ.
 
     ``wanted`` maps a remote path to (content bytes, octal mode); ``state`` is the ProjectState
-    fact already read for this run, so checking costs no further round trip.
+    fact already read for this run, so checking costs no further round trip. ``regroup``, when
+    given, renders ``wanted`` again from the group ids read while executing: the rocm role
+    creates the render group in the same run, after this host was planned.
 
     .. code:: python
 
         project_files(directories=["/opt/sd"], wanted={"/opt/sd/a.env": (b"X=1\\n", "644")},
                       state=host.get_fact(ProjectState, ...))
     """
+    if regroup is not None and host.state.is_executing:
+        wanted = regroup(host.get_fact(GroupIds))
     for directory in directories:
         if directory not in state["dirs"]:
             yield f"install -d -m 0755 {shlex.quote(directory)}"
@@ -273,13 +320,18 @@ def stack(backend: str, env: dict | None = None, extra_args: list[str] = ()):
     state = host.get_fact(ProjectState, directory=directory, paths=paths, images=[image])
 
     cpu_threads = values["webui_cpu_threads"] or state["nproc"]
-    rendered = render(values, backend, auth=bool(secret), env=env, extra_args=extra_args,
-                      cpu_threads=cpu_threads, gids=state["gids"])
-    wanted = {f"{directory}/{name}": (text.encode(), "644") for name, text in rendered.items()}
-    if secret:
-        wanted[f"{directory}/secrets/webui-auth"] = (secret.encode(), "600")
+
+    def wanted_files(gids):
+        rendered = render(values, backend, auth=bool(secret), env=env, extra_args=extra_args,
+                          cpu_threads=cpu_threads, gids=gids)
+        wanted = {f"{directory}/{name}": (text.encode(), "644") for name, text in rendered.items()}
+        if secret:
+            wanted[f"{directory}/secrets/webui-auth"] = (secret.encode(), "600")
+        return wanted
+
+    regroup = wanted_files if {"video", "render"} - set(state["gids"]) else None
     changes = [project_files(name="Project directory and files", directories=directories,
-                             wanted=wanted, state=state)]
+                             wanted=wanted_files(state["gids"]), state=state, regroup=regroup)]
     if not secret and f"{directory}/secrets/webui-auth" in state["files"]:
         changes.append(files.file(name="Remove the login no longer set",
                                   path=f"{directory}/secrets/webui-auth", present=False))

@@ -1,0 +1,38 @@
+"""
+The whole fleet in one run: each host gets the backend its ``accelerator`` setting names.
+
+    pyinfra inventories/home.py deploy/site.py
+
+``accelerator: auto`` (the default) takes the preflight's choice from the host's hardware;
+``rocm``, ``cuda`` or ``cpu`` win over it, with a warning when the hardware says they will not
+work. A host that can run nothing (no usable GPU, a CPU without AVX) is reported, not deployed.
+Every host's settings are checked before anything changes on any host; after that, a host that
+fails does not stop the others, and the run ends with a summary per host.
+"""
+
+from pyinfra import host
+
+from roles import docker, nvidia, preflight, rocm, summary, webui
+from roles.settings import read, validate
+
+validate(preflight.settings, docker.settings, rocm.settings, nvidia.settings, webui.settings)
+
+values = read(host, webui.settings.SETTINGS)
+decision = preflight.preflight(stack_dir=values["webui_dir"],
+                               rocm_release=read(host, rocm.settings.SETTINGS)["rocm_release"])
+backend = decision.backend
+
+if backend == "none":
+    summary.record("none", note="; ".join(decision.reasons))
+else:
+    summary.record(backend, url=webui.url(values))
+    env = dict(decision.env)
+    if backend == "rocm":
+        rocm.install()
+        env.update(rocm.container_env())
+    elif backend == "cuda":
+        nvidia.install()
+    docker.install()
+    if backend == "cuda":
+        nvidia.configure_docker()
+    webui.stack(backend=backend, env=env, extra_args=decision.webui_args)

@@ -1,0 +1,141 @@
+"""
+The end-to-end fleet: three real Debian 12 hosts (cpu1, rocm1, cuda1) booted with
+systemd-nspawn, reached over SSH with host key checking on, provisioned by deploy/site.py.
+
+What AMD, NVIDIA and Docker Hub would serve is built by tests/standins.py and served on each
+host's own gateway address; the deploys reach it through their ordinary settings (mirror URLs,
+keys, checksums), as a homelab mirror would. The rocm host is Debian 12 and uses the explicit
+override for distributions AMD does not support; it has stand-in /dev/kfd and /dev/dri nodes
+(copies of /dev/null) so that the rocm service's device mappings can be exercised.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from tests import standins
+from tests.fleet import Fleet
+
+REPO = Path(__file__).resolve().parents[2]
+PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
+NAMES = ["cpu1", "rocm1", "cuda1"]
+USER = "alice"  # an existing admin user, as on a real server
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def stand_ins(tmp_path_factory):
+    return standins.build_all(tmp_path_factory.mktemp("standins"))
+
+
+@pytest.fixture(scope="session")
+def fleet(tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("the end-to-end fleet needs root")
+    fleet = Fleet(tmp_path_factory.mktemp("fleet"), NAMES)
+    try:
+        fleet.up()
+        yield fleet
+    finally:
+        fleet.down()
+
+
+@pytest.fixture(scope="session")
+def server(fleet, stand_ins):
+    with standins.serve(stand_ins.root, [h.gateway for h in fleet.hosts] + ["127.0.0.1"]) as srv:
+        yield srv
+
+
+def settings_for(fleet, stand_ins, server, name: str) -> dict:
+    """Every setting a host of the e2e fleet gets: all through ordinary, documented settings."""
+    base = f"http://{fleet.host(name).gateway}:{server.port}"
+    common = {
+        "docker_source": "distro",  # Docker's own repository cannot be reached from here
+        "docker_users": [USER],
+        "webui_image": stand_ins.image.tag,
+        "webui_image_archive": str(stand_ins.root / stand_ins.image_path),
+        "webui_models": [{"name": "standin.safetensors",
+                          "url": stand_ins.url(base, stand_ins.model_path),
+                          "sha256": stand_ins.model.sha256}],
+    }
+    per_host = {
+        "cpu1": {"accelerator": "cpu"},
+        "rocm1": {
+            "accelerator": "rocm",
+            "rocm_allow_unsupported_distro": True,
+            "rocm_repo_url": stand_ins.url(base, stand_ins.amdgpu_base_path),
+            "rocm_installer_sha256": stand_ins.amdgpu_sha256,
+            "rocm_no_dkms": True,
+            "rocm_pre_vega": True,
+            "rocm_users": [USER],
+        },
+        "cuda1": {
+            "accelerator": "cuda",
+            "nvidia_repo_url": stand_ins.url(base, stand_ins.apt_flat_path),
+            "nvidia_key_url": stand_ins.url(base, stand_ins.nvidia_gpgkey_path),
+            "nvidia_key_fingerprint": stand_ins.key.fingerprint,
+            "nvidia_driver_package": stand_ins.nvidia_driver_package,
+            "nvidia_driver_repo_url": stand_ins.url(base, stand_ins.apt_path),
+            "nvidia_verify": False,  # no GPU here: the stand-in hook mounts nothing
+        },
+    }
+    return {**common, **per_host[name]}
+
+
+def write_settings(fleet, data: dict) -> None:
+    fleet.host_data_path.write_text(json.dumps(data, indent=1))
+
+
+@pytest.fixture(scope="session")
+def prepared(fleet, stand_ins, server):
+    """The fleet before sdinfra: an admin user, and stand-in GPU device nodes on rocm1."""
+    for host in fleet.hosts:
+        ssh(fleet, host.name, f"id {USER} >/dev/null 2>&1 || useradd -m -s /bin/bash {USER}")
+    ssh(fleet, "rocm1", "mknod -m 666 /dev/kfd c 1 3 2>/dev/null; mkdir -p /dev/dri && "
+                        "{ mknod -m 666 /dev/dri/renderD128 c 1 3 2>/dev/null; true; }")
+    write_settings(fleet, {name: settings_for(fleet, stand_ins, server, name) for name in NAMES})
+    return fleet
+
+
+def run_pyinfra(fleet, deploy: str, *args: str, timeout: float = 900):
+    return subprocess.run(
+        [PYINFRA, str(fleet.inventory_path), deploy, *args],
+        cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "PYINFRA_PROGRESS": "off"},
+    )
+
+
+def ssh(fleet, name: str, command: str, check: bool = True) -> str:
+    status, out, err = fleet.run(name, command)
+    if check and status != 0:
+        raise AssertionError(f"{name}: {command!r} exited {status}: {err or out}")
+    return out
+
+
+def testinfra_host(fleet, name: str):
+    """A testinfra host over paramiko that checks the host key against the fleet's known_hosts
+    (testinfra's own paramiko backend would accept any key)."""
+    import testinfra
+
+    host = fleet.host(name)
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(fleet.known_hosts))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client.connect(host.address, port=host.ssh_port, username="root",
+                   key_filename=str(fleet.ssh_key), timeout=10, allow_agent=False,
+                   look_for_keys=False)
+    tested = testinfra.get_host(f"paramiko://root@{host.address}")
+    tested.backend.__dict__["client"] = client
+    return tested

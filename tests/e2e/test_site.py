@@ -1,0 +1,139 @@
+"""
+deploy/site.py end to end on three real hosts: converge, idempotence, verify.
+
+The first run provisions cpu1, rocm1 and cuda1 over SSH; the second changes nothing and
+restarts no container; then the hosts are inspected with pytest-testinfra.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import pytest
+
+from tests.e2e.conftest import NAMES, USER, run_pyinfra, ssh, testinfra_host
+
+SERVICE = {"cpu1": "cpu", "rocm1": "rocm", "cuda1": "cuda"}
+
+
+def http_get(host, url: str, tries: int = 20, auth: str = ""):
+    """GET url from inside the host (python3 is on every host), retrying while it starts."""
+    script = (
+        "import base64, sys, time, urllib.request\n"
+        f"request = urllib.request.Request({url!r})\n"
+        f"if {auth!r}: request.add_header('Authorization', 'Basic ' + "
+        f"base64.b64encode({auth!r}.encode()).decode())\n"
+        f"for attempt in range({tries}):\n"
+        "    try:\n"
+        "        print(urllib.request.urlopen(request, timeout=3).read().decode()); break\n"
+        "    except Exception as error:\n"
+        f"        if attempt == {tries} - 1: sys.exit(str(error))\n"
+        "        time.sleep(1)\n"
+    )
+    return host.run(f"python3 -c {shlex.quote(script)}")
+
+
+def container(name: str) -> str:
+    return f"sdinfra_{SERVICE[name]}_1"
+
+
+@pytest.fixture(scope="module")
+def first_run(prepared):
+    result = run_pyinfra(prepared, "deploy/site.py", "-y")
+    print(result.stderr[-6000:])
+    return result
+
+
+@pytest.fixture(scope="module")
+def second_run(prepared, first_run, server):
+    before = {n: ssh(prepared, n, f"docker inspect -f '{{{{.State.StartedAt}}}}' {container(n)}")
+              for n in NAMES}
+    server.clear()
+    dry = run_pyinfra(prepared, "deploy/site.py", "--dry", "--json")
+    result = run_pyinfra(prepared, "deploy/site.py", "-y", "--json")
+    after = {n: ssh(prepared, n, f"docker inspect -f '{{{{.State.StartedAt}}}}' {container(n)}")
+             for n in NAMES}
+    return dry, result, before, after, server.paths()
+
+
+def test_first_run_converges_every_host(first_run):
+    assert first_run.returncode == 0, first_run.stderr[-4000:]
+    summary = first_run.stderr.split("--> sdinfra summary:")[1]
+    for name, backend in SERVICE.items():
+        line = next(l for l in summary.splitlines() if l.strip().startswith(name))
+        assert line.split()[1] == backend
+        assert "http://127.0.0.1:7860/" in line and line.rstrip().endswith("ok")
+
+
+def test_second_run_changes_nothing_and_restarts_nothing(second_run):
+    dry, result, before, after, downloads = second_run
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    plan = json.loads(dry.stdout)["plan"]
+    assert [op["name"] for op in plan if op["hosts_with_change"]] == []
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(result.stdout)["results"]["operations"]
+    assert [(op["name"], op["success"]) for op in results if op["success"]] == []
+    assert [(op["name"], op["error"]) for op in results if op["error"]] == []
+    assert before == after  # no container was recreated or restarted
+    assert downloads == []  # nothing was fetched from the stand-in mirror
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_docker_runs_with_the_stack_and_its_service(first_run, prepared, name):
+    host = testinfra_host(prepared, name)
+    assert host.package("docker.io").is_installed
+    assert host.service("docker").is_running and host.service("docker").is_enabled
+    assert "docker" in host.user(USER).groups
+    daemon = json.loads(host.file("/etc/docker/daemon.json").content_string)
+    assert daemon["log-opts"]["max-size"] == "10m"
+    project = "/opt/stable-diffusion"
+    compose = host.file(f"{project}/docker-compose.yml")
+    assert compose.exists and "x-webui: &webui" in compose.content_string
+    assert host.file(f"{project}/models/Stable-diffusion/standin.safetensors").exists
+    running = host.check_output("docker ps --format '{{.Names}}'").split()
+    assert running == [container(name)]
+    env = host.check_output(f"docker exec {container(name)} cat /proc/1/environ | tr '\\0' '\\n'")
+    assert f"SDINFRA_BACKEND={SERVICE[name]}" in env
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_web_ui_answers_on_loopback_only(first_run, prepared, name):
+    host = testinfra_host(prepared, name)
+    assert host.socket("tcp://127.0.0.1:7860").is_listening
+    assert not host.socket("tcp://0.0.0.0:7860").is_listening
+    answer = http_get(host, "http://127.0.0.1:7860/")
+    assert answer.rc == 0 and "stand-in" in answer.stdout.lower(), answer.stderr
+    address = prepared.host(name).address
+    outside = http_get(host, f"http://{address}:7860/", tries=1)
+    assert outside.rc != 0 and "refused" in outside.stderr  # nothing on the network address
+
+
+def test_rocm_host_has_groups_environment_and_devices(first_run, prepared):
+    host = testinfra_host(prepared, "rocm1")
+    assert {"video", "render"} <= set(host.user(USER).groups)
+    host.run_expect([0], "adduser --disabled-password --gecos '' latecomer")
+    assert {"video", "render"} <= set(host.user("latecomer").groups)
+    adduser = host.file("/etc/adduser.conf").content_string
+    assert "\nADD_EXTRA_GROUPS=1" in adduser
+    assert len([l for l in adduser.splitlines() if l.startswith("EXTRA_GROUPS=")]) == 1
+    assert "ROC_ENABLE_PRE_VEGA=1" in host.file("/etc/environment").content_string
+    assert "--usecase=rocm" in host.file("/var/log/amdgpu-install.args").content_string
+    assert len(host.file("/var/log/amdgpu-install.args").content_string.splitlines()) == 1
+    inspect = json.loads(host.check_output(f"docker inspect {container('rocm1')}"))[0]
+    devices = {d["PathOnHost"] for d in inspect["HostConfig"]["Devices"]}
+    assert {"/dev/kfd", "/dev/dri/renderD128"} <= devices
+    env = inspect["Config"]["Env"]
+    assert "ROC_ENABLE_PRE_VEGA=1" in env
+
+
+def test_cuda_host_has_toolkit_runtime_and_gpu_reservation(first_run, prepared):
+    host = testinfra_host(prepared, "cuda1")
+    assert host.package("nvidia-container-toolkit").is_installed
+    daemon = json.loads(host.file("/etc/docker/daemon.json").content_string)
+    assert daemon["runtimes"]["nvidia"]["path"] == "nvidia-container-runtime"
+    assert daemon["log-driver"] == "json-file"  # the docker role's keys survive nvidia's
+    inspect = json.loads(host.check_output(f"docker inspect {container('cuda1')}"))[0]
+    requests = inspect["HostConfig"]["DeviceRequests"]
+    assert requests and requests[0]["Driver"] == "nvidia"
+    assert requests[0]["Capabilities"] == [["gpu"]]
