@@ -86,7 +86,11 @@ def key(url: str, dest: str, fingerprint: str):
     yield f"install -d -m 0755 {KEYRINGS}"
     yield (
         f"curl -fsSL {shlex.quote(url)} -o {shlex.quote(temp)} "
-        f"&& gpg --show-keys --with-colons {shlex.quote(temp)} | grep -q '^fpr:*{fingerprint}:' "
+        f"|| {{ rm -f {shlex.quote(temp)}; echo {shlex.quote(f'cannot fetch the key {url}')} >&2; "
+        "exit 1; }"
+    )
+    yield (
+        f"gpg --show-keys --with-colons {shlex.quote(temp)} | grep -q '^fpr:*{fingerprint}:' "
         f"&& chmod 0644 {shlex.quote(temp)} && mv {shlex.quote(temp)} {shlex.quote(dest)} "
         f"|| {{ rm -f {shlex.quote(temp)}; echo {shlex.quote(message)} >&2; exit 1; }}"
     )
@@ -126,6 +130,11 @@ def repository(repo: str, key_url: str, fingerprint: str, uris: str, suites: str
     missing, so a converged host runs nothing.
     """
     keyring = f"{KEYRINGS}/{repo}.asc"
+    tools = missing(["ca-certificates", "curl", "gpg"])  # to fetch the key and check it
+    if tools:
+        apt.update(name="Refresh package lists")
+        apt.packages(name=f"Install {' '.join(tools)} (to fetch and check the key)",
+                     packages=tools, no_recommends=True)
     key_op = key(name=f"Key of the {repo} repository", url=key_url, dest=keyring,
                  fingerprint=fingerprint)
     source_op = files.put(

@@ -108,7 +108,6 @@ def install():
     dist = distro.read()
 
     if values["docker_source"] == "docker":
-        apt.install(["ca-certificates", "curl", "gpg"])
         apt_ops.packages(name="Remove packages that conflict with docker-ce",
                          packages=CONFLICTS, present=False)
         base = f"{values['docker_repo_url'].rstrip('/')}/{dist.family}"

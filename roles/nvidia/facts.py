@@ -62,7 +62,9 @@ class NvidiaState(FactBase):
         legacy = " ".join(LEGACY_LISTS)
         return "; ".join([
             f"echo '{MARK}nvidia-state'",
-            'show() { [ -r "$1" ] && cat -- "$1"; true; }',
+            # sed adds the newline a file may lack (nvidia-ctk writes none), so that the
+            # next section's marker starts on a line of its own.
+            "show() { [ -r \"$1\" ] && sed -e '$a\\' -- \"$1\"; true; }",
             f"echo '{MARK}smi'; if command -v nvidia-smi >/dev/null 2>&1; then "
             f"timeout 60 nvidia-smi 2>&1; echo \"{MARK}smi-rc=$?\"; "
             f"else echo '{MARK}smi-missing'; fi",

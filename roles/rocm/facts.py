@@ -96,7 +96,8 @@ class RocmState(FactBase):
         quoted_users = " ".join(shlex.quote(u) for u in users.split())
         parts = [
             f"echo '{MARK}rocm-state'",
-            'show() { [ -r "$1" ] && cat -- "$1"; true; }',
+            # sed adds the newline a file may lack, so that the next marker has its own line.
+            "show() { [ -r \"$1\" ] && sed -e '$a\\' -- \"$1\"; true; }",
             f"echo '{MARK}version'; show {VERSION_FILE}",
             f"echo '{MARK}dpkg'; dpkg -s {' '.join(PACKAGES)} 2>/dev/null",
             f"echo '{MARK}record'; show {INSTALL_RECORD}",

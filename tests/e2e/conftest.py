@@ -80,15 +80,17 @@ def settings_for(fleet, stand_ins, server, name: str) -> dict:
             "rocm_no_dkms": True,
             "rocm_pre_vega": True,
             "rocm_users": [USER],
+            # As in inventories/home.py. Left to the preflight, the VRAM flag would follow the
+            # facts, and rocminfo only exists after the first run installed ROCm.
+            "webui_vram": "med",
         },
         "cuda1": {
             "accelerator": "cuda",
             "nvidia_repo_url": stand_ins.url(base, stand_ins.apt_flat_path),
             "nvidia_key_url": stand_ins.url(base, stand_ins.nvidia_gpgkey_path),
             "nvidia_key_fingerprint": stand_ins.key.fingerprint,
-            "nvidia_driver_package": stand_ins.nvidia_driver_package,
-            "nvidia_driver_repo_url": stand_ins.url(base, stand_ins.apt_path),
             "nvidia_verify": False,  # no GPU here: the stand-in hook mounts nothing
+            "webui_vram": "low",
         },
     }
     return {**common, **per_host[name]}
@@ -100,9 +102,15 @@ def write_settings(fleet, data: dict) -> None:
 
 @pytest.fixture(scope="session")
 def prepared(fleet, stand_ins, server):
-    """The fleet before sdinfra: an admin user, and stand-in GPU device nodes on rocm1."""
+    """The fleet before sdinfra: an admin user; stand-in GPU device nodes on rocm1; the
+    stand-in NVIDIA driver on cuda1 (the toolkit needs a working driver already there)."""
     for host in fleet.hosts:
         ssh(fleet, host.name, f"id {USER} >/dev/null 2>&1 || useradd -m -s /bin/bash {USER}")
+    driver = f"http://{fleet.host('cuda1').gateway}:{server.port}/" + str(
+        stand_ins.nvidia_driver_deb.relative_to(stand_ins.root))
+    ssh(fleet, "cuda1", "python3 -c 'import sys, urllib.request; urllib.request.urlretrieve("
+                        f"sys.argv[1], \"/tmp/driver.deb\")' {driver} && dpkg -i /tmp/driver.deb "
+                        "&& rm /tmp/driver.deb && nvidia-smi -L")
     ssh(fleet, "rocm1", "mknod -m 666 /dev/kfd c 1 3 2>/dev/null; mkdir -p /dev/dri && "
                         "{ mknod -m 666 /dev/dri/renderD128 c 1 3 2>/dev/null; true; }")
     write_settings(fleet, {name: settings_for(fleet, stand_ins, server, name) for name in NAMES})
@@ -124,7 +132,7 @@ def ssh(fleet, name: str, command: str, check: bool = True) -> str:
     return out
 
 
-def testinfra_host(fleet, name: str):
+def remote(fleet, name: str):
     """A testinfra host over paramiko that checks the host key against the fleet's known_hosts
     (testinfra's own paramiko backend would accept any key)."""
     import testinfra

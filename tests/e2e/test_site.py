@@ -12,7 +12,7 @@ import shlex
 
 import pytest
 
-from tests.e2e.conftest import NAMES, USER, run_pyinfra, ssh, testinfra_host
+from tests.e2e.conftest import NAMES, USER, run_pyinfra, ssh, remote
 
 SERVICE = {"cpu1": "cpu", "rocm1": "rocm", "cuda1": "cuda"}
 
@@ -81,7 +81,7 @@ def test_second_run_changes_nothing_and_restarts_nothing(second_run):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_docker_runs_with_the_stack_and_its_service(first_run, prepared, name):
-    host = testinfra_host(prepared, name)
+    host = remote(prepared, name)
     assert host.package("docker.io").is_installed
     assert host.service("docker").is_running and host.service("docker").is_enabled
     assert "docker" in host.user(USER).groups
@@ -99,7 +99,7 @@ def test_docker_runs_with_the_stack_and_its_service(first_run, prepared, name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_web_ui_answers_on_loopback_only(first_run, prepared, name):
-    host = testinfra_host(prepared, name)
+    host = remote(prepared, name)
     assert host.socket("tcp://127.0.0.1:7860").is_listening
     assert not host.socket("tcp://0.0.0.0:7860").is_listening
     answer = http_get(host, "http://127.0.0.1:7860/")
@@ -110,7 +110,7 @@ def test_web_ui_answers_on_loopback_only(first_run, prepared, name):
 
 
 def test_rocm_host_has_groups_environment_and_devices(first_run, prepared):
-    host = testinfra_host(prepared, "rocm1")
+    host = remote(prepared, "rocm1")
     assert {"video", "render"} <= set(host.user(USER).groups)
     host.run_expect([0], "adduser --disabled-password --gecos '' latecomer")
     assert {"video", "render"} <= set(host.user("latecomer").groups)
@@ -122,13 +122,20 @@ def test_rocm_host_has_groups_environment_and_devices(first_run, prepared):
     assert len(host.file("/var/log/amdgpu-install.args").content_string.splitlines()) == 1
     inspect = json.loads(host.check_output(f"docker inspect {container('rocm1')}"))[0]
     devices = {d["PathOnHost"] for d in inspect["HostConfig"]["Devices"]}
-    assert {"/dev/kfd", "/dev/dri/renderD128"} <= devices
+    assert devices == {"/dev/kfd", "/dev/dri"}
+    inside = host.check_output(f"docker exec {container('rocm1')} ls /dev/dri /dev/kfd")
+    assert "renderD128" in inside and "/dev/kfd" in inside
+    groups = host.check_output(f"docker exec {container('rocm1')} cat /proc/1/status")
+    gids = {line.split(":", 1)[0]: line.split()[1:] for line in groups.splitlines()}["Groups"]
+    render = host.check_output("getent group render | cut -d: -f3")
+    video = host.check_output("getent group video | cut -d: -f3")
+    assert {render, video} <= set(gids)
     env = inspect["Config"]["Env"]
     assert "ROC_ENABLE_PRE_VEGA=1" in env
 
 
 def test_cuda_host_has_toolkit_runtime_and_gpu_reservation(first_run, prepared):
-    host = testinfra_host(prepared, "cuda1")
+    host = remote(prepared, "cuda1")
     assert host.package("nvidia-container-toolkit").is_installed
     daemon = json.loads(host.file("/etc/docker/daemon.json").content_string)
     assert daemon["runtimes"]["nvidia"]["path"] == "nvidia-container-runtime"

@@ -89,6 +89,8 @@ def test_fresh_host_with_a_driver_gets_the_toolkit_runtime_and_a_check(os_key):
     host = nvidia_host("h", os_key, dpkg="", key=(), sources="", daemon=DOCKER_DAEMON,
                        runtimes=RUNTIMES_PLAIN)
     assert changes(plan(DEPLOY, [host])) == [
+        "Signed apt repository | Refresh package lists",
+        "Signed apt repository | Install ca-certificates curl gpg (to fetch and check the key)",
         "Signed apt repository | Key of the nvidia-container-toolkit repository",
         "Signed apt repository | Source of the nvidia-container-toolkit repository",
         "Signed apt repository | Install missing packages | Refresh package lists",
@@ -182,7 +184,7 @@ def test_key_with_another_fingerprint_is_fetched_and_checked_again():
     # What apt.repository's own facts see: the source and the package are there already.
     host.directory("/etc/apt/sources.list.d")
     host.file("/etc/apt/sources.list.d/nvidia-container-toolkit.sources", SOURCE)
-    host.package("nvidia-container-toolkit")
+    host.package("nvidia-container-toolkit", "ca-certificates", "curl", "gpg")
     assert changes(plan(DEPLOY, [host])) == [
         "Signed apt repository | Key of the nvidia-container-toolkit repository",
         "Signed apt repository | Install missing packages | Refresh package lists",
