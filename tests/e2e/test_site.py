@@ -8,6 +8,7 @@ restarts no container; then the hosts are inspected with pytest-testinfra.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 
 import pytest
@@ -144,3 +145,13 @@ def test_cuda_host_has_toolkit_runtime_and_gpu_reservation(first_run, prepared):
     requests = inspect["HostConfig"]["DeviceRequests"]
     assert requests and requests[0]["Driver"] == "nvidia"
     assert requests[0]["Capabilities"] == [["gpu"]]
+
+
+def test_preflight_reports_each_host_and_changes_nothing(second_run, prepared):
+    result = run_pyinfra(prepared, "deploy/preflight.py", "-y", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    operations = json.loads(result.stdout)["results"]["operations"]
+    assert [op for op in operations if op["success"] or op["error"]] == []
+    for name, backend in SERVICE.items():
+        assert re.search(rf"\[{name}\]\s+Backend: {backend} \(accelerator: {backend} set\)",
+                         result.stderr)

@@ -1,0 +1,122 @@
+"""
+Exposure on the LAN, end to end: with webui_listen and a login, the web UI answers on the host's
+network address and refuses requests without the login; without webui_listen nothing answers
+there; the login never appears in what the run prints, in the files it writes beside the
+secret, or in the host's process list.
+
+A fleet of its own (one cpu host), so that the shared fleet's tests keep their defaults.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shlex
+import urllib.error
+import urllib.request
+
+import pytest
+
+from tests.e2e.conftest import remote, run_pyinfra, settings_for, ssh, write_settings
+from tests.fleet import Fleet
+
+LOGIN = "ada:correct-horse-battery-9"
+ENV = "SDINFRA_E2E_LOGIN"
+
+
+@pytest.fixture(scope="module")
+def lan_fleet(tmp_path_factory, stand_ins):
+    if os.geteuid() != 0:
+        pytest.skip("the end-to-end fleet needs root")
+    from tests import standins
+
+    fleet = Fleet(tmp_path_factory.mktemp("lan"), ["cpu1"])
+    try:
+        fleet.up()
+        with standins.serve(stand_ins.root, [fleet.host("cpu1").gateway]) as server:
+            ssh(fleet, "cpu1", "useradd -m alice")
+            settings = settings_for(fleet, stand_ins, server, "cpu1")
+            yield fleet, settings
+    finally:
+        fleet.down()
+
+
+def get(url: str, auth: str = "") -> int:
+    request = urllib.request.Request(url)
+    if auth:
+        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    try:
+        return urllib.request.urlopen(request, timeout=5).status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def deploy(fleet, settings, **more):
+    write_settings(fleet, {"cpu1": {**settings, **more}})
+    os.environ[ENV] = LOGIN
+    try:
+        return run_pyinfra(fleet, "deploy/site.py", "-y", "--diff")
+    finally:
+        del os.environ[ENV]
+
+
+def test_listen_without_login_is_refused_before_any_change(lan_fleet):
+    fleet, settings = lan_fleet
+    write_settings(fleet, {"cpu1": {**settings, "webui_listen": True}})
+    result = run_pyinfra(fleet, "deploy/site.py", "-y")
+    assert result.returncode != 0
+    assert "host cpu1: webui_listen = True needs a login" in result.stderr
+    assert ssh(fleet, "cpu1", "test -e /opt/stable-diffusion && echo yes || echo no").strip() \
+        == "no"
+
+
+def test_lan_exposure_needs_the_login_and_never_shows_it(lan_fleet):
+    fleet, settings = lan_fleet
+    address = fleet.host("cpu1").address
+    result = deploy(fleet, settings, webui_listen=True, webui_auth_env=ENV, webui_api=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    url = f"http://{address}:7860/"
+    statuses = []
+    for _ in range(20):  # the container may still be starting
+        try:
+            statuses = [get(url), get(url, "ada:wrong"), get(url, LOGIN)]
+            break
+        except OSError:
+            import time
+            time.sleep(1)
+    assert statuses == [401, 401, 200]
+
+    host = remote(fleet, "cpu1")
+    secret = host.file("/opt/stable-diffusion/secrets/webui-auth")
+    assert (secret.user, secret.group, secret.mode) == ("root", "root", 0o600)
+    assert secret.content_string.strip() == LOGIN
+    password = LOGIN.split(":")[1]
+    assert password not in result.stdout + result.stderr
+    for name in ("docker-compose.yml", "webui.env"):
+        assert password not in host.file(f"/opt/stable-diffusion/{name}").content_string
+    processes = host.check_output("ps -eo args")
+    assert password not in processes
+    mounts = host.check_output("docker inspect -f '{{json .Mounts}}' sdinfra_cpu_1")
+    assert '"Destination":"/run/secrets/webui-auth"' in mounts and '"RW":false' in mounts
+
+    again = deploy(fleet, settings, webui_listen=True, webui_auth_env=ENV, webui_api=True)
+    assert again.returncode == 0 and password not in again.stdout + again.stderr
+    dry = run_pyinfra(fleet, "deploy/site.py", "--dry", "--diff")
+    assert password not in dry.stdout + dry.stderr
+
+
+def test_without_listen_nothing_answers_on_the_network_address(lan_fleet):
+    fleet, settings = lan_fleet
+    result = deploy(fleet, settings)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert ssh(fleet, "cpu1", "test -e /opt/stable-diffusion/secrets/webui-auth && echo yes "
+                              "|| echo no").strip() == "no"
+    with pytest.raises(OSError):
+        get(f"http://{fleet.host('cpu1').address}:7860/")
+    local = ssh(fleet, "cpu1", "python3 -c " + shlex.quote(
+        "import urllib.request, time\n"
+        "for i in range(20):\n"
+        "    try: print(urllib.request.urlopen('http://127.0.0.1:7860/').status); break\n"
+        "    except Exception: time.sleep(1)\n"))
+    assert local.strip() == "200"
