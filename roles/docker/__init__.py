@@ -39,9 +39,13 @@ DOCKER_CE = ["docker-ce", "docker-ce-cli", "containerd.io", "docker-buildx-plugi
              "docker-compose-plugin"]
 
 
+# Ubuntu bases whose Compose is v1 only (docker-compose-v2 arrived with 22.04).
+COMPOSE_V1_UBUNTU = ("bionic", "focal")
+
+
 def distro_packages(dist: distro.Distro) -> list[str]:
     """docker.io plus the distribution's Compose: v2 as a plugin on Ubuntu 22.04+, v1 elsewhere."""
-    if dist.id == "ubuntu" and dist.version_at_least("22.04"):
+    if dist.family == "ubuntu" and dist.ubuntu_codename not in COMPOSE_V1_UBUNTU:
         return ["docker.io", "docker-compose-v2"]
     return ["docker.io", "docker-compose"]
 

@@ -27,7 +27,7 @@ from pyinfra import host, logger
 from pyinfra.api import FactBase, FileUploadCommand, deploy, operation
 from pyinfra.operations import files, server
 
-from roles import docker
+from roles import distro, docker
 from roles.settings import host_error, read
 from roles.webui.settings import SETTINGS
 
@@ -304,6 +304,12 @@ def stack(backend: str, env: dict | None = None, extra_args: list[str] = ()):
     values = read(host, SETTINGS)
     for warning in warnings(values):
         logger.warning(f"{host.print_prefix}{warning}")
+    dist = distro.read()
+    if (read(host, docker.settings.SETTINGS)["docker_source"] == "distro"
+            and dist.family == "ubuntu" and dist.ubuntu_codename in docker.COMPOSE_V1_UBUNTU):
+        raise host_error(f"docker_source = 'distro' on {dist.label} gives docker-compose 1.25, "
+                         "which cannot read the stack's compose file (1.28 or newer can): use "
+                         "docker_source = 'docker'")
 
     directory = values["webui_dir"].rstrip("/")
     secret = credentials(values)

@@ -218,3 +218,13 @@ def test_dry_run_with_diff_shows_no_login(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "very-secret" not in proc.stdout + proc.stderr
     assert "Project directory and files" in proc.stdout + proc.stderr
+
+
+def test_ubuntu_20_04s_own_compose_is_refused_with_the_setting_to_use():
+    host = FakeHost("focal").os("ubuntu20").set(docker_source="distro")
+    result = plan("deploy/cpu.py", [host, FakeHost("ok").os("debian12")])
+    assert result.returncode != 0
+    assert ("host @fake/focal: docker_source = 'distro' on ubuntu 20.04 (focal) gives "
+            "docker-compose 1.25") in result.output
+    assert "use docker_source = 'docker'" in result.output
+    assert result.ops == []
