@@ -43,8 +43,8 @@ def stack_state(files: dict, nproc=4, running=(), models=("sd15.safetensors",), 
     return lines
 
 
-def converged_cpu(name="h", running=("cpu",), **settings):
-    host = docker_converged(name, "debian12", "distro").set(docker_source="distro", **settings)
+def converged_cpu(name="h", running=("cpu",), os_key="debian12", source="distro", **settings):
+    host = docker_converged(name, os_key, source).set(docker_source=source, **settings)
     rendered = render(values(**settings), "cpu", cpu_threads=4,
                       gids={"video": "44", "render": "110"})
     files = {path: (text, "644") for path, text in rendered.items()}
@@ -228,3 +228,21 @@ def test_ubuntu_20_04s_own_compose_is_refused_with_the_setting_to_use():
             "docker-compose 1.25") in result.output
     assert "use docker_source = 'docker'" in result.output
     assert result.ops == []
+
+
+@pytest.mark.parametrize("os_key,source", [("ubuntu20", "docker"), ("ubuntu22", "docker"),
+                                           ("ubuntu22", "distro"), ("debian12", "docker"),
+                                           ("debian12", "distro")])
+def test_cpu_deploy_on_each_distribution_fresh_then_converged(os_key, source):
+    fresh = FakeHost("h").os(os_key).set(docker_source=source, webui_models=[MODEL])
+    result = plan("deploy/cpu.py", [fresh.respond("echo nproc=", ["nproc=8"])])
+    assert result.returncode == 0, result.output
+    changes = result.changes("h")
+    assert "Docker Engine | Docker is enabled and running" in changes
+    assert changes[-3:] == ["Stable Diffusion web UI | Project directory and files",
+                            "Stable Diffusion web UI | Download model sd15.safetensors",
+                            "Stable Diffusion web UI | Start the cpu service"]
+    host, _ = converged_cpu(os_key=os_key, source=source)
+    result = plan("deploy/cpu.py", [host])
+    assert result.returncode == 0, result.output
+    assert result.changes("h") == []
