@@ -1,6 +1,11 @@
 """
 Apt helpers shared by the roles: installing only what is missing, and signed repositories.
 
+A dpkg run that was interrupted (a killed deploy, a lost connection, a power cut in the middle of
+an install) leaves packages unpacked but not configured, and apt then refuses every install
+("dpkg was interrupted, you must manually run 'dpkg --configure -a'"). ``install`` and
+``repository`` finish such a run first, seen from the same command that lists the packages.
+
 Every third-party repository is added the way the vendors document it today: a deb822
 ``.sources`` file whose ``Signed-By`` names a keyring in /etc/apt/keyrings, never ``apt-key``.
 The key is fetched once and kept only when its fingerprint is the pinned one.
@@ -14,14 +19,73 @@ from io import StringIO
 from pyinfra import host
 from pyinfra.api import FactBase, deploy, operation
 from pyinfra.facts.deb import DebPackages
-from pyinfra.operations import apt, files
+from pyinfra.facts.util.packaging import parse_packages
+from pyinfra.operations import apt, files, server
 
 KEYRINGS = "/etc/apt/keyrings"
+DPKG_UPDATES = "/var/lib/dpkg/updates"  # dpkg's journal: entries here = a run did not finish
+INTERRUPTED = "sdinfra:dpkg-interrupted"
+# dpkg -l's second status letter for a package a dpkg run left half way: Half-installed,
+# Unpacked, halF-configured, triggers-aWaited, triggers-pending.
+HALF_DONE = "HUFWt"
+FINISH_COMMAND = ("DEBIAN_FRONTEND=noninteractive dpkg --force-confdef --force-confold "
+                  "--configure -a")
 
 
-def missing(packages: list[str]) -> list[str]:
-    installed = host.get_fact(DebPackages)
+class DpkgPackages(FactBase):
+    """
+    The installed packages (as pyinfra's ``DebPackages``: fully installed ones only, name ->
+    versions) and whether the last dpkg run was interrupted: its journal in
+    /var/lib/dpkg/updates is not empty, or a package is left half way (``dpkg -l`` status U, F,
+    H, W or t). One command, the ``dpkg -l`` that ``install`` needs anyway.
+
+    .. code:: python
+
+        {"packages": {"curl": {"7.88.1-10+deb12u5"}}, "interrupted": False}
+    """
+
+    @staticmethod
+    def default():
+        return {"packages": {}, "interrupted": False}
+
+    def requires_command(self):
+        return "dpkg"
+
+    def command(self):
+        # Journal entries are named by number, as apt counts them (not dpkg's tmp.i).
+        return (f"dpkg -l; ls {DPKG_UPDATES} 2>/dev/null | grep -qx '[0-9][0-9]*' "
+                f"&& echo {INTERRUPTED} || true")
+
+    def process(self, output):
+        lines = list(output)
+        half = [line for line in lines
+                if len(line) > 2 and line[0] in "uihrp" and line[1] in HALF_DONE
+                and line[2] in " R"]
+        return {"packages": parse_packages(DebPackages.regex, lines),
+                "interrupted": INTERRUPTED in (line.strip() for line in lines) or bool(half)}
+
+
+def missing(packages: list[str], dpkg: dict | None = None) -> list[str]:
+    """The packages not installed on the current host (``dpkg``: a DpkgPackages fact read
+    already; pyinfra caches no fact, so each read is one more remote command)."""
+    installed = (dpkg if dpkg is not None else host.get_fact(DpkgPackages))["packages"]
     return [name for name in packages if name not in installed]
+
+
+_finished: set = set()  # hosts whose interrupted dpkg run this run finishes already
+
+
+def finish_interrupted(dpkg: dict | None = None) -> None:
+    """
+    ``dpkg --configure -a`` when the host's last dpkg run was interrupted, once per host and
+    run; nothing otherwise. Call it before anything that runs apt-get. ``dpkg``: the
+    DpkgPackages fact, when read already.
+    """
+    dpkg = dpkg if dpkg is not None else host.get_fact(DpkgPackages)
+    if dpkg["interrupted"] and host.name not in _finished:
+        _finished.add(host.name)
+        server.shell(name="Finish the interrupted dpkg run (dpkg --configure -a)",
+                     commands=[FINISH_COMMAND])
 
 
 @deploy("Install missing packages")
@@ -30,12 +94,15 @@ def install(packages: list[str], refresh: bool = False):
     Install the packages that are not installed yet, refreshing the package lists first.
 
     Nothing is run, not even ``apt-get update``, when every package is already there: a
-    converged host costs one ``dpkg -l``.
+    converged host costs one ``dpkg -l``. An interrupted dpkg run is finished first
+    (``finish_interrupted``).
 
     + packages: Debian package names
     + refresh: also run ``apt-get update`` when nothing is missing (a repository was just added)
     """
-    todo = missing(packages)
+    dpkg = host.get_fact(DpkgPackages)  # one read for both
+    finish_interrupted(dpkg)
+    todo = missing(packages, dpkg)
     if todo or refresh:
         apt.update(name="Refresh package lists")
     if todo:
@@ -130,7 +197,9 @@ def repository(repo: str, key_url: str, fingerprint: str, uris: str, suites: str
     missing, so a converged host runs nothing.
     """
     keyring = f"{KEYRINGS}/{repo}.asc"
-    tools = missing(["ca-certificates", "curl", "gpg"])  # to fetch the key and check it
+    dpkg = host.get_fact(DpkgPackages)
+    finish_interrupted(dpkg)
+    tools = missing(["ca-certificates", "curl", "gpg"], dpkg)  # to fetch the key and check it
     if tools:
         apt.update(name="Refresh package lists")
         apt.packages(name=f"Install {' '.join(tools)} (to fetch and check the key)",

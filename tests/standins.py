@@ -22,6 +22,8 @@ What is built (see :func:`build_all`)::
         libnvidia-container/stable/deb/amd64/  the same packages as a flat repository
                                              ("deb [signed-by=...] URL/stable/deb/amd64 /"),
                                              the layout NVIDIA's real repository has
+        libnvidia-container-wrongkey/stable/deb/amd64/  that flat repository signed with the
+                                             wrong key
         radeon/amdgpu-install/5.3/ubuntu/{focal,jammy}/amdgpu-install_5.3.50300-1_all.deb
         radeon-cpuonly/...                   the same path; its rocminfo shows CPU agents only
         images/webui-standin.tar             `docker load -i` archive (legacy docker save format)
@@ -1439,12 +1441,14 @@ class StandIns:
     apt: AptRepo                   # dists layout, suite "stable", component "main"
     apt_wrong_key: AptRepo         # same, signed with wrong_key
     apt_flat: AptRepo              # flat layout (NVIDIA-like), signed with key
+    apt_flat_wrong_key: AptRepo    # the same flat repository, signed with wrong_key
     key_path: str                  # "keys/sdinfra-standin.asc"
     key_gpg_path: str              # "keys/sdinfra-standin.gpg"
     wrong_key_path: str
     apt_path: str                  # "apt"
     apt_wrong_key_path: str        # "apt-wrongkey"
     apt_flat_path: str             # "libnvidia-container/stable/deb/amd64"
+    apt_flat_wrong_key_path: str   # "libnvidia-container-wrongkey/stable/deb/amd64"
     nvidia_gpgkey_path: str        # "libnvidia-container/gpgkey"
     nvidia_toolkit_deb: Path
     nvidia_driver_deb: Path
@@ -1467,7 +1471,9 @@ class StandIns:
 
     def apt_sources(self, base: str, signed_by: str, *, wrong_key: bool = False,
                     flat: bool = False) -> str:
-        repo, rel = ((self.apt_flat, self.apt_flat_path) if flat else
+        repo, rel = ((self.apt_flat_wrong_key, self.apt_flat_wrong_key_path)
+                     if flat and wrong_key else
+                     (self.apt_flat, self.apt_flat_path) if flat else
                      (self.apt_wrong_key, self.apt_wrong_key_path) if wrong_key else
                      (self.apt, self.apt_path))
         return repo.sources(self.url(base, rel), signed_by)
@@ -1500,6 +1506,8 @@ def build_all(workdir: os.PathLike | str, *, image_tag: str = DEFAULT_IMAGE_TAG,
     apt_wrong = build_wrong_key_repo(www / "apt-wrongkey", apt, wrong)
     flat_rel = "libnvidia-container/stable/deb/amd64"
     apt_flat = build_apt_repo(www / flat_rel, [toolkit, driver], key, layout="flat")
+    flat_wrong_rel = "libnvidia-container-wrongkey/stable/deb/amd64"
+    apt_flat_wrong = build_wrong_key_repo(www / flat_wrong_rel, apt_flat, wrong)
     shutil.copy2(key.public_asc, www / "libnvidia-container" / "gpgkey")
 
     amd_rel = {}
@@ -1519,6 +1527,7 @@ def build_all(workdir: os.PathLike | str, *, image_tag: str = DEFAULT_IMAGE_TAG,
 
     return StandIns(
         root=www, key=key, wrong_key=wrong, apt=apt, apt_wrong_key=apt_wrong, apt_flat=apt_flat,
+        apt_flat_wrong_key=apt_flat_wrong, apt_flat_wrong_key_path=flat_wrong_rel,
         key_path="keys/sdinfra-standin.asc", key_gpg_path="keys/sdinfra-standin.gpg",
         wrong_key_path="keys/wrong-key.asc", apt_path="apt", apt_wrong_key_path="apt-wrongkey",
         apt_flat_path=flat_rel, nvidia_gpgkey_path="libnvidia-container/gpgkey",

@@ -73,10 +73,11 @@ def test_keys_are_distinct_and_fingerprints_match_exports(built, tmp_path):
     assert (built.root / built.nvidia_gpgkey_path).read_bytes() == built.key.public_asc.read_bytes()
 
 
-@pytest.mark.parametrize("repo_attr", ["apt", "apt_flat", "apt_wrong_key"])
+@pytest.mark.parametrize("repo_attr",
+                         ["apt", "apt_flat", "apt_wrong_key", "apt_flat_wrong_key"])
 def test_inrelease_and_release_gpg_verify_only_with_the_signing_key(built, repo_attr):
     repo = getattr(built, repo_attr)
-    good, bad = ((built.wrong_key, built.key) if repo_attr == "apt_wrong_key"
+    good, bad = ((built.wrong_key, built.key) if repo_attr.endswith("_wrong_key")
                  else (built.key, built.wrong_key))
     inrelease = repo.release_dir / "InRelease"
     release = repo.release_dir / "Release"
@@ -167,6 +168,12 @@ def test_apt_accepts_the_repositories_and_refuses_the_wrong_key(built, tmp_path)
         assert "NO_PUBKEY" in wrong.stdout + wrong.stderr
         assert built.wrong_key.fingerprint[-16:] in wrong.stdout + wrong.stderr
         assert "/apt-wrongkey/dists/stable/InRelease" in srv.paths()
+        flat = _apt(tmp_path / "wrong-flat",
+                    built.apt_sources(base, keyring, wrong_key=True, flat=True), "update")
+        assert flat.returncode != 0
+        assert built.wrong_key.fingerprint[-16:] in flat.stdout + flat.stderr
+        assert f"/{built.apt_flat_wrong_key_path}/InRelease" in srv.paths()
+        assert built.apt_flat_wrong_key.layout == "flat"
 
 
 def test_deb822_sources_text():
