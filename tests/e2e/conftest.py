@@ -58,8 +58,18 @@ def server(fleet, stand_ins):
         yield srv
 
 
+def backend_of(name: str) -> str:
+    """The backend a fleet host is named for: cpu1, cpu2 -> cpu; rocm1 -> rocm; cuda3 -> cuda;
+    a prefix before a dash is another fleet's mark: f-cpu -> cpu, f-rocm2 -> rocm."""
+    backend = name.rsplit("-", 1)[-1].rstrip("0123456789")
+    if backend not in ("cpu", "rocm", "cuda"):
+        raise ValueError(f"host {name!r}: the fleet names hosts [PREFIX-]cpuN, rocmN or cudaN")
+    return backend
+
+
 def settings_for(fleet, stand_ins, server, name: str) -> dict:
-    """Every setting a host of the e2e fleet gets: all through ordinary, documented settings."""
+    """Every setting a host of the e2e fleet gets: all through ordinary, documented settings.
+    The host's name says its backend (cpu1, rocm2, ...)."""
     base = f"http://{fleet.host(name).gateway}:{server.port}"
     common = {
         "docker_source": "distro",  # Docker's own repository cannot be reached from here
@@ -70,9 +80,9 @@ def settings_for(fleet, stand_ins, server, name: str) -> dict:
                           "url": stand_ins.url(base, stand_ins.model_path),
                           "sha256": stand_ins.model.sha256}],
     }
-    per_host = {
-        "cpu1": {"accelerator": "cpu"},
-        "rocm1": {
+    per_backend = {
+        "cpu": {"accelerator": "cpu"},
+        "rocm": {
             "accelerator": "rocm",
             "rocm_allow_unsupported_distro": True,
             "rocm_repo_url": stand_ins.url(base, stand_ins.amdgpu_base_path),
@@ -84,7 +94,7 @@ def settings_for(fleet, stand_ins, server, name: str) -> dict:
             # facts, and rocminfo only exists after the first run installed ROCm.
             "webui_vram": "med",
         },
-        "cuda1": {
+        "cuda": {
             "accelerator": "cuda",
             "nvidia_repo_url": stand_ins.url(base, stand_ins.apt_flat_path),
             "nvidia_key_url": stand_ins.url(base, stand_ins.nvidia_gpgkey_path),
@@ -93,27 +103,38 @@ def settings_for(fleet, stand_ins, server, name: str) -> dict:
             "webui_vram": "low",
         },
     }
-    return {**common, **per_host[name]}
+    return {**common, **per_backend[backend_of(name)]}
 
 
 def write_settings(fleet, data: dict) -> None:
     fleet.host_data_path.write_text(json.dumps(data, indent=1))
 
 
+def prepare(fleet, stand_ins, server, names: list[str] | None = None) -> None:
+    """The fleet before sdinfra: an admin user on every host; stand-in GPU device nodes on the
+    rocm hosts; the stand-in NVIDIA driver on the cuda hosts (the toolkit needs a working driver
+    already there); each host's settings in host_data.json. ``names``: the fleet's hosts by
+    default, each named for its backend (cpu1, rocm1, cuda1, cpu2, ...)."""
+    names = list(names) if names is not None else [h.name for h in fleet.hosts]
+    for name in names:
+        ssh(fleet, name, f"id {USER} >/dev/null 2>&1 || useradd -m -s /bin/bash {USER}")
+    for name in [n for n in names if backend_of(n) == "cuda"]:
+        driver = f"http://{fleet.host(name).gateway}:{server.port}/" + str(
+            stand_ins.nvidia_driver_deb.relative_to(stand_ins.root))
+        ssh(fleet, name, "python3 -c 'import sys, urllib.request; urllib.request.urlretrieve("
+                         f"sys.argv[1], \"/tmp/driver.deb\")' {driver} && dpkg -i "
+                         "/tmp/driver.deb && rm /tmp/driver.deb && nvidia-smi -L")
+    for name in [n for n in names if backend_of(n) == "rocm"]:
+        ssh(fleet, name, "mknod -m 666 /dev/kfd c 1 3 2>/dev/null; mkdir -p /dev/dri && "
+                         "{ mknod -m 666 /dev/dri/renderD128 c 1 3 2>/dev/null; true; }")
+    write_settings(fleet, {name: settings_for(fleet, stand_ins, server, name) for name in names})
+
+
 @pytest.fixture(scope="session")
 def prepared(fleet, stand_ins, server):
-    """The fleet before sdinfra: an admin user; stand-in GPU device nodes on rocm1; the
-    stand-in NVIDIA driver on cuda1 (the toolkit needs a working driver already there)."""
-    for host in fleet.hosts:
-        ssh(fleet, host.name, f"id {USER} >/dev/null 2>&1 || useradd -m -s /bin/bash {USER}")
-    driver = f"http://{fleet.host('cuda1').gateway}:{server.port}/" + str(
-        stand_ins.nvidia_driver_deb.relative_to(stand_ins.root))
-    ssh(fleet, "cuda1", "python3 -c 'import sys, urllib.request; urllib.request.urlretrieve("
-                        f"sys.argv[1], \"/tmp/driver.deb\")' {driver} && dpkg -i /tmp/driver.deb "
-                        "&& rm /tmp/driver.deb && nvidia-smi -L")
-    ssh(fleet, "rocm1", "mknod -m 666 /dev/kfd c 1 3 2>/dev/null; mkdir -p /dev/dri && "
-                        "{ mknod -m 666 /dev/dri/renderD128 c 1 3 2>/dev/null; true; }")
-    write_settings(fleet, {name: settings_for(fleet, stand_ins, server, name) for name in NAMES})
+    """The fleet before sdinfra (see prepare): cpu1, rocm1 with stand-in GPU device nodes, cuda1
+    with the stand-in NVIDIA driver."""
+    prepare(fleet, stand_ins, server, NAMES)
     return fleet
 
 
