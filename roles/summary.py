@@ -36,8 +36,11 @@ def _failure(state, host) -> str:
         meta = state.get_op_data_for_host(host, op_hash).operation_meta
         if meta.is_complete() and meta.did_error():
             names = ", ".join(sorted(state.op_meta[op_hash].names))
-            lines = [line for line in meta.stderr_lines + meta.stdout_lines if line.strip()]
-            return f"failed at {names}" + (f": {lines[-1].strip()}" if lines else "")
+            lines = [line.strip() for line in meta.stderr_lines + meta.stdout_lines
+                     if line.strip()]
+            # apt says why on an "E:" line, then goes on printing progress; prefer the reason.
+            reasons = [line for line in lines if line.startswith("E:")] or lines
+            return f"failed at {names}" + (f": {reasons[-1]}" if reasons else "")
     return "failed"
 
 

@@ -290,8 +290,6 @@ def test_a_repository_signed_with_another_key_is_refused(faulty_run, fleet_ready
     assert not any("Install nvidia-container-toolkit" in op for op in changed(result, "f-cuda"))
 
 
-@pytest.mark.xfail(strict=True, reason="roles/summary.py reports the last output line, which "
-                   "for apt-get update is stdout's 'Reading package lists...', not the E: line")
 def test_the_summary_says_why_apt_refused_the_repository(faulty_run):
     status = summary(faulty_run)["f-cuda"][2]
     assert "not signed" in status or "NO_PUBKEY" in status, status
