@@ -22,11 +22,10 @@ from io import BytesIO
 from pyinfra import host
 from pyinfra.api import FactBase, FileUploadCommand, deploy, operation
 from pyinfra.api.command import QuoteString, make_formatted_string_command
-from pyinfra.facts.server import Users
 from pyinfra.operations import apt as apt_ops
 from pyinfra.operations import server, systemd
 
-from roles import apt, distro
+from roles import apt, distro, ssh
 from roles.settings import host_error, read
 from roles.docker.settings import SETTINGS
 
@@ -77,6 +76,75 @@ class JsonFile(FactBase):
         return json.loads(text) if text else {}
 
 
+class ServiceState(FactBase):
+    """
+    Whether a systemd unit runs and is enabled, in one ``systemctl show`` (pyinfra's own facts
+    take one command each, and the ``systemd.service`` operation asks them again when the run
+    executes). Nothing is known without systemctl.
+
+    .. code:: python
+
+        {"running": True, "enabled": True}
+    """
+
+    @staticmethod
+    def default():
+        return {"running": False, "enabled": False}
+
+    def command(self, service):
+        self.unit = f"{service}.service"
+        return ("if command -v systemctl >/dev/null 2>&1; then systemctl show --all --property Id "
+                f"--property SubState --property UnitFileState {shlex.quote(self.unit)}; fi; true")
+
+    def process(self, output):
+        blocks, block = [], {}
+        for line in list(output) + [""]:
+            if "=" in line:
+                key, _, value = line.strip().partition("=")
+                block[key] = value
+            elif block:
+                blocks.append(block)
+                block = {}
+        unit = getattr(self, "unit", None)
+        fields = next((b for b in blocks if b.get("Id") == unit), blocks[0] if blocks else {})
+        # What pyinfra's SystemdStatus and SystemdEnabled count as running and enabled.
+        return {"running": fields.get("SubState") in ("running", "waiting", "exited",
+                                                      "listening", "mounted"),
+                "enabled": fields.get("UnitFileState") in ("enabled", "static")}
+
+
+class UserGroups(FactBase):
+    """
+    The groups of the named users, for those who have an account: their primary group and the
+    others (as pyinfra's ``Users`` fact gives them, without reading every account, its last
+    login and its password hash: that fact costs a few processes per account on the host).
+
+    .. code:: python
+
+        {"alice": {"group": "alice", "groups": ["sudo", "docker"]}}
+    """
+
+    default = dict
+
+    def command(self, users):
+        names = " ".join(shlex.quote(u) for u in users.split())
+        # Lines as pyinfra's Users fact prints them: "passwd entry|group|groups|lastlog|password".
+        return (f"for u in {names}; do ENTRY=$(grep \"^$u:\" /etc/passwd) && "
+                'echo "$ENTRY|$(id -gn "$u")|$(id -Gn "$u")||"; done; true')
+
+    def process(self, output):
+        found = {}
+        for line in output:
+            if line.count("|") < 4:
+                continue
+            entry, group, groups = line.rsplit("|", 4)[:3]
+            name = entry.split(":", 1)[0]
+            if name:
+                found[name] = {"group": group,
+                               "groups": [g for g in groups.split() if g and g != group]}
+        return found
+
+
 def merged(current: dict, wanted: dict) -> dict:
     """``current`` with ``wanted`` laid over it, nested mappings merged key by key."""
     result = dict(current)
@@ -89,15 +157,20 @@ def merged(current: dict, wanted: dict) -> dict:
 
 
 @operation()
-def json_merged(path: str, values: dict):
+def json_merged(path: str, values: dict, current: dict | None = None):
     """
     Merge keys into a JSON file, keeping every key that is already there.
+
+    ``current``: the file's content as the ``JsonFile`` fact read it while planning, so that
+    executing the operation does not read it once more (pyinfra caches no fact). The merge is
+    computed from what the file held when the run was planned either way.
 
     .. code:: python
 
         json_merged(path="/etc/docker/daemon.json", values={"log-driver": "json-file"})
     """
-    current = host.get_fact(JsonFile, path=path)
+    if current is None:
+        current = host.get_fact(JsonFile, path=path)
     wanted = merged(current, values)
     if wanted != current:
         content = json.dumps(wanted, indent=4, sort_keys=True) + "\n"
@@ -108,6 +181,7 @@ def json_merged(path: str, values: dict):
 
 @deploy("Docker Engine")
 def install():
+    ssh.low_latency()
     values = read(host, SETTINGS)
     dist = distro.read()
 
@@ -122,14 +196,23 @@ def install():
     else:
         apt.install(distro_packages(dist))
 
-    daemon = json_merged(name="Merge sdinfra's keys into daemon.json", path=DAEMON_JSON,
-                         values=values["docker_daemon_options"])
-    systemd.service(name="Docker is enabled and running", service="docker", running=True,
-                    enabled=True)
-    if daemon.will_change:
+    # Each fact is read once, while planning, and an operation is called only when it changes
+    # something: a converged host costs these three commands (and the packages'), none when the
+    # run executes, and no operation (calling one costs the controller a walk of the call stack).
+    daemon = host.get_fact(JsonFile, path=DAEMON_JSON)
+    daemon_changes = merged(daemon, values["docker_daemon_options"]) != daemon
+    if daemon_changes:
+        json_merged(name="Merge sdinfra's keys into daemon.json", path=DAEMON_JSON,
+                    values=values["docker_daemon_options"], current=daemon)
+    service = host.get_fact(ServiceState, service="docker")
+    if not (service["running"] and service["enabled"]):
+        systemd.service(name="Docker is enabled and running", service="docker", running=True,
+                        enabled=True)
+    if daemon_changes:
         systemd.service(name="Restart Docker for daemon.json", service="docker", restarted=True)
 
-    users = host.get_fact(Users) if values["docker_users"] else {}
+    users = (host.get_fact(UserGroups, users=" ".join(values["docker_users"]))
+             if values["docker_users"] else {})
     for user in values["docker_users"]:
         if user not in users:
             raise host_error(f"docker_users names {user!r}, who has no account there")

@@ -43,7 +43,7 @@ from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.operations import server
 
-from roles import apt
+from roles import apt, ssh
 from roles.nvidia.facts import KEYRING, REBOOT_MARKER, NvidiaState, driver_version
 from roles.nvidia.settings import SETTINGS
 from roles.settings import host_error, read
@@ -125,6 +125,7 @@ def _state(values: dict) -> dict:
 @deploy("NVIDIA driver and Container Toolkit")
 def install():
     """The driver (checked, or installed from the setting) and the toolkit on the current host."""
+    ssh.low_latency()
     values = read(host, SETTINGS)
     package = values["nvidia_driver_package"]
     planned = _state(values)

@@ -21,6 +21,7 @@ from pyinfra import host as current_host
 from pyinfra import logger
 from pyinfra.api import FactBase, deploy
 
+from roles import ssh
 from roles.settings import read
 
 from . import settings
@@ -90,6 +91,7 @@ def decision_for(host=None, stack_dir: str = DEFAULT_STACK_DIR,
 def preflight(stack_dir: str = DEFAULT_STACK_DIR, docker_dir: str = DEFAULT_DOCKER_DIR,
               rocm_release: str = DEFAULT_ROCM_RELEASE) -> Decision:
     """Gather the facts, print the report, return the decision. Changes nothing on the host."""
+    ssh.low_latency()
     made, found = decision_for(current_host, stack_dir, docker_dir, rocm_release)
     for line in report(current_host.name, made, found).splitlines():
         if line.startswith("  ! "):

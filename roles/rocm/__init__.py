@@ -42,7 +42,7 @@ from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.operations import files, server
 
-from roles import apt, distro, download
+from roles import apt, distro, download, ssh
 from roles.rocm import configfiles, releases
 from roles.rocm.facts import (GPU_AGENT_ERE, INSTALL_RECORD, REBOOT_MARKER, ROCMINFO, RocmState,
                               atomics_rejected, gpu_agents)
@@ -283,6 +283,7 @@ def _reboot_needed(op):
 @deploy("ROCm")
 def install():
     """Install and verify ROCm on the current host, as its rocm_* settings say."""
+    ssh.low_latency()
     values = read(host, SETTINGS)
     os = distro.read()
     env = container_env(values)

@@ -189,21 +189,34 @@ class ProjectState(FactBase):
 
     def command(self, directory, paths, images):
         quoted = " ".join(shlex.quote(p) for p in paths)
-        image_list = " ".join(shlex.quote(i) for i in images) or "none"
+        image_list = " ".join(shlex.quote(i) for i in images)
         label = f"label=com.docker.compose.project={PROJECT}"
+        # A handful of processes whatever the number of paths (one stat, one sha256sum, one awk
+        # for all of them), and `docker image inspect` only for an image that no running
+        # container of the project already shows: each docker command costs the daemon too.
+        collate = (
+            "awk '/^S=/ { s = substr($0, 3); i = index(s, \"=\"); t = substr(s, 1, i - 1); "
+            "s = substr(s, i + 1); i = index(s, \"=\"); m = substr(s, 1, i - 1); "
+            "p = substr(s, i + 1); n++; path[n] = p; type[n] = t; mode[n] = m; next } "
+            "/^[0-9a-f]+  / { sum[substr($0, 67)] = substr($0, 1, 64) } "
+            "END { for (k = 1; k <= n; k++) { if (type[k] == \"directory\") "
+            "print \"dir=\" mode[k] \"=\" path[k]; else if (type[k] ~ /^regular/) "
+            "print \"file=\" mode[k] \"=\" sum[path[k]] \"=\" path[k] } }'"
+        )
         return (
             "echo nproc=$(nproc); "
             "getent group video render | awk -F: '{print \"gid=\" $1 \"=\" $3}'; "
-            f"for p in {quoted}; do "
-            'if [ -d "$p" ]; then echo "dir=$(stat -c %a "$p")=$p"; '
-            'elif [ -f "$p" ]; then echo "file=$(stat -c %a "$p")=$(sha256sum < "$p" | '
-            'cut -d" " -f1)=$p"; fi; done; '
+            f"{{ stat -L -c 'S=%F=%a=%n' -- {quoted}; sha256sum -- {quoted}; }} 2>/dev/null "
+            f"| {collate}; "
             f"ls -1 {shlex.quote(directory + '/' + MODELS)} 2>/dev/null | sed 's/^/model=/'; "
             "if command -v docker >/dev/null; then "
-            f"docker ps --filter {label} --format 'running={{{{.Label \"com.docker.compose.service\"}}}}' "
-            "2>/dev/null; "
-            f"for i in {image_list}; do docker image inspect \"$i\" >/dev/null 2>&1 && "
-            'echo "image=$i"; done; fi; true'
+            f"ps=$(docker ps --filter {label} "
+            "--format '{{.Label \"com.docker.compose.service\"}}|{{.Image}}' 2>/dev/null); "
+            "printf '%s\\n' \"$ps\" | awk -F'|' 'NF { print \"running=\" $1 }'; "
+            f"for i in {image_list}; do "
+            "if printf '%s\\n' \"$ps\" | awk -F'|' -v i=\"$i\" '$2 == i { f = 1 } END { exit !f }' "
+            "|| docker image inspect \"$i\" >/dev/null 2>&1; then echo \"image=$i\"; fi; done; "
+            "fi; true"
         )
 
     @staticmethod
@@ -261,19 +274,27 @@ def project_files(directories: list[str], wanted: dict, state: dict, regroup=Non
     """
     if regroup is not None and host.state.is_executing:
         wanted = regroup(host.get_fact(GroupIds))
+    yield from project_commands(directories, wanted, state)
+
+
+def project_commands(directories: list[str], wanted: dict, state: dict) -> list:
+    """The commands ``project_files`` runs on a host in ``state``; empty when all matches."""
+    commands: list = []
     for directory in directories:
         if directory not in state["dirs"]:
-            yield f"install -d -m 0755 {shlex.quote(directory)}"
+            commands.append(f"install -d -m 0755 {shlex.quote(directory)}")
     for path, (content, mode) in wanted.items():
         mode_now, digest = state["files"].get(path, (None, None))
         if digest != hashlib.sha256(content).hexdigest():
             # Written with a private mode first, so a secret is never readable, not even briefly.
             temp = f"{path}.sdinfra-new"
-            yield f"install -m 0600 /dev/null {shlex.quote(temp)}"
-            yield FileUploadCommand(BytesIO(content), temp)
-            yield f"chmod {mode} {shlex.quote(temp)} && mv {shlex.quote(temp)} {shlex.quote(path)}"
+            commands.append(f"install -m 0600 /dev/null {shlex.quote(temp)}")
+            commands.append(FileUploadCommand(BytesIO(content), temp))
+            commands.append(f"chmod {mode} {shlex.quote(temp)} && mv {shlex.quote(temp)} "
+                            f"{shlex.quote(path)}")
         elif mode_now != mode:
-            yield f"chmod {mode} {shlex.quote(path)}"
+            commands.append(f"chmod {mode} {shlex.quote(path)}")
+    return commands
 
 
 @lru_cache(maxsize=None)
@@ -335,9 +356,18 @@ def stack(backend: str, env: dict | None = None, extra_args: list[str] = ()):
             wanted[f"{directory}/secrets/webui-auth"] = (secret.encode(), "600")
         return wanted
 
-    regroup = wanted_files if {"video", "render"} - set(state["gids"]) else None
-    changes = [project_files(name="Project directory and files", directories=directories,
-                             wanted=wanted_files(state["gids"]), state=state, regroup=regroup)]
+    # The rocm role creates the render group in the same run, after this host was planned: its
+    # id is read again when the run executes. Other backends' hosts keep the names they have (no
+    # role of theirs creates these groups), so executing asks them nothing more.
+    missing_groups = {"video", "render"} - set(state["gids"])
+    regroup = wanted_files if backend == "rocm" and missing_groups else None
+    wanted = wanted_files(state["gids"])
+    changes = []
+    # The operation only when something differs (or may, with regroup): calling one costs the
+    # controller a walk of the call stack (pyinfra orders operations by it), even for no change.
+    if regroup is not None or project_commands(directories, wanted, state):
+        changes.append(project_files(name="Project directory and files", directories=directories,
+                                     wanted=wanted, state=state, regroup=regroup))
     if not secret and f"{directory}/secrets/webui-auth" in state["files"]:
         changes.append(files.file(name="Remove the login no longer set",
                                   path=f"{directory}/secrets/webui-auth", present=False))

@@ -1,0 +1,1 @@
+"""Benchmarks of sdinfra on local disposable fleets (not tests: they time things)."""

@@ -1,0 +1,274 @@
+"""
+How many remote commands deploy/site.py sends a converged host: a ceiling per kind of host, so
+that a change that makes a no-change run slower (one more fact, a fact read twice, an operation
+that reads its facts again when the run executes) fails here, without timing anything.
+bench/fleet.py measures the same on real hosts (``commands_per_host``) and times it.
+
+Each host below is what deploy/site.py leaves behind: its hardware from the preflight fixture case
+that picks its backend (accelerator: auto), Docker, the backend's role converged, the compose
+stack's files exactly as deploy/site.py renders them for it, its service running. The run is a
+real one (``-y``, not ``--dry``) on pyinfra's @fake connector, so the commands of both phases
+count: the facts read while planning and whatever the operations ask when they execute. It must
+change nothing, or the count means nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from roles import preflight, rocm, webui
+from roles.apt import deb822
+from roles.docker import DOCKER_CE, merged
+from roles.docker.settings import DOCKER_KEY_FINGERPRINT
+from roles.docker.settings import SETTINGS as DOCKER_SETTINGS
+from roles.preflight.__main__ import load_dir
+from roles.rocm import configfiles
+from roles.settings import read
+from tests.unit.fakehost import FIXTURES, PYINFRA, REPO, FakeHost, inventory_source
+from tests.unit.test_nvidia import NVIDIA_CTK_JSON
+from tests.unit.test_nvidia import state_output as nvidia_state
+from tests.unit.test_rocm import DPKG_53, ROCMINFO_GPU
+from tests.unit.test_rocm import state_output as rocm_state
+
+DEPLOY = "deploy/site.py"
+USER = "alice"
+NPROC = 8
+GIDS = {"video": "44", "render": "110"}
+IMAGE = "sdinfra/webui-standin:test"
+MODEL = {"name": "standin.safetensors", "url": "http://127.0.0.1:9/standin.safetensors",
+         "sha256": "5" * 64}
+# The preflight fixture case whose hardware picks each backend.
+CASES = {"cpu": "debian12-vm-live", "rocm": "rx6700xt-ryzen3700x", "cuda": "rtx3060-nvidia-smi"}
+DAEMON = {s.name: s.default for s in DOCKER_SETTINGS}["docker_daemon_options"]
+
+# The hosts: (name, backend, distribution, where Docker comes from). The first three are the
+# end-to-end fleet's (Debian 12, the distribution's Docker); the last has Docker's own signed
+# repository, the default, whose key and source are checked on every run.
+HOSTS = [("cpu1", "cpu", "debian12", "distro"), ("rocm1", "rocm", "debian12", "distro"),
+         ("cuda1", "cuda", "debian12", "distro"), ("cpu2", "cpu", "ubuntu22", "docker")]
+
+# Remote commands a converged host is sent today: the preflight fact, the distribution, the
+# backend's own fact (rocm, cuda), the packages, daemon.json, the docker service, the users'
+# groups, the stack's state; with Docker's repository also the key, the source file (three
+# reads, done again when the run executes) and the packages again. Nothing else is sent when the
+# run executes. The ceilings leave a little headroom; never above 40, the issue's target.
+CEILING = {"cpu1": 8, "rocm1": 9, "cuda1": 9, "cpu2": 18}
+
+
+def preflight_output(case: str) -> list[str]:
+    """What the preflight fact's command prints on the host the case was captured from."""
+    lines = []
+    for name, text in load_dir(FIXTURES / "preflight" / case).items():
+        lines.append(f"### {name}")
+        lines.extend(text.splitlines())
+    return lines
+
+
+def settings(backend: str, source: str) -> dict:
+    common = {"docker_source": source, "docker_users": [USER], "webui_models": [MODEL],
+              "webui_image": IMAGE}
+    per_backend = {
+        "cpu": {},
+        "rocm": {"rocm_allow_unsupported_distro": True, "rocm_no_dkms": True,
+                 "rocm_pre_vega": True, "rocm_users": [USER]},
+        "cuda": {},
+    }
+    return {**common, **per_backend[backend]}
+
+
+def values_of(data: dict, declared) -> dict:
+    class Data(dict):
+        pass
+
+    class Host:
+        pass
+
+    Host.data = Data(data)
+    return read(Host(), declared)
+
+
+def stack_files(backend: str, data: dict) -> dict[str, str]:
+    """The stack's files exactly as deploy/site.py renders them for this host."""
+    facts = preflight.parse(load_dir(FIXTURES / "preflight" / CASES[backend]))
+    decision = preflight.decide(facts)
+    assert decision.backend == backend, decision.reasons
+    env = dict(decision.env)
+    if backend == "rocm":
+        env.update(rocm.container_env(values_of(data, rocm.settings.SETTINGS)))
+    values = values_of(data, webui.settings.SETTINGS)
+    return webui.render(values, backend, env=env, extra_args=decision.webui_args,
+                        cpu_threads=NPROC, gids=GIDS)
+
+
+def project_state(backend: str, data: dict) -> list[str]:
+    """The ProjectState fact's output on a converged host: every file, the model, the image."""
+    base = "/opt/stable-diffusion"
+    lines = [f"nproc={NPROC}"] + [f"gid={name}={gid}" for name, gid in GIDS.items()]
+    for sub in ["", "/models", "/models/Stable-diffusion", "/outputs", "/secrets"]:
+        lines.append(f"dir=755={base}{sub}")
+    for name, text in stack_files(backend, data).items():
+        lines.append(f"file=644={hashlib.sha256(text.encode()).hexdigest()}={base}/{name}")
+    model = f"{base}/models/Stable-diffusion/{MODEL['name']}"
+    return lines + [f"file=644={MODEL['sha256']}={model}", f"model={MODEL['name']}",
+                    f"running={backend}", f"image={IMAGE}"]
+
+
+def converged(name: str, backend: str, os_key: str, source: str) -> FakeHost:
+    data = settings(backend, source)
+    host = FakeHost(name).os(os_key).set(**data)
+    host.respond("sec lspci-nn;", preflight_output(CASES[backend]))
+    host.respond("echo nproc=", project_state(backend, data))
+    if source == "docker":
+        family, suite = {"debian12": ("debian", "bookworm"), "ubuntu22": ("ubuntu", "jammy")}[
+            os_key]
+        base = f"https://download.docker.com/linux/{family}"
+        host.package("ca-certificates", "curl", "gpg", *DOCKER_CE)
+        host.respond("gpg --show-keys", DOCKER_KEY_FINGERPRINT)
+        host.directory("/etc/apt/sources.list.d")
+        host.file("/etc/apt/sources.list.d/docker.sources",
+                  deb822(base, suite, "stable", "/etc/apt/keyrings/docker.asc"))
+    else:
+        host.package("docker.io", "docker-compose")
+    daemon = merged(DAEMON, NVIDIA_CTK_JSON) if backend == "cuda" else DAEMON
+    host.file("/etc/docker/daemon.json", json.dumps(daemon))
+    host.service("docker")
+    host.user(USER, "docker", *(["video", "render"] if backend == "rocm" else []))
+    if backend == "rocm":
+        adduser = configfiles.adduser_conf(
+            (FIXTURES / "rocm" / "adduser.conf.debian12").read_text())
+        host.respond("sdinfra:rocm-state", rocm_state(
+            version="5.3.0-63", dpkg=DPKG_53,
+            record="release=5.3\ninstaller=5.3.50300-1\nusecases=rocm\ndkms=no",
+            adduser=adduser, environment='PATH="/usr/bin"\nROC_ENABLE_PRE_VEGA=1\n',
+            groups=tuple(f"{g}:{i}" for g, i in GIDS.items()),
+            users={USER: [USER, "video", "render", "docker"]}, rocminfo=ROCMINFO_GPU))
+    if backend == "cuda":
+        host.respond("sdinfra:nvidia-state", nvidia_state(daemon=daemon))
+    return host
+
+
+def run(hosts: list[FakeHost]):
+    """Run the deploy for real on the fake hosts: (exit status, JSON output, commands by host)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        inventory = Path(tmp) / "inventory.py"
+        inventory.write_text(inventory_source(hosts))
+        proc = subprocess.run([PYINFRA, str(inventory), DEPLOY, "-y", "--json", "--debug"],
+                              cwd=REPO, capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "PYINFRA_PROGRESS": "off"})
+    commands: dict[str, list[str]] = {h.name: [] for h in hosts}
+    for line in proc.stderr.splitlines():
+        found = re.search(r"\[fake\] simulating (command|put_file|get_file) on @fake/([^:]+): "
+                          r"(.*)$", line)
+        if found:
+            commands[found.group(2)].append(f"{found.group(1)}: {found.group(3)}")
+    output = json.loads(proc.stdout) if proc.returncode == 0 and proc.stdout.strip() else {}
+    return proc.returncode, output, commands, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def result():
+    return run([converged(*host) for host in HOSTS])
+
+
+def test_converged_hosts_change_nothing(result):
+    returncode, output, _, log = result
+    assert returncode == 0, log[-4000:]
+    planned = [(op["name"], op["hosts_with_change"]) for op in output["plan"]
+               if op["hosts_with_change"]]
+    assert planned == []
+    done = output["results"]["operations"]
+    assert [(op["name"], op["success"]) for op in done if op["success"]] == []
+    assert [(op["name"], op["error"]) for op in done if op["error"]] == []
+    assert output["results"]["failed_hosts"] == []
+
+
+@pytest.mark.parametrize("name", list(CEILING))
+def test_remote_commands_of_a_no_change_run_stay_under_the_ceiling(result, name):
+    returncode, _, commands, log = result
+    assert returncode == 0, log[-4000:]
+    assert CEILING[name] <= 40
+    asked = commands[name]
+    assert asked and len(asked) <= CEILING[name], \
+        f"{len(asked)} commands:\n" + "\n".join(c[:140] for c in asked)
+    assert not [c for c in asked if not c.startswith("command: ")], "files were transferred"
+
+
+# --- what makes the count and the time small ----------------------------------------------------
+
+
+def test_low_latency_turns_nagle_off_on_the_ssh_socket():
+    import socket
+    from types import SimpleNamespace
+
+    from roles.ssh import low_latency
+
+    with socket.create_server(("127.0.0.1", 0)) as server, \
+            socket.create_connection(server.getsockname()) as sock:
+        transport = SimpleNamespace(sock=sock)
+        host = SimpleNamespace(connector=SimpleNamespace(
+            client=SimpleNamespace(get_transport=lambda: transport)))
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
+        assert low_latency(host) is True
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    # Other connectors (no paramiko client) and sockets other than TCP are left alone.
+    assert low_latency(SimpleNamespace(connector=SimpleNamespace())) is False
+    left, right = socket.socketpair()
+    with left, right:
+        unix = SimpleNamespace(sock=left)
+        host = SimpleNamespace(connector=SimpleNamespace(
+            client=SimpleNamespace(get_transport=lambda: unix)))
+        assert low_latency(host) is False
+
+
+def test_project_state_reads_every_path_in_one_pass(tmp_path):
+    # The ProjectState command, run here for real: one stat and one sha256sum for all paths,
+    # following symbolic links as `test -d`/`test -f` do, names with spaces and "=" kept whole.
+    from roles.webui import ProjectState
+
+    (tmp_path / "d=1").mkdir()
+    (tmp_path / "empty").write_text("")
+    (tmp_path / "a b=c").write_text("x=1\n")
+    (tmp_path / "a b=c").chmod(0o600)
+    (tmp_path / "link").symlink_to("a b=c")
+    (tmp_path / "dlink").symlink_to("d=1")
+    names = ["d=1", "empty", "a b=c", "link", "dlink", "missing"]
+    paths = [str(tmp_path)] + [str(tmp_path / n) for n in names]
+    fact = ProjectState()
+    command = fact.command(str(tmp_path), paths, [])
+    proc = subprocess.run(["sh", "-c", command], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin"})
+    state = fact.process(proc.stdout.splitlines())
+    digest = hashlib.sha256(b"x=1\n").hexdigest()
+    assert state["dirs"] == {str(tmp_path): format(tmp_path.stat().st_mode & 0o777, "o"),
+                             str(tmp_path / "d=1"): "755", str(tmp_path / "dlink"): "755"}
+    assert state["files"] == {
+        str(tmp_path / "empty"): ("644", hashlib.sha256(b"").hexdigest()),
+        str(tmp_path / "a b=c"): ("600", digest),
+        str(tmp_path / "link"): ("600", digest),
+    }
+
+
+def test_service_state_and_user_groups_read_what_systemctl_and_id_print():
+    from roles.docker import ServiceState, UserGroups
+
+    fact = ServiceState()
+    assert "docker.service" in fact.command("docker")
+    assert fact.process(["Id=docker.service", "SubState=running", "UnitFileState=enabled"]) \
+        == {"running": True, "enabled": True}
+    assert fact.process(["Id=docker.service", "SubState=dead", "UnitFileState=disabled"]) \
+        == {"running": False, "enabled": False}
+    assert fact.process([]) == {"running": False, "enabled": False}
+    users = UserGroups().process([
+        "alice:x:1000:1000:Alice,,,:/home/alice:/bin/bash|alice|alice sudo docker||",
+        "bob:x:1001:1001::/home/bob:/bin/sh|bob|bob||",
+    ])
+    assert users == {"alice": {"group": "alice", "groups": ["sudo", "docker"]},
+                     "bob": {"group": "bob", "groups": []}}
