@@ -15,7 +15,6 @@ import argparse
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from tests import standins
 from tests.e2e.conftest import NAMES, PYINFRA, REPO, prepare

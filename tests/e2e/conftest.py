@@ -40,16 +40,17 @@ def stand_ins(tmp_path_factory):
     return standins.build_all(tmp_path_factory.mktemp("standins"))
 
 
-@pytest.fixture(scope="session")
-def fleet(tmp_path_factory):
+def booted(tmp_path_factory, label: str, names: list[str]) -> Fleet:
+    """A fleet to use in a ``with`` block: up on entry, down on exit (also on failure)."""
     if os.geteuid() != 0:
         pytest.skip("the end-to-end fleet needs root")
-    fleet = Fleet(tmp_path_factory.mktemp("fleet"), NAMES)
-    try:
-        fleet.up()
+    return Fleet(tmp_path_factory.mktemp(label), names)
+
+
+@pytest.fixture(scope="session")
+def fleet(tmp_path_factory):
+    with booted(tmp_path_factory, "fleet", NAMES) as fleet:
         yield fleet
-    finally:
-        fleet.down()
 
 
 @pytest.fixture(scope="session")

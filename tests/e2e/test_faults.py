@@ -26,9 +26,8 @@ import time
 import pytest
 
 from tests import standins
-from tests.e2e.conftest import (PYINFRA, REPO, prepare, run_pyinfra, settings_for, ssh,
+from tests.e2e.conftest import (PYINFRA, REPO, booted, prepare, run_pyinfra, settings_for, ssh,
                                 write_settings)
-from tests.fleet import Fleet
 
 NAMES = ["f-cpu", "f-rocm", "f-cuda"]
 SITE = "deploy/site.py"
@@ -44,14 +43,8 @@ CONTAINER = {"f-cpu": "sdinfra_cpu_1", "f-rocm": "sdinfra_rocm_1", "f-cuda": "sd
 
 @pytest.fixture(scope="module")
 def faults_fleet(tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.skip("the end-to-end fleet needs root")
-    fleet = Fleet(tmp_path_factory.mktemp("faults-fleet"), NAMES)
-    try:
-        fleet.up()
+    with booted(tmp_path_factory, "faults-fleet", NAMES) as fleet:
         yield fleet
-    finally:
-        fleet.down()
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,7 @@ import urllib.request
 
 import pytest
 
-from tests.e2e.conftest import remote, run_pyinfra, settings_for, ssh, write_settings
-from tests.fleet import Fleet
+from tests.e2e.conftest import booted, remote, run_pyinfra, settings_for, ssh, write_settings
 
 LOGIN = "ada:correct-horse-battery-9"
 ENV = "SDINFRA_E2E_LOGIN"
@@ -26,19 +25,13 @@ ENV = "SDINFRA_E2E_LOGIN"
 
 @pytest.fixture(scope="module")
 def lan_fleet(tmp_path_factory, stand_ins):
-    if os.geteuid() != 0:
-        pytest.skip("the end-to-end fleet needs root")
     from tests import standins
 
-    fleet = Fleet(tmp_path_factory.mktemp("lan"), ["cpu1"])
-    try:
-        fleet.up()
+    with booted(tmp_path_factory, "lan", ["cpu1"]) as fleet:
         with standins.serve(stand_ins.root, [fleet.host("cpu1").gateway]) as server:
             ssh(fleet, "cpu1", "useradd -m alice")
             settings = settings_for(fleet, stand_ins, server, "cpu1")
             yield fleet, settings
-    finally:
-        fleet.down()
 
 
 def get(url: str, auth: str = "") -> int:
