@@ -10,6 +10,13 @@ leaves ``dest`` as it was and fails the operation, saying what was expected and 
 The download uses curl, else wget, else python3, whichever the host has, so a minimal host needs
 no package installed first. ``file://`` URLs work with curl and python3.
 
+Large files (the web UI's models, 2-7 GB) are hashed once, when they arrive: with ``record=True``
+the command that moves the checked file into place also writes a sidecar next to it,
+``.NAME.sha256`` holding ``SHA256 SIZE MTIME`` (``sidecar``). Later runs trust that checksum
+while the file's size and mtime are the recorded ones (``TRUSTED_SHA256``, a shell snippet for
+a fact) and hash the file again only when they changed. ``put`` is the same for a file uploaded
+from the controller.
+
 .. code:: python
 
     from roles import download
@@ -28,7 +35,7 @@ import posixpath
 import shlex
 
 from pyinfra import host
-from pyinfra.api import operation
+from pyinfra.api import FileUploadCommand, operation
 from pyinfra.facts.files import Sha256File
 
 # Downloads with python3 when neither curl nor wget is there (Debian's minbase has neither).
@@ -39,23 +46,65 @@ _PYTHON_GET = (
 )
 
 
-def fetch_command(url: str, dest: str, sha256: str, mode: str = "644") -> str:
+def sidecar(path: str) -> str:
+    """Where the checksum of ``path`` is recorded: ``.NAME.sha256`` in the same directory."""
+    directory, base = posixpath.split(path)
+    return posixpath.join(directory, f".{base}.sha256")
+
+
+# `stat` of a file as the sidecar records it: size and mtime (whole seconds).
+STAT_FORMAT = "%s %Y"
+
+
+def _record(dest: str) -> str:
+    """Shell: write ``dest``'s sidecar from "$got" (its checked sha256) and its size and mtime."""
+    q_dest, side = shlex.quote(dest), shlex.quote(sidecar(dest))
+    return (f"s=$(stat -L -c '{STAT_FORMAT}' -- {q_dest}) && "
+            f"printf '%s %s\\n' \"$got\" \"$s\" > {side}.new && mv -f {side}.new {side}")
+
+
+def _keep(temp: str, dest: str, source: str, sha256: str, mode: str, record: bool,
+          what: str = "download") -> list[str]:
+    """
+    Shell lines: keep ``temp`` as ``dest`` only if its sha256 is ``sha256`` (then write the
+    sidecar with ``record``), else remove it and fail naming ``source``.
+    """
+    q_dest = shlex.quote(dest)
+    mismatch = shlex.quote(
+        f"checksum mismatch for {source}: expected sha256 {sha256}, got "
+    )
+    kept = shlex.quote(f"; the {what} was removed and {dest} was not changed")
+    lines = [
+        f"got=$(sha256sum {temp} | cut -d ' ' -f 1)",
+        f"if [ \"$got\" != {shlex.quote(sha256)} ]; then",
+        f"  rm -f {temp}; echo {mismatch}\"$got\"{kept} >&2; exit 1",
+        "fi",
+    ]
+    if record:
+        # The old sidecar goes first: a run killed between the two moves leaves no record that
+        # could vouch for the new file, which the next run then hashes.
+        lines.append(f"rm -f {shlex.quote(sidecar(dest))}")
+    lines.append(f"chmod {shlex.quote(str(mode))} {temp} && mv -f {temp} {q_dest}")
+    if record:
+        lines[-1] += " && " + _record(dest)
+    return lines
+
+
+def fetch_command(url: str, dest: str, sha256: str, mode: str = "644",
+                  record: bool = False) -> str:
     """
     The shell command that downloads ``url`` to ``dest`` only if its sha256 is ``sha256``.
 
     Exits non-zero, with the reason on stderr and no file left behind, when the download fails or
-    the checksum differs. Exposed (not only used by ``fetch``) so that it can be tested by running
-    it.
+    the checksum differs. With ``record``, the checked file's sidecar (``.NAME.sha256``) is
+    written after it was moved into place, never for a file whose checksum differs. Exposed (not
+    only used by ``fetch``) so that it can be tested by running it.
     """
     directory = posixpath.dirname(dest) or "/"
     base = posixpath.basename(dest)
-    q_url, q_dest, q_dir = shlex.quote(url), shlex.quote(dest), shlex.quote(directory)
+    q_url, q_dir = shlex.quote(url), shlex.quote(directory)
     q_template = shlex.quote(f"{directory.rstrip('/')}/.{base}.XXXXXX")
     failed = shlex.quote(f"download of {url} failed; {dest} was not changed")
-    mismatch = shlex.quote(
-        f"checksum mismatch for {url}: expected sha256 {sha256}, got "
-    )
-    kept = shlex.quote(f"; the download was removed and {dest} was not changed")
     return "\n".join([
         f"install -d -m 0755 {q_dir} && t=$(mktemp {q_template}) || exit 1",
         "if command -v curl >/dev/null 2>&1; then",
@@ -65,27 +114,77 @@ def fetch_command(url: str, dest: str, sha256: str, mode: str = "644") -> str:
         "else",
         f"  python3 -c {shlex.quote(_PYTHON_GET)} {q_url} \"$t\"",
         f"fi || {{ rm -f \"$t\"; echo {failed} >&2; exit 1; }}",
-        "got=$(sha256sum \"$t\" | cut -d ' ' -f 1)",
-        f"if [ \"$got\" != {shlex.quote(sha256)} ]; then",
-        f"  rm -f \"$t\"; echo {mismatch}\"$got\"{kept} >&2; exit 1",
-        "fi",
-        f"chmod {shlex.quote(str(mode))} \"$t\" && mv -f \"$t\" {q_dest}",
+        *_keep('"$t"', dest, url, sha256, mode, record),
     ])
 
 
+def upload_temp(dest: str) -> str:
+    directory, base = posixpath.split(dest)
+    return posixpath.join(directory, f".{base}.sdinfra-upload")
+
+
+def put_command(dest: str, sha256: str, mode: str = "644", record: bool = True) -> str:
+    """The shell command that keeps an uploaded file (at ``upload_temp(dest)``) as ``dest`` only
+    if its sha256 is ``sha256``, recording it (``record``) as ``fetch_command`` does."""
+    temp = shlex.quote(upload_temp(dest))
+    return "\n".join(_keep(temp, dest, f"the upload to {dest}", sha256, mode, record, "upload"))
+
+
+def record_command(path: str, sha256: str, stat: str) -> str:
+    """
+    Write the sidecar of ``path``, already hashed (``sha256``) while its stat was ``stat``
+    (``SIZE MTIME``); fails, writing nothing, when the file changed since.
+    """
+    q_path = shlex.quote(path)
+    changed = shlex.quote(f"{path} changed while it was being verified: run again")
+    return (f"got={shlex.quote(sha256)}; "
+            f"[ \"$(stat -L -c '{STAT_FORMAT}' -- {q_path} 2>/dev/null)\" = {shlex.quote(stat)} ] "
+            f"|| {{ echo {changed} >&2; exit 1; }}; " + _record(path))
+
+
+# For a fact: prints "trusted=SHA256=PATH" for each existing file whose sidecar matches its size and
+# mtime, else "hashed=SHA256=SIZE MTIME=PATH" (the file hashed now). Nothing for a missing file.
+# Expects the paths in "$@" (set -- PATH...).
+TRUSTED_SHA256 = (
+    "for m in \"$@\"; do [ -f \"$m\" ] || continue; "
+    f"s=$(stat -L -c '{STAT_FORMAT}' -- \"$m\") || continue; "
+    "v=; c=\"${m%/*}/.${m##*/}.sha256\"; [ -r \"$c\" ] && read -r v < \"$c\"; "
+    "if [ -n \"$v\" ] && [ \"${v#* }\" = \"$s\" ]; then echo \"trusted=${v%% *}=$m\"; "
+    "else echo \"hashed=$(sha256sum < \"$m\" | cut -c 1-64)=$s=$m\"; fi; done"
+)
+
+
+def parse_trusted(lines) -> tuple[dict, dict]:
+    """``TRUSTED_SHA256``'s lines: ({path: sha256 trusted}, {path: (sha256 hashed now, stat)})."""
+    trusted, hashed = {}, {}
+    for line in lines:
+        key, _, rest = line.partition("=")
+        if key == "trusted":
+            digest, _, path = rest.partition("=")
+            trusted[path] = digest
+        elif key == "hashed":
+            digest, stat_path = rest.split("=", 1)
+            stat, _, path = stat_path.partition("=")
+            hashed[path] = (digest, stat)
+    return trusted, hashed
+
+
 @operation()
-def fetch(url: str, dest: str, sha256: str, mode: str = "644"):
+def fetch(url: str, dest: str, sha256: str, mode: str = "644", record: bool = False,
+          current: str | None = None):
     """
     Download ``url`` to ``dest`` and keep it only if its sha256 is ``sha256``.
 
-    Nothing is downloaded when ``dest`` already has that checksum (one ``sha256sum`` on the host).
-    A download whose checksum differs is removed and the operation fails; ``dest`` is never a
-    file with another checksum because of this operation.
+    Nothing is downloaded when ``dest`` already has that checksum (one ``sha256sum`` on the host,
+    unless the caller knows it: ``current``). A download whose checksum differs is removed and the
+    operation fails; ``dest`` is never a file with another checksum because of this operation.
 
     + url: http(s):// or file:// URL
     + dest: absolute path on the host; its directory is created when missing
     + sha256: the 64 hex digits the file must have
     + mode: permissions of the kept file
+    + record: write the sidecar ``.NAME.sha256`` so that later runs need not hash the file
+    + current: the sha256 ``dest`` has now, "" when it is missing (read by the caller already)
 
     .. code:: python
 
@@ -98,6 +197,27 @@ def fetch(url: str, dest: str, sha256: str, mode: str = "644"):
         )
     """
     sha256 = sha256.lower()
-    if host.get_fact(Sha256File, path=dest) == sha256:
+    if current is None:
+        current = host.get_fact(Sha256File, path=dest)
+    if current == sha256:
         return
-    yield fetch_command(url, dest, sha256, mode)
+    yield fetch_command(url, dest, sha256, mode, record)
+
+
+@operation()
+def put(src: str, dest: str, sha256: str, mode: str = "644", record: bool = True):
+    """
+    Upload the controller's file ``src`` to ``dest``, kept only if its sha256 there is ``sha256``
+    (``src`` is checked by the caller; this checks what arrived), and recorded in the sidecar as
+    ``fetch`` does. Always uploads: call it when ``dest`` is missing or differs.
+    """
+    directory = posixpath.dirname(dest) or "/"
+    yield f"install -d -m 0755 {shlex.quote(directory)}"
+    yield FileUploadCommand(src, upload_temp(dest))
+    yield put_command(dest, sha256.lower(), mode, record)
+
+
+@operation()
+def mark_verified(path: str, sha256: str, stat: str):
+    """Write the sidecar of ``path``, hashed already (``sha256``) while its stat was ``stat``."""
+    yield record_command(path, sha256.lower(), stat)

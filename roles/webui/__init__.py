@@ -28,6 +28,7 @@ from pyinfra.api import FactBase, FileUploadCommand, deploy, operation
 from pyinfra.operations import files, server
 
 from roles import distro, docker
+from roles.download import TRUSTED_SHA256, parse_trusted
 from roles.settings import host_error, read
 from roles.webui.settings import SETTINGS
 
@@ -177,17 +178,21 @@ class Wanted:
 
 class ProjectState(FactBase):
     """
-    What the stack's directory and Docker hold, read in one round trip.
+    What the stack's directory and Docker hold, read in one round trip. ``paths`` are hashed
+    (small files); ``models`` are trusted from their sidecars (see roles.download), hashed only
+    when a sidecar is missing or its size and mtime are not the file's.
 
     .. code:: python
 
         {"nproc": 8, "gids": {"video": "44", "render": "110"}, "running": ["cpu"],
          "images": ["sdinfra/webui:cpu-v1.10.1"], "models": ["sd-v1-5.safetensors"],
          "files": {"/opt/stable-diffusion/webui.env": ("644", "ab12...")},
-         "dirs": {"/opt/stable-diffusion": "755"}}
+         "dirs": {"/opt/stable-diffusion": "755"},
+         "trusted": {"/opt/stable-diffusion/models/Stable-diffusion/sd.safetensors": "6ce0..."},
+         "hashed": {"/opt/.../other.safetensors": ("5f3a...", "4265380512 1717000000")}}
     """
 
-    def command(self, directory, paths, images):
+    def command(self, directory, paths, images, models=()):
         quoted = " ".join(shlex.quote(p) for p in paths)
         image_list = " ".join(shlex.quote(i) for i in images)
         label = f"label=com.docker.compose.project={PROJECT}"
@@ -203,12 +208,16 @@ class ProjectState(FactBase):
             "print \"dir=\" mode[k] \"=\" path[k]; else if (type[k] ~ /^regular/) "
             "print \"file=\" mode[k] \"=\" sum[path[k]] \"=\" path[k] } }'"
         )
+        # The models: trusted from their sidecars, hashed only when one is stale or missing.
+        verify = (f"set -- {' '.join(shlex.quote(m) for m in models)}; {TRUSTED_SHA256}; "
+                  if models else "")
         return (
             "echo nproc=$(nproc); "
             "getent group video render | awk -F: '{print \"gid=\" $1 \"=\" $3}'; "
             f"{{ stat -L -c 'S=%F=%a=%n' -- {quoted}; sha256sum -- {quoted}; }} 2>/dev/null "
             f"| {collate}; "
             f"ls -1 {shlex.quote(directory + '/' + MODELS)} 2>/dev/null | sed 's/^/model=/'; "
+            f"{verify}"
             "if command -v docker >/dev/null; then "
             f"ps=$(docker ps --filter {label} "
             "--format '{{.Label \"com.docker.compose.service\"}}|{{.Image}}' 2>/dev/null); "
@@ -222,10 +231,12 @@ class ProjectState(FactBase):
     @staticmethod
     def default():
         return {"nproc": 0, "gids": {}, "running": [], "images": [], "models": [],
-                "files": {}, "dirs": {}}
+                "files": {}, "dirs": {}, "trusted": {}, "hashed": {}}
 
     def process(self, output):
         state = self.default()
+        output = list(output)
+        state["trusted"], state["hashed"] = parse_trusted(output)
         for line in output:
             key, _, rest = line.partition("=")
             if key == "nproc" and rest.isdigit():
@@ -343,8 +354,9 @@ def stack(backend: str, env: dict | None = None, extra_args: list[str] = ()):
     relative = list(render(values, backend))
     paths = directories + [f"{directory}/{name}" for name in relative]
     paths += [f"{directory}/secrets/webui-auth"]
-    paths += [f"{directory}/{MODELS}/{model['name']}" for model in values["webui_models"]]
-    state = host.get_fact(ProjectState, directory=directory, paths=paths, images=[image])
+    models = [f"{directory}/{MODELS}/{model['name']}" for model in values["webui_models"]]
+    state = host.get_fact(ProjectState, directory=directory, paths=paths, images=[image],
+                          models=models)
 
     cpu_threads = values["webui_cpu_threads"] or state["nproc"]
 
@@ -397,22 +409,37 @@ def stack(backend: str, env: dict | None = None, extra_args: list[str] = ()):
 
 
 def _models(values, directory, state):
+    """
+    Each listed model in place with its sha256. A model is hashed once, when it arrives (its
+    sidecar records the checksum with its size and mtime); a later run trusts the sidecar while
+    they are unchanged, and the state fact hashes the file again when they changed or there is
+    no sidecar: the same content only gets its sidecar (re)written, other content is replaced.
+    """
+    from roles import download
+
     ops = []
     for model in values["webui_models"]:
         dest = f"{directory}/{MODELS}/{model['name']}"
-        if state["files"].get(dest, (None, None))[1] == model["sha256"]:
+        pinned = model["sha256"].lower()
+        current = state["trusted"].get(dest)
+        if current is None and dest in state["hashed"]:
+            current, stat = state["hashed"][dest]
+            if current == pinned:
+                download.mark_verified(name=f"Record the checksum of model {model['name']}",
+                                       path=dest, sha256=pinned, stat=stat)
+                continue
+        if current == pinned:
             continue
         if "url" in model:
-            from roles.download import fetch
-
-            ops.append(fetch(name=f"Download model {model['name']}", url=model["url"], dest=dest,
-                             sha256=model["sha256"]))
+            ops.append(download.fetch(name=f"Download model {model['name']}", url=model["url"],
+                                      dest=dest, sha256=pinned, record=True,
+                                      current=current or ""))
         else:
-            if local_sha256(model["src"]) != model["sha256"]:
+            if local_sha256(model["src"]) != pinned:
                 raise host_error(f"webui_models: {model['name']}: {model['src']} does not have "
                                  f"sha256 {model['sha256']}")
-            ops.append(files.put(name=f"Upload model {model['name']}", src=model["src"],
-                                 dest=dest, mode="644"))
+            ops.append(download.put(name=f"Upload model {model['name']}", src=model["src"],
+                                    dest=dest, sha256=pinned))
     return ops
 
 

@@ -109,7 +109,8 @@ def stack_files(backend: str, data: dict) -> dict[str, str]:
 
 
 def project_state(backend: str, data: dict) -> list[str]:
-    """The ProjectState fact's output on a converged host: every file, the model, the image."""
+    """The ProjectState fact's output on a converged host: every file, the model (trusted from
+    its sidecar), the image."""
     base = "/opt/stable-diffusion"
     lines = [f"nproc={NPROC}"] + [f"gid={name}={gid}" for name, gid in GIDS.items()]
     for sub in ["", "/models", "/models/Stable-diffusion", "/outputs", "/secrets"]:
@@ -117,7 +118,7 @@ def project_state(backend: str, data: dict) -> list[str]:
     for name, text in stack_files(backend, data).items():
         lines.append(f"file=644={hashlib.sha256(text.encode()).hexdigest()}={base}/{name}")
     model = f"{base}/models/Stable-diffusion/{MODEL['name']}"
-    return lines + [f"file=644={MODEL['sha256']}={model}", f"model={MODEL['name']}",
+    return lines + [f"trusted={MODEL['sha256']}={model}", f"model={MODEL['name']}",
                     f"running={backend}", f"image={IMAGE}"]
 
 

@@ -1,0 +1,278 @@
+"""
+Models are hashed once, when they arrive, and trusted afterwards while their size and mtime are
+the ones recorded in their sidecar (``.NAME.sha256``): the shell of roles/download.py run here for
+real against a local HTTP server, and the web UI's plan on a fake host whose ProjectState answer
+is what the fact's own command printed on a directory laid out here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import os
+import shutil
+import subprocess
+import threading
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from roles import download
+from roles.webui import ProjectState, render
+from tests.unit.fakehost import plan
+from tests.unit.test_docker import converged as docker_converged
+from tests.unit.test_webui import values
+
+NAME = "sd15.safetensors"
+CONTENT = b"stand-in checkpoint " * 4096
+SHA = hashlib.sha256(CONTENT).hexdigest()
+OTHER = hashlib.sha256(b"another checkpoint").hexdigest()
+IMAGE = "sdinfra/webui-standin:test"
+
+
+@pytest.fixture
+def server(tmp_path):
+    """127.0.0.1 serving ``NAME`` (and ``bad.safetensors``, other content)."""
+    served = tmp_path / "srv"
+    served.mkdir()
+    (served / NAME).write_bytes(CONTENT)
+    (served / "bad.safetensors").write_bytes(b"not the pinned file")
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def sh(command: str, path: str | None = None, cwd: Path | None = None):
+    env = {**os.environ, **({"PATH": path} if path else {})}
+    return subprocess.run(["sh", "-c", command], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=60)
+
+
+def sidecar_of(path: Path) -> Path:
+    return path.with_name(f".{path.name}.sha256")
+
+
+def recorded(path: Path) -> str:
+    stat = path.stat()
+    return f"{hashlib.sha256(path.read_bytes()).hexdigest()} {stat.st_size} {int(stat.st_mtime)}\n"
+
+
+# --- the commands, run here ------------------------------------------------------------------
+
+
+def test_fetch_records_the_checksum_only_after_it_matched(server, tmp_path):
+    dest = tmp_path / "models" / NAME
+    done = sh(download.fetch_command(f"{server}/{NAME}", str(dest), SHA, record=True),
+              cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert dest.read_bytes() == CONTENT
+    assert sidecar_of(dest).read_text() == recorded(dest)
+    assert sorted(p.name for p in dest.parent.iterdir()) == [f".{NAME}.sha256", NAME]
+
+    # A download with another checksum: no file, and the sidecar of the file there is kept as
+    # it was (it still vouches for that file, which is unchanged).
+    before = sidecar_of(dest).read_text()
+    done = sh(download.fetch_command(f"{server}/bad.safetensors", str(dest), SHA, record=True),
+              cwd=tmp_path)
+    assert done.returncode == 1 and f"expected sha256 {SHA}" in done.stderr
+    assert dest.read_bytes() == CONTENT and sidecar_of(dest).read_text() == before
+    assert sorted(p.name for p in dest.parent.iterdir()) == [f".{NAME}.sha256", NAME]
+
+    fresh = tmp_path / "other" / NAME
+    done = sh(download.fetch_command(f"{server}/bad.safetensors", str(fresh), SHA, record=True))
+    assert done.returncode == 1
+    assert list(fresh.parent.iterdir()) == []  # neither the file nor a sidecar
+
+
+def test_fetch_replaces_a_file_and_its_sidecar_together(server, tmp_path):
+    dest = tmp_path / NAME
+    dest.write_bytes(b"old")
+    sidecar_of(dest).write_text(f"{OTHER} 3 1\n")
+    done = sh(download.fetch_command(f"{server}/{NAME}", str(dest), SHA, record=True))
+    assert done.returncode == 0, done.stderr
+    assert sidecar_of(dest).read_text() == recorded(dest)
+    # The amdgpu-install download (record=False) leaves no sidecar.
+    plain = tmp_path / "plain" / NAME
+    assert sh(download.fetch_command(f"{server}/{NAME}", str(plain), SHA)).returncode == 0
+    assert list(plain.parent.iterdir()) == [plain]
+
+
+def test_an_upload_is_kept_and_recorded_only_with_the_pinned_checksum(tmp_path):
+    dest = tmp_path / NAME
+    Path(download.upload_temp(str(dest))).write_bytes(b"truncated upload")
+    done = sh(download.put_command(str(dest), SHA))
+    assert done.returncode == 1 and "checksum mismatch for the upload to" in done.stderr
+    assert list(tmp_path.iterdir()) == []
+    Path(download.upload_temp(str(dest))).write_bytes(CONTENT)
+    done = sh(download.put_command(str(dest), SHA))
+    assert done.returncode == 0, done.stderr
+    assert oct(dest.stat().st_mode & 0o777) == "0o644"
+    assert sidecar_of(dest).read_text() == recorded(dest)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".{NAME}.sha256", NAME]
+
+
+def test_recording_a_hashed_file_refuses_one_that_changed_since(tmp_path):
+    dest = tmp_path / NAME
+    dest.write_bytes(CONTENT)
+    stat = f"{len(CONTENT)} {int(dest.stat().st_mtime)}"
+    done = sh(download.record_command(str(dest), SHA, f"{len(CONTENT) + 1} 0"))
+    assert done.returncode == 1 and "changed while it was being verified" in done.stderr
+    assert not sidecar_of(dest).exists()
+    assert sh(download.record_command(str(dest), SHA, stat)).returncode == 0
+    assert sidecar_of(dest).read_text() == recorded(dest)
+
+
+# --- the state fact, run here with sha256sum watched -------------------------------------------
+
+
+@pytest.fixture
+def watched(tmp_path):
+    """A PATH whose sha256sum logs what it hashes (arguments, or the file on its stdin)."""
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    log = tmp_path / "sha256sum.log"
+    real = shutil.which("sha256sum")
+    (tools / "sha256sum").write_text(
+        "#!/bin/sh\n"
+        f'echo "args=$* stdin=$(readlink /proc/$$/fd/0)" >> {log}\n'
+        f'exec {real} "$@"\n')
+    (tools / "sha256sum").chmod(0o755)
+    return f"{tools}:/usr/bin:/bin", log  # no /usr/local/bin: no docker
+
+
+def hashed_files(log: Path) -> str:
+    return log.read_text() if log.exists() else ""
+
+
+def test_state_fact_trusts_a_sidecar_and_hashes_a_changed_model(server, tmp_path, watched):
+    path, log = watched
+    models = tmp_path / "sd" / "models" / "Stable-diffusion"
+    dest = models / NAME
+    assert sh(download.fetch_command(f"{server}/{NAME}", str(dest), SHA, record=True)
+              ).returncode == 0
+    fact = ProjectState()
+    command = fact.command(str(tmp_path / "sd"), [str(tmp_path / "sd")], [], models=[
+        str(dest), str(models / "missing.safetensors")])
+
+    state = fact.process(sh(command, path).stdout.splitlines())
+    assert state["trusted"] == {str(dest): SHA} and state["hashed"] == {}
+    assert NAME not in hashed_files(log)  # the model was not read
+
+    # Truncated by hand: the size differs from the record, so it is hashed again.
+    with open(dest, "r+b") as handle:
+        handle.truncate(100)
+    state = fact.process(sh(command, path).stdout.splitlines())
+    assert state["trusted"] == {}
+    digest = hashlib.sha256(CONTENT[:100]).hexdigest()
+    assert state["hashed"] == {str(dest): (digest, f"100 {int(dest.stat().st_mtime)}")}
+    assert f"stdin={dest}" in hashed_files(log)
+
+    # Same size, other mtime (written over in place): hashed again too; no sidecar: hashed.
+    dest.write_bytes(CONTENT)
+    os.utime(dest, (1, 1))
+    assert fact.process(sh(command, path).stdout.splitlines())["hashed"][str(dest)] == \
+        (SHA, f"{len(CONTENT)} 1")
+    sidecar_of(dest).unlink()
+    assert str(dest) in fact.process(sh(command, path).stdout.splitlines())["hashed"]
+
+
+# --- the plan: deploy/cpu.py on a fake host answered with the fact's real output ---------------
+
+
+def laid_out(tmp_path: Path, server: str, watched) -> tuple:
+    """
+    A converged project directory under tmp_path (its files as deploy/cpu.py renders them, the
+    model fetched and recorded) and a fake host whose ProjectState answer is what the fact's
+    command prints there. Returns (host maker, model path, sha256sum log).
+    """
+    path, log = watched
+    directory = tmp_path / "sd"
+    for sub in ["", "models", "models/Stable-diffusion", "outputs", "secrets"]:
+        (directory / sub).mkdir(exist_ok=True)
+        (directory / sub).chmod(0o755)
+    model = {"name": NAME, "url": f"{server}/{NAME}", "sha256": SHA}
+    settings = {"webui_dir": str(directory), "webui_models": [model], "webui_image": IMAGE}
+    dest = directory / "models" / "Stable-diffusion" / NAME
+    assert sh(download.fetch_command(model["url"], str(dest), SHA, record=True)).returncode == 0
+
+    def host():
+        base = docker_converged("h", "debian12", "distro").set(docker_source="distro",
+                                                               **settings)
+        # The command deploy/cpu.py sends, from a first plan; then its real output here.
+        first = plan("deploy/cpu.py", [base.respond("echo nproc=", ["nproc=2"])])
+        command = next(c for c in first.commands["h"] if c.startswith("echo nproc="))
+        output = sh(command, path).stdout.splitlines()
+        state = ProjectState().process(output)
+        rendered = render(values(**settings), "cpu", cpu_threads=state["nproc"],
+                          gids=state["gids"])
+        for name, text in rendered.items():
+            if not (directory / name).exists() or (directory / name).read_text() != text:
+                (directory / name).write_text(text)
+                (directory / name).chmod(0o644)
+        output = sh(command, path).stdout.splitlines() + ["running=cpu", f"image={IMAGE}"]
+        base = docker_converged("h", "debian12", "distro").set(docker_source="distro",
+                                                               **settings)
+        return base.respond("echo nproc=", output)
+
+    return host, dest, log
+
+
+def model_commands(result, dest: Path) -> list[str]:
+    return [c for c in result.commands["h"] if str(dest) in c and "echo nproc=" not in c]
+
+
+def test_converged_host_with_a_sidecar_changes_nothing_and_hashes_no_model(server, tmp_path,
+                                                                          watched):
+    host, dest, log = laid_out(tmp_path, server, watched)
+    log.unlink(missing_ok=True)
+    result = plan("deploy/cpu.py", [host()])
+    assert result.returncode == 0, result.output
+    assert result.changes("h") == []
+    assert NAME not in hashed_files(log)  # the fact's command did not read the model
+    assert model_commands(result, dest) == []  # nor did anything else (no Sha256File fact)
+
+
+def test_model_of_another_size_is_fetched_again_without_hashing_it_twice(server, tmp_path,
+                                                                         watched):
+    host, dest, log = laid_out(tmp_path, server, watched)
+    with open(dest, "ab") as handle:
+        handle.write(b"appended by hand")
+    result = plan("deploy/cpu.py", [host()])
+    assert result.returncode == 0, result.output
+    assert result.changes("h") == ["Stable Diffusion web UI | Download model sd15.safetensors",
+                                   "Stable Diffusion web UI | Start the cpu service"]
+    # The fact hashed it (once per fact run); the fetch operation asked nothing more.
+    assert f"stdin={dest}" in hashed_files(log)
+    assert model_commands(result, dest) == []
+
+
+def test_same_content_without_a_sidecar_only_gets_its_checksum_recorded(server, tmp_path,
+                                                                         watched):
+    """A model fetched before sidecars existed (or by hand) is hashed once, not downloaded."""
+    host, dest, log = laid_out(tmp_path, server, watched)
+    sidecar_of(dest).unlink()
+    result = plan("deploy/cpu.py", [host()])
+    assert result.returncode == 0, result.output
+    assert result.changes("h") == [
+        "Stable Diffusion web UI | Record the checksum of model sd15.safetensors"]
+    # Executed, that operation writes the sidecar that the next run trusts.
+    stat = f"{dest.stat().st_size} {int(dest.stat().st_mtime)}"
+    assert sh(download.record_command(str(dest), SHA, stat)).returncode == 0
+    log.unlink(missing_ok=True)
+    assert plan("deploy/cpu.py", [host()]).changes("h") == []
+    assert NAME not in hashed_files(log)
+
+
+def test_a_new_pinned_checksum_fetches_the_model_again(server, tmp_path, watched):
+    host, dest, log = laid_out(tmp_path, server, watched)
+    made = host()
+    made.data["webui_models"] = [{"name": NAME, "url": f"{server}/{NAME}", "sha256": OTHER}]
+    result = plan("deploy/cpu.py", [made])
+    assert result.changes("h") == ["Stable Diffusion web UI | Download model sd15.safetensors",
+                                   "Stable Diffusion web UI | Start the cpu service"]
+    assert NAME not in hashed_files(log)  # the sidecar says what it holds: no need to hash it
+    assert model_commands(result, dest) == []
