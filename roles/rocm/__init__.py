@@ -9,7 +9,9 @@ What the seed did by hand (ROCm 5.3, Ubuntu 22.04), done so that a second run ch
    sha256 stops the run before any change.
 2. ``amdgpu-install -y --usecase=...`` (``--no-dkms`` when set), only while that release is not
    installed; another installed release is left alone with a warning unless
-   ``rocm_change_release`` says to replace it.
+   ``rocm_change_release`` says to replace it. Before anything is installed, a dpkg run left
+   interrupted (a run killed in apt-get or amdgpu-install) is finished (``dpkg --configure
+   -a``), and an amdgpu-install run that did not finish is run again.
 3. The ``render`` group; ``rocm_users`` in ``render`` and ``video``; /etc/adduser.conf giving
    new users both (one ``EXTRA_GROUPS`` line); ``ROC_ENABLE_PRE_VEGA``/``HSA_OVERRIDE_GFX_VERSION``
    in /etc/environment.
@@ -154,10 +156,12 @@ def decide(values: dict, os: distro.Distro, state: dict) -> Decision:
         d.run_installer = True
     elif d.installed == wanted:
         # Installed already. Run amdgpu-install again only when this role installed it with
-        # other use cases or without the kernel driver (an install by hand is left as it is).
+        # other use cases or without the kernel driver, or its run did not finish (killed: the
+        # record still says complete=no); an install by hand is left as it is.
         d.run_installer = bool(record) and (
             record.get("usecases") != ",".join(values["rocm_usecases"])
             or record.get("dkms") != ("yes" if dkms else "no")
+            or record.get("complete") == "no"
         )
         d.install_installer = d.run_installer and installer_pkg != d.version
     else:
@@ -165,7 +169,7 @@ def decide(values: dict, os: distro.Distro, state: dict) -> Decision:
         d.run_installer = True
 
     d.kernel_driver = d.run_installer and dkms and (
-        d.installed != wanted or record.get("dkms") == "no"
+        d.installed != wanted or record.get("dkms") == "no" or record.get("complete") == "no"
     )
     if d.install_installer:
         d.sha256 = releases.checksum_for(values, release_text, d.codename)
@@ -241,12 +245,16 @@ def installer_command(values: dict) -> str:
     record = [f"release={values['rocm_release']}", f"installer={version}",
               f"usecases={','.join(values['rocm_usecases'])}",
               f"dkms={'no' if values['rocm_no_dkms'] else 'yes'}"]
+    lines = " ".join(shlex.quote(line) for line in record)
+    # The record says complete=no while amdgpu-install runs: a run killed in it is taken up
+    # again by the next one (after dpkg --configure -a), even when part of ROCm is there.
     return (
-        "export DEBIAN_FRONTEND=noninteractive; apt-get update -q && "
-        f"amdgpu-install -y {' '.join(shlex.quote(f) for f in flags)} && "
+        "export DEBIAN_FRONTEND=noninteractive; "
         f"install -d -m 0755 {shlex.quote(INSTALL_RECORD.rsplit('/', 1)[0])} && "
-        f"printf '%s\\n' {' '.join(shlex.quote(line) for line in record)} "
-        f"> {shlex.quote(INSTALL_RECORD)}"
+        f"printf '%s\\n' {lines} complete=no > {shlex.quote(INSTALL_RECORD)} && "
+        "apt-get update -q && "
+        f"amdgpu-install -y {' '.join(shlex.quote(f) for f in flags)} && "
+        f"printf '%s\\n' {lines} > {shlex.quote(INSTALL_RECORD)}"
     )
 
 
@@ -305,7 +313,11 @@ def install():
     # Decided here, not from the operations' will_change: every one below changes the host.
     changing = bool(d.distro_packages or d.uninstall or d.run_installer)
     if d.distro_packages:
-        apt.install(d.distro_packages)
+        apt.install(d.distro_packages)  # finishes an interrupted dpkg run first
+    if d.uninstall or d.install_installer or d.run_installer:
+        # A run killed in apt-get or amdgpu-install left dpkg interrupted: apt refuses every
+        # install until `dpkg --configure -a`. Asked only now, so a converged host is not.
+        apt.finish_interrupted()
     if d.uninstall:
         server.shell(name=f"Remove ROCm {releases.show(d.installed)}",
                      commands=["DEBIAN_FRONTEND=noninteractive amdgpu-install -y --uninstall"])

@@ -208,6 +208,62 @@ def test_changed_use_cases_run_amdgpu_install_again_without_a_download():
                                                   "rocminfo lists a GPU agent"]
 
 
+# --- a run killed while it installs: dpkg left interrupted ------------------------------------
+
+FINISH = "Finish the interrupted dpkg run (dpkg --configure -a)"
+
+
+def dpkg_interrupted(host: FakeHost) -> FakeHost:
+    """dpkg -l of a host whose last dpkg run was killed: a package unpacked, the journal left."""
+    from roles.apt import INTERRUPTED
+
+    return host.override("dpkg -l", ["ii  curl  7.88.1-10  amd64  x",
+                                     "iU  amdgpu-install  5.3.50300-1  all  x", INTERRUPTED])
+
+
+def test_an_interrupted_dpkg_run_is_finished_before_the_installer_is_installed():
+    result = plan(DEPLOY, [dpkg_interrupted(fresh(rocm_no_dkms=True))])
+    changes = rocm_changes(result)
+    assert changes[changes.index(FINISH) + 1:] == [
+        "Download amdgpu-install 5.3.50300-1 for jammy",
+        "Install amdgpu-install 5.3.50300-1",
+        "amdgpu-install --usecase=rocm",
+        "rocminfo lists a GPU agent",
+    ]
+    assert changes.count(FINISH) == 1
+
+
+def test_a_killed_amdgpu_install_is_finished_and_run_again():
+    # Killed inside amdgpu-install: part of ROCm is there (rocm-core, the version file), the
+    # record still says complete=no.
+    host = converged()
+    host.override("sdinfra:rocm-state", state_output(
+        version="5.3.0-63", dpkg=DPKG_53,
+        record="release=5.3\ninstaller=5.3.50300-1\nusecases=rocm\ndkms=yes\ncomplete=no",
+        adduser=configfiles.adduser_conf(UBUNTU_ADDUSER),
+        users={"sd": ["sd", "video", "render"]}, rocminfo=ROCMINFO_GPU))
+    changes = rocm_changes(plan(DEPLOY, [dpkg_interrupted(host)]))
+    assert changes == [FINISH, "amdgpu-install --usecase=rocm", "Mark that a reboot is required"]
+
+
+def test_a_converged_host_is_not_asked_for_dpkg_state():
+    # dpkg left interrupted by something else: the rocm role installs nothing, so it asks
+    # nothing more (the docker role's apt step finishes it); two commands as ever.
+    result = plan(DEPLOY, [dpkg_interrupted(converged())])
+    assert result.changed_hosts() == set()
+    assert len(result.commands["h"]) == 2, result.commands["h"]
+
+
+def test_the_install_record_says_complete_no_until_amdgpu_install_succeeded():
+    from roles.rocm import installer_command
+
+    command = installer_command({**DEFAULTS, "rocm_release": "5.3"})
+    started = command.index("complete=no")
+    assert started < command.index("apt-get update") < command.index("amdgpu-install -y")
+    last = command.rindex("printf")
+    assert last > command.index("amdgpu-install -y") and "complete" not in command[last:]
+
+
 def test_pending_reboot_is_told_again_and_done_when_allowed():
     host = converged()
     host.override("sdinfra:rocm-state", state_output(
