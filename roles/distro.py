@@ -7,6 +7,7 @@ use that, so a Mint 21 host is treated as jammy.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 
 from pyinfra import host
@@ -36,11 +37,35 @@ _read: dict = {}
 
 
 def read() -> Distro:
-    """The current host's distribution; asked once per host and run (pyinfra does not cache)."""
+    """The current host's distribution; asked once per host and run (pyinfra does not cache),
+    not at all when the host's /etc/os-release was read already (``remember``)."""
     key = (id(host.state), host.name)
     if key not in _read:
         _read[key] = _parse(host.get_fact(LinuxDistribution)["release_meta"])
     return _read[key]
+
+
+def remember(target, os_release: str) -> None:
+    """The distribution of ``target`` (a pyinfra host) is the one of this /etc/os-release text,
+    read by another fact of the same run (the preflight's): ``read`` asks nothing more."""
+    meta = os_release_values(os_release)
+    if meta.get("ID"):
+        _read[(id(target.state), target.name)] = _parse(meta)
+
+
+def os_release_values(text: str) -> dict:
+    """KEY=value lines of os-release(5), shell-quoted values unquoted, as pyinfra reads them."""
+    values = {}
+    for line in text.splitlines():
+        name, sep, value = line.strip().partition("=")
+        if not sep or not name.isidentifier() or name.startswith("#"):
+            continue
+        try:
+            words = shlex.split(value, comments=False)
+        except ValueError:
+            continue
+        values[name.upper()] = " ".join(words)
+    return values
 
 
 def _parse(meta: dict) -> Distro:

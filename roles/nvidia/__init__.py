@@ -30,7 +30,9 @@ roles.nvidia: the NVIDIA driver and Container Toolkit, so that Docker containers
     docker.install()
     nvidia.configure_docker()
 
-A converged host costs one remote command for both (the ``NvidiaState`` fact, read once).
+A converged host costs one remote command for both (the ``NvidiaState`` fact, read once), which
+runs neither nvidia-smi when the preflight ran in the same run (its answer is reused) nor
+``docker info`` when Docker was started after daemon.json was last written.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import server
 
 from roles import apt, ssh
-from roles.nvidia.facts import KEYRING, REBOOT_MARKER, NvidiaState, driver_version
+from roles.nvidia.facts import KEYRING, REBOOT_MARKER, NvidiaState
 from roles.nvidia.settings import SETTINGS
 from roles.settings import host_error, read
 
@@ -112,12 +114,33 @@ def _tell_reboots():
 _planned: dict = {}
 
 
+def _smi_of_preflight() -> dict | None:
+    """What nvidia-smi said in this run's preflight fact, in NvidiaState's terms; None when the
+    preflight did not run on this host (deploy/cuda.py) or did not note nvidia-smi's answer."""
+    from roles import preflight
+
+    found = preflight.gathered()
+    if found is None:
+        return None
+    smi = found["nvidia_smi"]
+    section = found.get("raw", {}).get("nvidia-smi")
+    if section is None or (smi["present"] and smi["exit"] is None):
+        return None
+    lines = [line for line in section.splitlines() if not line.startswith("#! ")]
+    return {"smi_found": smi["present"], "smi_rc": smi["exit"] if smi["present"] else None,
+            "smi": lines if smi["present"] else [], "driver": smi["driver"]}
+
+
 def _state(values: dict) -> dict:
     planned = _planned.get(host.name)
     if planned is None:
-        planned = {"state": host.get_fact(NvidiaState,
-                                          driver_package=values["nvidia_driver_package"]),
-                   "changing": False, "pending": False}
+        # nvidia-smi once per host and run: the preflight's answer when it ran.
+        smi = _smi_of_preflight()
+        state = host.get_fact(NvidiaState, driver_package=values["nvidia_driver_package"],
+                              smi=smi is None)
+        if smi is not None:
+            state = {**state, **smi}
+        planned = {"state": state, "changing": False, "pending": False}
         _planned[host.name] = planned
     return planned
 
@@ -133,7 +156,7 @@ def install():
     if not state["daemon_valid"]:
         raise host_error("/etc/docker/daemon.json is not valid JSON: fix it by hand first "
                          "(nvidia-ctk and Docker would both fail on it)")
-    answers = state["smi_rc"] == 0 and driver_version(state["smi"]) is not None
+    answers = state["smi_rc"] == 0 and state["driver"] is not None
 
     driver_installed, pending = False, False
     if not answers:
@@ -191,7 +214,10 @@ def configure_docker():
     planned = _state(values)
     state = planned["state"]
     configured = "nvidia" in (state["daemon"].get("runtimes") or {})
-    loaded = state["runtimes"] is None or "nvidia" in state["runtimes"]
+    # Docker started after daemon.json was last written has loaded what it says; else what
+    # `docker info` listed (unknown, when Docker did not answer: not restarted for that).
+    loaded = (state["runtimes_current"] or state["runtimes"] is None
+              or "nvidia" in state["runtimes"])
     runtime_changes = not configured or not loaded
     if not configured:
         server.shell(name="Docker gets the nvidia runtime (nvidia-ctk runtime configure)",

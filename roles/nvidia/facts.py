@@ -20,6 +20,7 @@ LEGACY_LISTS = ("/etc/apt/sources.list.d/nvidia-container-toolkit.list",
                 "/etc/apt/sources.list.d/libnvidia-container.list",
                 "/etc/apt/sources.list.d/nvidia-docker.list")
 DAEMON_JSON = "/etc/docker/daemon.json"
+DOCKER_PID = "/var/run/docker.pid"  # dockerd's --pidfile default
 REBOOT_MARKER = "/var/run/reboot-required"
 DRIVER_VERSION = re.compile(r"Driver Version:\s*([0-9][0-9.]*)")
 
@@ -41,33 +42,51 @@ def dpkg_status(lines: list[str]) -> dict[str, str]:
 class NvidiaState(FactBase):
     """
     What the nvidia role needs to know about a host, in one command: whether ``nvidia-smi``
-    answers, the architecture, packages, the repository's key and source, daemon.json, the
-    runtimes the running Docker has loaded, a pending reboot.
+    answers (unless ``smi=False``), the architecture, packages, the repository's key and source,
+    daemon.json, whether the running Docker has loaded it (``runtimes_current``, from file times)
+    or else the runtimes it has loaded (``docker info``), a pending reboot.
 
     .. code:: python
 
-        {"smi": [...], "smi_rc": 0, "smi_found": True, "arch": "amd64",
+        {"smi": [...], "smi_rc": 0, "smi_found": True, "driver": "535.54.03", "arch": "amd64",
          "packages": {"nvidia-container-toolkit": "1.17.8-1"}, "key_fprs": ["C95B..."],
          "sources": "...", "legacy": [], "daemon": {"runtimes": {...}},
-         "runtimes": ["io.containerd.runc.v2", "nvidia", "runc"], "reboot_pkgs": [],
+         "runtimes": ["io.containerd.runc.v2", "nvidia", "runc"], "runtimes_current": False,
+         "reboot_pkgs": [],
          "reboot_required": False}
     """
 
     # Reads use a shell function rather than "cat PATH", and "gpg --with-colons --show-keys"
     # rather than the other order, so that the command shares no text with the facts of other
     # roles (tests answer commands by the text they contain).
-    def command(self, driver_package: str = ""):
+    def command(self, driver_package: str = "", smi: bool = True):
         packages = " ".join(shlex.quote(p) for p in ["nvidia-container-toolkit", driver_package]
                             if p)
         legacy = " ".join(LEGACY_LISTS)
+        # With smi=False nvidia-smi is not run: the caller has its answer from this run already
+        # (the preflight's fact).
+        smi_part = (f"echo '{MARK}smi'; if command -v nvidia-smi >/dev/null 2>&1; then "
+                    f"timeout 60 nvidia-smi 2>&1; echo \"{MARK}smi-rc=$?\"; "
+                    f"else echo '{MARK}smi-missing'; fi") if smi else f"echo '{MARK}smi-skipped'"
+        # Whether the running dockerd has loaded daemon.json as it is now: dockerd reads it
+        # before it writes its pid file, so a pid file (of a live dockerd) newer than daemon.json
+        # says so without asking Docker; otherwise `docker info` lists the loaded runtimes (a
+        # SIGHUP reload, a daemon.json written after the start).
+        runtimes = (
+            f"echo '{MARK}runtimes'; if command -v docker >/dev/null 2>&1; then "
+            # (dockerd writes its pid without a final newline: read fails, but sets p)
+            f"p=; c=; if {{ {{ read -r p || [ -n \"$p\" ]; }} < {DOCKER_PID} "
+            "&& read -r c < /proc/$p/comm; } 2>/dev/null "
+            f"&& [ \"$c\" = dockerd ] && [ -n \"$(find {DOCKER_PID} -newer {DAEMON_JSON} "
+            f"2>/dev/null)\" ]; then echo '{MARK}runtimes-current'; "
+            "else timeout 30 docker info --format '{{json .Runtimes}}' 2>/dev/null; fi; fi"
+        )
         return "; ".join([
             f"echo '{MARK}nvidia-state'",
             # sed adds the newline a file may lack (nvidia-ctk writes none), so that the
             # next section's marker starts on a line of its own.
             "show() { [ -r \"$1\" ] && sed -e '$a\\' -- \"$1\"; true; }",
-            f"echo '{MARK}smi'; if command -v nvidia-smi >/dev/null 2>&1; then "
-            f"timeout 60 nvidia-smi 2>&1; echo \"{MARK}smi-rc=$?\"; "
-            f"else echo '{MARK}smi-missing'; fi",
+            smi_part,
             f"echo '{MARK}arch'; dpkg --print-architecture 2>/dev/null",
             f"echo '{MARK}dpkg'; dpkg -s {packages} 2>/dev/null",
             f"echo '{MARK}key'; [ -e {KEYRING} ] && gpg --with-colons --show-keys {KEYRING} "
@@ -75,8 +94,7 @@ class NvidiaState(FactBase):
             f"echo '{MARK}sources'; show {SOURCES}",
             f"echo '{MARK}legacy'; for f in {legacy}; do [ -e \"$f\" ] && echo \"$f\"; done",
             f"echo '{MARK}daemon'; show {DAEMON_JSON}",
-            f"echo '{MARK}runtimes'; command -v docker >/dev/null 2>&1 && "
-            "timeout 30 docker info --format '{{json .Runtimes}}' 2>/dev/null",
+            runtimes,
             f"echo '{MARK}reboot'; [ -e {REBOOT_MARKER} ] && echo '{MARK}reboot-required'; "
             f"show {REBOOT_MARKER}.pkgs",
             f"echo '{MARK}end'; true",
@@ -84,9 +102,10 @@ class NvidiaState(FactBase):
 
     @staticmethod
     def default():
-        return {"smi": [], "smi_rc": None, "smi_found": False, "arch": "", "packages": {},
-                "key_fprs": [], "sources": "", "legacy": [], "daemon": {}, "daemon_valid": True,
-                "runtimes": None, "reboot_pkgs": [], "reboot_required": False}
+        return {"smi": [], "smi_rc": None, "smi_found": False, "driver": None, "arch": "",
+                "packages": {}, "key_fprs": [], "sources": "", "legacy": [], "daemon": {},
+                "daemon_valid": True, "runtimes": None, "runtimes_current": False,
+                "reboot_pkgs": [], "reboot_required": False}
 
     def process(self, output):
         sections: dict[str, list[str]] = {}
@@ -101,12 +120,15 @@ class NvidiaState(FactBase):
                     state["smi_rc"] = int(rc) if rc.isdigit() else None
                 elif name == "reboot-required":
                     state["reboot_required"] = True
-                elif name != "smi-missing":
+                elif name == "runtimes-current":
+                    state["runtimes_current"] = True
+                elif name not in ("smi-missing", "smi-skipped"):
                     current = name
                     sections.setdefault(current, [])
             elif current is not None:
                 sections[current].append(line)
         state["smi"] = sections.get("smi", [])
+        state["driver"] = driver_version(state["smi"])
         arch = [line.strip() for line in sections.get("arch", []) if line.strip()]
         state["arch"] = arch[0] if arch else ""
         state["packages"] = dpkg_status(sections.get("dpkg", []))

@@ -21,7 +21,7 @@ from pyinfra import host as current_host
 from pyinfra import logger
 from pyinfra.api import FactBase, deploy
 
-from roles import ssh
+from roles import distro, ssh
 from roles.settings import read
 
 from . import settings
@@ -32,7 +32,7 @@ from .report import report
 
 __all__ = [
     "BACKENDS", "DEFAULT_ROCM_RELEASE", "Decision", "HardwareFacts", "SECTIONS", "decide",
-    "decision_for", "identify", "load_gpus", "parse", "preflight", "report", "settings",
+    "decision_for", "gathered", "identify", "load_gpus", "parse", "preflight", "report", "settings",
     "split_sections",
 ]
 
@@ -48,7 +48,12 @@ class HardwareFacts(FactBase):
         return command(stack_dir, docker_dir)
 
     def process(self, output):
-        return parse(split_sections(output))
+        sections = split_sections(output)
+        found = parse(sections)
+        # The sections as printed, for roles that reuse them (gathered()) instead of asking the
+        # host again: the nvidia role's nvidia-smi, the rocm role's kernel lines, /etc/os-release.
+        found["raw"] = sections
+        return found
 
     @staticmethod
     def default():
@@ -84,7 +89,26 @@ def decision_for(host=None, stack_dir: str = DEFAULT_STACK_DIR,
             min_free_disk_gb=values["preflight_min_free_disk_gb"] or None,
         )
         _decisions[key] = (made, found)
+        _gathered[(id(state), host.name)] = found
+        release = found.get("raw", {}).get("os-release")
+        if release is not None and found["sections"].get("os-release") == "present":
+            distro.remember(host, release)
     return _decisions[key]
+
+
+_gathered: dict = {}
+
+
+def gathered(host=None) -> dict | None:
+    """
+    The HardwareFacts of a host (the current one by default) when this run read them already
+    (the preflight ran first), else None: other roles take what they need from it rather than
+    running the same tools again (``raw``: the sections as printed).
+    """
+    from pyinfra import state
+
+    host = current_host if host is None else host
+    return _gathered.get((id(state), host.name))
 
 
 @deploy("Hardware preflight")

@@ -93,9 +93,13 @@ def command(stack_dir: str = DEFAULT_STACK_DIR, docker_dir: str = DEFAULT_DOCKER
         "R=$(command -v rocminfo || echo /opt/rocm/bin/rocminfo); "
         "if [ -x \"$R\" ]; then \"$R\" 2>&1 | head -n 3000; else echo '#! missing rocminfo'; fi",
         "sec nvidia-smi",
-        "if have nvidia-smi; then nvidia-smi 2>&1 | head -n 200; nvidia-smi "
-        "--query-gpu=index,name,memory.total,driver_version,pci.bus_id --format=csv 2>&1 "
-        "| head -n 50; else echo '#! missing nvidia-smi'; fi",
+        # One nvidia-smi (each start costs the driver an initialisation): the query gives whole
+        # names, memory, bus ids and the driver; its exit status is noted for the nvidia role,
+        # which reuses this section rather than asking nvidia-smi again.
+        "if have nvidia-smi; then smi=$(timeout 60 nvidia-smi "
+        "--query-gpu=index,name,memory.total,driver_version,pci.bus_id --format=csv 2>&1); "
+        "rc=$?; printf '%s\\n' \"$smi\" | head -n 50; echo \"#! exit $rc\"; "
+        "else echo '#! missing nvidia-smi'; fi",
         "sec os-release",
         "cat /etc/os-release 2>/dev/null || echo '#! missing /etc/os-release'",
         "sec uname",
@@ -540,12 +544,19 @@ def bdfid_slot(bdfid: int | None) -> str | None:
 
 
 def parse_nvidia_smi(text: str | None, state: str = "present") -> dict:
-    """The default table, ``--query-gpu ... --format=csv`` rows and ``nvidia-smi -q`` alike."""
+    """
+    The default table, ``--query-gpu ... --format=csv`` rows and ``nvidia-smi -q`` alike.
+    ``exit``: nvidia-smi's exit status when the live command noted it (``#! exit N``), else None.
+    """
     smi = {"present": state == "present", "error": None, "driver": None, "cuda": None,
-           "gpus": []}
+           "gpus": [], "exit": None}
     if state != "present":
         return smi
-    lines = _notes(text or "")[0]
+    lines, notes = _notes(text or "")
+    for note in notes:
+        words = note.split()
+        if len(words) == 2 and words[0] == "exit" and words[1].isdigit():
+            smi["exit"] = int(words[1])
     by_key: dict[str, dict] = {}
 
     def gpu(key: str) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -354,3 +355,136 @@ def test_state_fact_command_run_here_reads_what_is_here(tmp_path):
         assert state["smi_found"] is False and state["smi_rc"] is None
     assert state["packages"].get("nvidia-container-toolkit") is None or \
         Path("/usr/bin/nvidia-ctk").exists()
+
+
+# --- nvidia-smi once per run: the preflight's answer is reused ----------------------------------
+
+AFTER_PREFLIGHT = "tests/fixtures/nvidia/after_preflight.py"
+
+
+def preflight_answer(smi: str | None, rc: int | None = 0) -> list[str]:
+    """The preflight fact's output on an NVIDIA host: its nvidia-smi section as the live command
+    prints it (the query's output, then its exit status), the rest from the rtx3060 case."""
+    from roles.preflight.__main__ import load_dir
+    from tests.unit.fakehost import OS_RELEASE
+
+    sections = load_dir(FIXTURES / "preflight" / "rtx3060-nvidia-smi")
+    sections["os-release"] = "\n".join(f'{k}="{v}"' for k, v in OS_RELEASE["ubuntu22"].items())
+    sections["nvidia-smi"] = ("#! missing nvidia-smi" if smi is None
+                              else f"{smi.rstrip()}\n#! exit {rc}")
+    return [line for name, text in sections.items()
+            for line in [f"### {name}", *text.splitlines()]]
+
+
+QUERY = ("index, name, memory.total [MiB], driver_version, pci.bus_id\n"
+         "0, NVIDIA GeForce RTX 3060, 12288 MiB, 550.54.14, 00000000:01:00.0")
+
+
+def test_with_the_preflight_nvidia_smi_runs_once_and_its_answer_is_used():
+    # The NvidiaState answer's own nvidia-smi section says "failed": it must not be what counts.
+    host = nvidia_host(smi=SMI_FAILED, smi_rc=9).set(accelerator="cuda")
+    host.respond("sec lspci-nn;", preflight_answer(QUERY, 0))
+    result = plan(AFTER_PREFLIGHT, [host])
+    assert changes(result) == []
+    asked = result.commands["h"]
+    assert [c for c in asked if "nvidia-smi" in c] == [asked[0]]  # the preflight's only
+    state = next(c for c in asked if "sdinfra:nvidia-state" in c)
+    assert "smi-skipped" in state
+
+
+@pytest.mark.parametrize("smi,rc,said", [
+    (None, None, "nvidia-smi is not installed"),
+    (SMI_FAILED, 9, "nvidia-smi says: NVIDIA-SMI has failed because it couldn't communicate"),
+])
+def test_a_driver_that_does_not_answer_in_the_preflight_stops_the_host(smi, rc, said):
+    host = nvidia_host().set(accelerator="cuda")  # its own nvidia-smi section would answer
+    host.respond("sec lspci-nn;", preflight_answer(smi, rc))
+    result = plan(AFTER_PREFLIGHT, [host])
+    assert result.returncode != 0
+    assert f"the NVIDIA driver does not answer ({said}" in result.output
+
+
+def test_without_the_preflight_the_state_fact_runs_nvidia_smi_itself():
+    result = plan(DEPLOY, [nvidia_host()])
+    assert "timeout 60 nvidia-smi" in result.commands["h"][0]
+
+
+# --- has the running Docker loaded daemon.json? (the state fact's check, run here) -------------
+
+
+@pytest.fixture
+def docker_files(tmp_path):
+    """A stand-in dockerd (a live process named dockerd), its pid file, daemon.json, and a
+    docker command that logs its calls; the state fact's command pointed at them."""
+    from roles.nvidia.facts import DAEMON_JSON, DOCKER_PID
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    shutil.copy(shutil.which("sleep"), bin_dir / "dockerd")
+    daemon = subprocess.Popen([str(bin_dir / "dockerd"), "60"])
+    (bin_dir / "docker").write_text(
+        f"#!/bin/sh\necho \"$@\" >> {tmp_path}/docker.calls\necho '{RUNTIMES_NVIDIA.strip()}'\n")
+    (bin_dir / "docker").chmod(0o755)
+    daemon_json, pid_file = tmp_path / "daemon.json", tmp_path / "docker.pid"
+    daemon_json.write_text(json.dumps(NVIDIA_CTK_JSON))
+    command = NvidiaState().command(smi=False).replace(DOCKER_PID, str(pid_file)) \
+        .replace(DAEMON_JSON, str(daemon_json))
+    env = {**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin"}
+
+    def state():
+        done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr
+        calls = tmp_path / "docker.calls"
+        asked = calls.read_text() if calls.exists() else ""
+        calls.unlink(missing_ok=True)
+        return NvidiaState().process(done.stdout.splitlines()), asked
+
+    try:
+        yield daemon, pid_file, daemon_json, state
+    finally:
+        daemon.kill()
+        daemon.wait()
+
+
+def set_mtime(path: Path, seconds: float):
+    os.utime(path, ns=(int(seconds * 1e9), int(seconds * 1e9)))
+
+
+def test_docker_started_after_daemon_json_was_written_is_not_asked(docker_files):
+    daemon, pid_file, daemon_json, state = docker_files
+    pid_file.write_text(str(daemon.pid))  # as dockerd writes it: no final newline
+    set_mtime(daemon_json, 1_700_000_000.1)
+    set_mtime(pid_file, 1_700_000_000.2)  # a tenth of a second later: enough
+    found, asked = state()
+    assert found["runtimes_current"] is True and found["runtimes"] is None
+    assert asked == ""  # no docker command at all
+
+
+def test_docker_is_asked_when_daemon_json_is_newer_or_the_pid_file_is_not_dockerd(docker_files):
+    daemon, pid_file, daemon_json, state = docker_files
+    pid_file.write_text(f"{daemon.pid}\n")
+    set_mtime(pid_file, 1_700_000_000.1)
+    set_mtime(daemon_json, 1_700_000_000.2)  # written after Docker started (or reloaded)
+    found, asked = state()
+    assert found["runtimes_current"] is False and "nvidia" in found["runtimes"]
+    assert asked.startswith("info --format")
+    set_mtime(daemon_json, 1_600_000_000)
+    pid_file.write_text(f"{os.getpid()}\n")  # alive, but not dockerd (a stale pid file)
+    found, asked = state()
+    assert found["runtimes_current"] is False and asked.startswith("info")
+    pid_file.unlink()  # Docker not running
+    found, asked = state()
+    assert found["runtimes_current"] is False and asked.startswith("info")
+
+
+def test_docker_started_after_daemon_json_counts_as_having_loaded_it():
+    def started_after(daemon):
+        lines = state_output(runtimes=None, daemon=daemon)
+        lines.insert(lines.index("##sdinfra:runtimes") + 1, "##sdinfra:runtimes-current")
+        return FakeHost("h").os("ubuntu22").override("sdinfra:nvidia-state", lines)
+
+    assert changes(plan(DEPLOY, [started_after(merged(DOCKER_DAEMON, NVIDIA_CTK_JSON))])) == []
+    # Loaded, but daemon.json has no nvidia runtime: configured, and Docker restarted for it.
+    assert changes(plan(DEPLOY, [started_after(DOCKER_DAEMON)]))[:2] == [
+        "Docker gets the nvidia runtime (nvidia-ctk runtime configure)",
+        "Restart Docker for the nvidia runtime"]
