@@ -176,6 +176,43 @@ class Wanted:
     mode: str
 
 
+DOCKER_ROOT = "/var/lib/docker"
+
+# awk over Docker's repositories.json files (tag -> image id) then the containers' config.v2.json
+# (one JSON line each): "running=SERVICE" for each container of ``project`` that Docker says runs
+# AND whose process is alive in that container's cgroup (/proc/PID/cgroup names the container
+# id: a stale file, a dead daemon's leftovers or another data-root cannot pass that);
+# "image=NAME" for each of ``images`` that such a container was started from and that still
+# names the same image id (what `docker ps` shows as .Image), "check=NAME" for the others.
+RUNNING_FROM_FILES = " ".join([
+    'function str(key,   i, s) { i = index($0, "\\"" key "\\":\\""); if (!i) return ""; '
+    's = substr($0, i + length(key) + 4); return substr(s, 1, index(s, "\\"") - 1) }',
+    'FILENAME ~ /repositories\\.json$/ { tags = tags $0; next }',
+    'index($0, "\\"com.docker.compose.project\\":\\"" project "\\"") {',
+    'i = index($0, "\\"Running\\":"); if (!i || substr($0, i + 10, 4) != "true") next;',
+    'i = index($0, "\\"Pid\\":"); pid = i ? substr($0, i + 6) + 0 : 0;',
+    'id = str("ID"); if (pid < 1 || length(id) < 12) next;',
+    'alive = 0; f = proc "/" pid "/cgroup";',
+    'while ((getline line < f) > 0) if (index(line, id)) alive = 1;',
+    'close(f); if (!alive) next;',
+    'print "running=" str("com.docker.compose.service");',
+    'image = str("Image"); s = $0; imageid = "";',
+    'while ((i = index(s, "\\"Image\\":\\"")) > 0) {',
+    's = substr(s, i + 9); imageid = substr(s, 1, index(s, "\\"") - 1) }',
+    'i = index(tags, "\\"" image "\\":\\"");',
+    'if (i && imageid != "" && substr(tags, i + length(image) + 4, length(imageid) + 1) == '
+    'imageid "\\"") seen[image] = 1 }',
+    'END { n = split(images, w, " "); '
+    'for (k = 1; k <= n; k++) print (w[k] in seen ? "image=" : "check=") w[k] }',
+])
+# The same lines from `docker ps --format 'SERVICE|IMAGE'`.
+RUNNING_FROM_PS = (
+    'NF { print "running=" $1; seen[$2] = 1 } '
+    'END { n = split(images, w, " "); for (k = 1; k <= n; k++) '
+    'print (w[k] in seen ? "image=" : "check=") w[k] }'
+)
+
+
 class ProjectState(FactBase):
     """
     What the stack's directory and Docker hold, read in one round trip. ``paths`` are hashed
@@ -194,7 +231,7 @@ class ProjectState(FactBase):
 
     def command(self, directory, paths, images, models=()):
         quoted = " ".join(shlex.quote(p) for p in paths)
-        image_list = " ".join(shlex.quote(i) for i in images)
+        quoted_images = shlex.quote(" ".join(images))
         label = f"label=com.docker.compose.project={PROJECT}"
         # A handful of processes whatever the number of paths (one stat, one sha256sum, one awk
         # for all of them), and `docker image inspect` only for an image that no running
@@ -219,12 +256,22 @@ class ProjectState(FactBase):
             f"ls -1 {shlex.quote(directory + '/' + MODELS)} 2>/dev/null | sed 's/^/model=/'; "
             f"{verify}"
             "if command -v docker >/dev/null; then "
-            f"ps=$(docker ps --filter {label} "
-            "--format '{{.Label \"com.docker.compose.service\"}}|{{.Image}}' 2>/dev/null); "
-            "printf '%s\\n' \"$ps\" | awk -F'|' 'NF { print \"running=\" $1 }'; "
-            f"for i in {image_list}; do "
-            "if printf '%s\\n' \"$ps\" | awk -F'|' -v i=\"$i\" '$2 == i { f = 1 } END { exit !f }' "
-            "|| docker image inspect \"$i\" >/dev/null 2>&1; then echo \"image=$i\"; fi; done; "
+            # The project's running services, from Docker's own files when they show one (no
+            # docker command: each costs the host ~20 ms of CPU), else from `docker ps`.
+            f"set --; for f in {DOCKER_ROOT}/image/*/repositories.json "
+            f"{DOCKER_ROOT}/containers/*/config.v2.json; do "
+            "[ -r \"$f\" ] && set -- \"$@\" \"$f\"; done; "
+            f"found=; [ $# -gt 0 ] && found=$(awk -v project={PROJECT} -v proc=/proc "
+            f"-v images={quoted_images} "
+            f"{shlex.quote(RUNNING_FROM_FILES)} \"$@\" 2>/dev/null); "
+            "case \"$found\" in *running=*) ;; *) "
+            f"found=$(docker ps --filter {label} "
+            "--format '{{.Label \"com.docker.compose.service\"}}|{{.Image}}' 2>/dev/null "
+            f"| awk -F'|' -v images={quoted_images} {shlex.quote(RUNNING_FROM_PS)}) ;; esac; "
+            # An image no running service shows is asked for: `docker image inspect`.
+            "for line in $found; do case \"$line\" in running=*|image=*) echo \"$line\" ;; "
+            "check=*) i=${line#check=}; docker image inspect \"$i\" >/dev/null 2>&1 "
+            "&& echo \"image=$i\" ;; esac; done; "
             "fi; true"
         )
 

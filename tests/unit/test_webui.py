@@ -246,3 +246,107 @@ def test_cpu_deploy_on_each_distribution_fresh_then_converged(os_key, source):
     result = plan("deploy/cpu.py", [host])
     assert result.returncode == 0, result.output
     assert result.changes("h") == []
+
+
+# --- the running services, from Docker's files (the state fact's command, run here) -----------
+
+CONTAINER_ID = "5ab42e484adb9323b8c8ac8c690f8b470552543134b05c748830c22927ee4356"
+IMAGE_ID = "sha256:" + "38c6" * 16
+
+
+def config_v2(project="sdinfra", service="cpu", running=True, pid=4242,
+              image="sdinfra/webui:cpu-v1.10.1", image_id=IMAGE_ID) -> str:
+    """A container's config.v2.json as Docker writes it (one line; the keys in Docker's order)."""
+    import json
+
+    return json.dumps({
+        "StreamConfig": {},
+        "State": {"Running": running, "Paused": False, "Restarting": False, "Pid": pid,
+                  "Health": {"Status": "healthy", "Log": [{"ExitCode": 0, "Output": ""}]}},
+        "ID": CONTAINER_ID, "Path": "/bin/sh", "Args": ["-c", "echo \"Image\":\"x\""],
+        "Config": {"Image": image, "Env": ['X="Running":true'],
+                   "Labels": {"com.docker.compose.project": project,
+                              "com.docker.compose.service": service}},
+        "Image": image_id, "Name": f"/{project}_{service}_1",
+    }, separators=(",", ":"))
+
+
+@pytest.fixture
+def docker_root(tmp_path):
+    """A Docker root and a /proc under tmp_path, a docker command that logs its calls, and the
+    docker part of the ProjectState fact pointed at them: state() runs it, (lines, calls)."""
+    from roles.webui import DOCKER_ROOT, ProjectState
+
+    root, proc, bin_dir = tmp_path / "docker", tmp_path / "proc", tmp_path / "bin"
+    (root / "image" / "overlay2").mkdir(parents=True)
+    (root / "containers" / CONTAINER_ID).mkdir(parents=True)
+    (proc / "4242").mkdir(parents=True)
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(
+        f"#!/bin/sh\necho \"$@\" >> {tmp_path}/calls\n"
+        f"case \"$1\" in ps) cat {tmp_path}/ps 2>/dev/null ;; image) exit 1 ;; esac\n")
+    (bin_dir / "docker").chmod(0o755)
+    command = ProjectState().command("/nowhere", ["/nowhere"], ["sdinfra/webui:cpu-v1.10.1"])
+    command = command.replace(DOCKER_ROOT, str(root)).replace("-v proc=/proc", f"-v proc={proc}")
+
+    def write(config=None, cgroup=f"0::/docker/{CONTAINER_ID}\n",
+              tags={"sdinfra/webui:cpu-v1.10.1": IMAGE_ID}):
+        import json
+
+        (root / "containers" / CONTAINER_ID / "config.v2.json").write_text(config or config_v2())
+        (proc / "4242" / "cgroup").write_text(cgroup)
+        (root / "image" / "overlay2" / "repositories.json").write_text(json.dumps(
+            {"Repositories": {"sdinfra/webui": tags}}, separators=(",", ":")))
+
+    def state():
+        done = subprocess.run(["sh", "-c", command], capture_output=True, text=True,
+                              env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+        calls = tmp_path / "calls"
+        asked = calls.read_text().splitlines() if calls.exists() else []
+        calls.unlink(missing_ok=True)
+        lines = [l for l in done.stdout.splitlines() if l.startswith(("running=", "image="))]
+        return lines, asked
+
+    return write, state, tmp_path
+
+
+def test_a_running_service_and_its_image_are_read_from_dockers_files(docker_root):
+    write, state, _ = docker_root
+    write()
+    assert state() == (["running=cpu", "image=sdinfra/webui:cpu-v1.10.1"], [])  # no docker
+
+
+def test_dockers_files_are_trusted_only_for_a_live_process_of_that_container(docker_root):
+    write, state, tmp = docker_root
+    (tmp / "ps").write_text("")
+    for config, cgroup in [
+        (config_v2(), "0::/system.slice/ssh.service\n"),  # the pid is someone else's now
+        (config_v2(running=False), f"0::/docker/{CONTAINER_ID}\n"),  # stopped
+        (config_v2(pid=0), f"0::/docker/{CONTAINER_ID}\n"),  # restarting
+        (config_v2(project="other"), f"0::/docker/{CONTAINER_ID}\n"),  # not ours
+    ]:
+        write(config, cgroup)
+        lines, asked = state()
+        assert lines == [] and asked[0].startswith("ps --filter "), (config, cgroup)
+        assert asked[1:] == ["image inspect sdinfra/webui:cpu-v1.10.1"]
+    # docker ps answers when the files do not: a service it lists counts.
+    (tmp / "ps").write_text("cpu|sdinfra/webui:cpu-v1.10.1\n")
+    assert state()[0] == ["running=cpu", "image=sdinfra/webui:cpu-v1.10.1"]
+
+
+def test_a_tag_moved_to_another_image_is_asked_for(docker_root):
+    write, state, _ = docker_root
+    write(tags={"sdinfra/webui:cpu-v1.10.1": "sha256:" + "99" * 32})
+    lines, asked = state()
+    assert lines == ["running=cpu"]  # the running container's image is not that tag's any more
+    assert asked == ["image inspect sdinfra/webui:cpu-v1.10.1"]
+    write(tags={})  # no repositories.json entry (the containerd image store, say)
+    assert state() == (["running=cpu"], ["image inspect sdinfra/webui:cpu-v1.10.1"])
+
+
+def test_without_dockers_files_docker_ps_is_asked(docker_root):
+    _, state, tmp = docker_root
+    (tmp / "ps").write_text("rocm|sdinfra/webui:rocm-v1.10.1\n")
+    lines, asked = state()  # nothing written under the Docker root
+    assert lines == ["running=rocm"]
+    assert asked[0].startswith("ps --filter label=com.docker.compose.project=sdinfra")
