@@ -23,6 +23,7 @@ from pyinfra.facts.util.packaging import parse_packages
 from pyinfra.operations import apt, files, server
 
 KEYRINGS = "/etc/apt/keyrings"
+SOURCES = "/etc/apt/sources.list.d"
 DPKG_UPDATES = "/var/lib/dpkg/updates"  # dpkg's journal: entries here = a run did not finish
 INTERRUPTED = "sdinfra:dpkg-interrupted"
 # dpkg -l's second status letter for a package a dpkg run left half way: Half-installed,
@@ -89,7 +90,7 @@ def finish_interrupted(dpkg: dict | None = None) -> None:
 
 
 @deploy("Install missing packages")
-def install(packages: list[str], refresh: bool = False):
+def install(packages: list[str], refresh: bool = False, dpkg: dict | None = None):
     """
     Install the packages that are not installed yet, refreshing the package lists first.
 
@@ -99,8 +100,10 @@ def install(packages: list[str], refresh: bool = False):
 
     + packages: Debian package names
     + refresh: also run ``apt-get update`` when nothing is missing (a repository was just added)
+    + dpkg: the DpkgPackages fact when the caller read it already (else it is read here)
     """
-    dpkg = host.get_fact(DpkgPackages)  # one read for both
+    if dpkg is None:
+        dpkg = host.get_fact(DpkgPackages)  # one read for both
     finish_interrupted(dpkg)
     todo = missing(packages, dpkg)
     if todo or refresh:
@@ -130,6 +133,32 @@ class KeyFingerprints(FactBase):
 
     def process(self, output):
         return [line.strip() for line in output if line.strip()]
+
+
+class TextFile(FactBase):
+    """
+    A text file's content and mode in one command, None when it is no regular file.
+
+    .. code:: python
+
+        {"text": "Types: deb\\n...", "mode": "644"}
+    """
+
+    MARK = "##sdinfra:text-file"
+
+    def command(self, path):
+        quoted = shlex.quote(path)
+        # sed adds the newline a file may lack, so that the mode line is a line of its own.
+        return (f"echo {shlex.quote(f'{self.MARK} {path}')}; [ -f {quoted} ] && "
+                f"{{ sed -e '$a\\' -- {quoted}; echo \"{self.MARK}-mode=$(stat -c %a -- {quoted})\"; }}; "
+                "true")
+
+    def process(self, output):
+        lines = [line for line in output if not line.startswith(f"{self.MARK} ")]
+        if not lines or not lines[-1].startswith(f"{self.MARK}-mode="):
+            return None
+        text = "".join(f"{line}\n" for line in lines[:-1])
+        return {"text": text, "mode": lines[-1].split("=", 1)[1].strip()}
 
 
 @operation()
@@ -187,30 +216,36 @@ def deb822(uris: str, suites: str, components: str, keyring: str, arch: str | No
 
 @deploy("Signed apt repository")
 def repository(repo: str, key_url: str, fingerprint: str, uris: str, suites: str,
-               components: str, packages: list[str]):
+               components: str, packages: list[str], dpkg: dict | None = None):
     """
     Add a signed repository (deb822 with Signed-By) and install packages from it.
 
     A flat repository is given as ``suites="/"`` (the path under ``uris``) and ``components=""``.
 
     The package lists are refreshed only when the key or the source changed or a package is
-    missing, so a converged host runs nothing.
+    missing, so a converged host runs nothing. ``dpkg``: the DpkgPackages fact, when read
+    already.
     """
     keyring = f"{KEYRINGS}/{repo}.asc"
-    dpkg = host.get_fact(DpkgPackages)
+    if dpkg is None:
+        dpkg = host.get_fact(DpkgPackages)
     finish_interrupted(dpkg)
     tools = missing(["ca-certificates", "curl", "gpg"], dpkg)  # to fetch the key and check it
     if tools:
         apt.update(name="Refresh package lists")
         apt.packages(name=f"Install {' '.join(tools)} (to fetch and check the key)",
                      packages=tools, no_recommends=True)
-    key_op = key(name=f"Key of the {repo} repository", url=key_url, dest=keyring,
-                 fingerprint=fingerprint)
-    source_op = files.put(
-        name=f"Source of the {repo} repository",
-        src=StringIO(deb822(uris, suites, components, keyring)),
-        dest=f"/etc/apt/sources.list.d/{repo}.sources",
-        mode="644",
-    )
-    # Decided while planning (will_change), not with _if, so that a dry run's plan is exact.
-    install(packages, refresh=key_op.will_change or source_op.will_change)
+    # Decided while planning from one read of the key and one of the source, not with _if (so
+    # that a dry run's plan is exact), and an operation only for what changes: an operation
+    # called reads its facts again when the run executes, even when it changes nothing.
+    key_changes = fingerprint not in host.get_fact(KeyFingerprints, path=keyring)
+    if key_changes:
+        key(name=f"Key of the {repo} repository", url=key_url, dest=keyring,
+            fingerprint=fingerprint)
+    source = deb822(uris, suites, components, keyring)
+    path = f"{SOURCES}/{repo}.sources"
+    source_changes = host.get_fact(TextFile, path=path) != {"text": source, "mode": "644"}
+    if source_changes:
+        files.put(name=f"Source of the {repo} repository", src=StringIO(source), dest=path,
+                  mode="644")
+    install(packages, refresh=key_changes or source_changes, dpkg=dpkg)

@@ -145,6 +145,58 @@ class UserGroups(FactBase):
         return found
 
 
+class DockerState(FactBase):
+    """
+    Everything ``install`` reads, in one command: the packages and whether a dpkg run was left
+    interrupted (``DpkgPackages``), daemon.json (``JsonFile``), the docker service
+    (``ServiceState``) and the users' groups (``UserGroups``), each part printed after a marker
+    and read by that fact's own parser. Four facts for one round trip.
+
+    .. code:: python
+
+        {"dpkg": {"packages": {...}, "interrupted": False}, "daemon": {...},
+         "service": {"running": True, "enabled": True}, "users": {"alice": {...}}}
+    """
+
+    MARK = "##sdinfra:docker-state:"
+
+    @staticmethod
+    def parts(users: str = "") -> list[tuple[str, FactBase, str]]:
+        """(name, fact, its command) of each part; tests answer each part as its own fact."""
+        dpkg, daemon, service, groups = apt.DpkgPackages(), JsonFile(), ServiceState(), \
+            UserGroups()
+        # As JsonFile reads it; then a newline, which nvidia-ctk's daemon.json lacks: the next
+        # part's marker must start a line of its own.
+        read_daemon = f"cat {shlex.quote(DAEMON_JSON)} 2>/dev/null || true; echo"
+        return [("dpkg", dpkg, dpkg.command()), ("daemon", daemon, read_daemon),
+                ("service", service, service.command("docker")),
+                ("users", groups, groups.command(users) if users.split() else "true")]
+
+    def command(self, users: str = ""):
+        return "; ".join(f"echo '{self.MARK}{name}'; {{ {command}; }}"
+                         for name, _, command in self.parts(users)) + "; true"
+
+    @staticmethod
+    def default():
+        return {"dpkg": apt.DpkgPackages.default(), "daemon": {},
+                "service": ServiceState.default(), "users": {}}
+
+    def process(self, output):
+        sections: dict[str, list[str]] = {}
+        current = None
+        for line in output:
+            if line.startswith(self.MARK):
+                current = line[len(self.MARK):].strip()
+                sections[current] = []
+            elif current is not None:
+                sections[current].append(line)
+        state = self.default()
+        for name, fact, _ in self.parts():
+            if name in sections:
+                state[name] = fact.process(sections[name])
+        return state
+
+
 def merged(current: dict, wanted: dict) -> dict:
     """``current`` with ``wanted`` laid over it, nested mappings merged key by key."""
     result = dict(current)
@@ -185,34 +237,37 @@ def install():
     values = read(host, SETTINGS)
     dist = distro.read()
 
+    # One command reads everything below, while planning, and an operation is called only when
+    # it changes something: a converged host costs this command (and, with Docker's repository,
+    # its key and source), none when the run executes, and no operation (calling one costs the
+    # controller a walk of the call stack).
+    state = host.get_fact(DockerState, users=" ".join(values["docker_users"]))
     if values["docker_source"] == "docker":
-        apt_ops.packages(name="Remove packages that conflict with docker-ce",
-                         packages=CONFLICTS, present=False)
+        conflicting = [p for p in CONFLICTS if p in state["dpkg"]["packages"]]
+        if conflicting:
+            apt_ops.packages(name="Remove packages that conflict with docker-ce",
+                             packages=conflicting, present=False)
         base = f"{values['docker_repo_url'].rstrip('/')}/{dist.family}"
         suite = dist.ubuntu_codename if dist.family == "ubuntu" else dist.codename
         apt.repository(repo="docker", key_url=f"{base}/gpg",
                        fingerprint=values["docker_key_fingerprint"], uris=base, suites=suite,
-                       components="stable", packages=DOCKER_CE)
+                       components="stable", packages=DOCKER_CE, dpkg=state["dpkg"])
     else:
-        apt.install(distro_packages(dist))
+        apt.install(distro_packages(dist), dpkg=state["dpkg"])
 
-    # Each fact is read once, while planning, and an operation is called only when it changes
-    # something: a converged host costs these three commands (and the packages'), none when the
-    # run executes, and no operation (calling one costs the controller a walk of the call stack).
-    daemon = host.get_fact(JsonFile, path=DAEMON_JSON)
+    daemon = state["daemon"]
     daemon_changes = merged(daemon, values["docker_daemon_options"]) != daemon
     if daemon_changes:
         json_merged(name="Merge sdinfra's keys into daemon.json", path=DAEMON_JSON,
                     values=values["docker_daemon_options"], current=daemon)
-    service = host.get_fact(ServiceState, service="docker")
+    service = state["service"]
     if not (service["running"] and service["enabled"]):
         systemd.service(name="Docker is enabled and running", service="docker", running=True,
                         enabled=True)
     if daemon_changes:
         systemd.service(name="Restart Docker for daemon.json", service="docker", restarted=True)
 
-    users = (host.get_fact(UserGroups, users=" ".join(values["docker_users"]))
-             if values["docker_users"] else {})
+    users = state["users"]
     for user in values["docker_users"]:
         if user not in users:
             raise host_error(f"docker_users names {user!r}, who has no account there")

@@ -91,12 +91,18 @@ class FakeHost:
         self._groups.setdefault(name, [])
         return self
 
-    def file(self, path: str, content: str | bytes, mode: str = "-rw-r--r--") -> "FakeHost":
+    def file(self, path: str, content: str | bytes, mode: str = "-rw-r--r--",
+             replace: bool = False) -> "FakeHost":
+        """A file at ``path``; ``replace``: it wins over what was said about it before."""
+        say = self.override if replace else self.respond
         raw = content.encode() if isinstance(content, str) else content
-        self.respond(f"test -e {path} ||", _stat_line(path, mode, len(raw)))
-        self.respond(f"sha1sum {path} ", f"{hashlib.sha1(raw).hexdigest()}  {path}")
-        self.respond(f"sha256sum {path} ", f"{hashlib.sha256(raw).hexdigest()}  {path}")
-        self.respond(f"cat {path} ", raw.decode(errors="replace").splitlines())
+        say(f"test -e {path} ||", _stat_line(path, mode, len(raw)))
+        say(f"sha1sum {path} ", f"{hashlib.sha1(raw).hexdigest()}  {path}")
+        say(f"sha256sum {path} ", f"{hashlib.sha256(raw).hexdigest()}  {path}")
+        say(f"cat {path} ", raw.decode(errors="replace").splitlines())
+        octal = format(sum(1 << (8 - i) for i, c in enumerate(mode[1:10]) if c != "-"), "o")
+        say(f"##sdinfra:text-file {path}'",  # roles.apt.TextFile
+            [*raw.decode(errors="replace").splitlines(), f"##sdinfra:text-file-mode={octal}"])
         return self
 
     def directory(self, path: str, mode: str = "drwxr-xr-x") -> "FakeHost":
@@ -122,7 +128,8 @@ class FakeHost:
         first = {}
         for matcher, output in responses:
             first.setdefault(matcher, output)
-        return {**self.data, "fake_delay": 0, "fake_delay_jitter": 0, "fake_responses": first}
+        return {**self.data, "fake_delay": 0, "fake_delay_jitter": 0,
+                "fake_responses": {**composite(first), **first}}
 
     def _users_fact_lines(self) -> list[str]:
         # The shape of pyinfra's Users fact output: "passwd entry|group|groups|lastlog|password".
@@ -131,6 +138,29 @@ class FakeHost:
             entry = f"{user}:x:{1000 + i}:{1000 + i}::/home/{user}:/bin/bash"
             lines.append(f"{entry}|{user}|{' '.join([user, *groups])}||")
         return lines
+
+
+def answer(responses: dict, command: str) -> list[str]:
+    """What the @fake connector answers ``command`` with, given these responses."""
+    for matcher, output in responses.items():
+        if (matcher.search(command) if isinstance(matcher, re.Pattern) else matcher in command):
+            output = output.get("stdout", []) if isinstance(output, dict) else output
+            return output.splitlines() if isinstance(output, str) else list(output)
+    return []
+
+
+def composite(responses: dict) -> dict:
+    """
+    Answers for the facts that read several things in one command (roles.docker.DockerState):
+    each part answered as it would be as a fact of its own, so that what a test says about the
+    packages, daemon.json, the service or the users (overrides included) holds for them too.
+    """
+    from roles.docker import DockerState
+
+    lines = []
+    for name, _, command in DockerState.parts("sdinfra-fake-user"):
+        lines += [f"{DockerState.MARK}{name}", *answer(responses, command)]
+    return {DockerState.MARK: lines}
 
 
 @dataclass

@@ -114,3 +114,92 @@ def test_settings_defaults_are_read_when_unset():
     values = read(Host(), SETTINGS)
     assert values["docker_source"] == "distro"
     assert values["docker_key_fingerprint"] == DOCKER_KEY_FINGERPRINT
+
+
+# --- one command for what the role reads; operations only for what changes ----------------------
+
+
+def test_a_converged_host_is_asked_one_command_for_all_the_role_reads():
+    for source, count in (("distro", 1), ("docker", 3)):  # + the key and the source file
+        host = converged("h", "ubuntu22", source).set(docker_users=["alice"])
+        result = plan("deploy/docker.py", [host.user("alice", "docker")])
+        assert result.changes("h") == []
+        asked = [c for c in result.commands["h"] if "-release" not in c]
+        assert len(asked) == count, asked
+        assert asked[0].count("dpkg -l") == 1 and "systemctl show" in asked[0]
+        assert "/etc/docker/daemon.json" in asked[0] and "/etc/passwd" in asked[0]
+
+
+def test_the_state_fact_reads_each_part_with_that_facts_parser():
+    from roles.docker import DockerState
+
+    mark = DockerState.MARK
+    state = DockerState().process([
+        f"{mark}dpkg", "ii  docker.io  20.10.24  amd64  x", "iU  runc  1.1.5  amd64  x",
+        f"{mark}daemon", '{"log-driver": "json-file"}',
+        f"{mark}service", "Id=docker.service", "SubState=running", "UnitFileState=enabled",
+        f"{mark}users", "alice:x:1000:1000::/home/alice:/bin/bash|alice|alice docker||",
+    ])
+    assert state == {
+        "dpkg": {"packages": {"docker.io": {"20.10.24"}}, "interrupted": True},
+        "daemon": {"log-driver": "json-file"},
+        "service": {"running": True, "enabled": True},
+        "users": {"alice": {"group": "alice", "groups": ["docker"]}},
+    }
+    assert DockerState().process([]) == DockerState.default()
+
+
+def test_only_the_conflicting_packages_installed_are_removed():
+    host = converged("h", "ubuntu22")
+    assert not any("conflict" in c for c in plan("deploy/docker.py", [host]).changes("h"))
+    host.package("podman-docker", "docker.io")
+    result = plan("deploy/docker.py", [host])
+    assert "Docker Engine | Remove packages that conflict with docker-ce" in result.changes("h")
+
+
+def test_a_source_file_with_another_mode_is_written_again():
+    host = converged("h", "debian12")
+    base = "https://download.docker.com/linux/debian"
+    host.file("/etc/apt/sources.list.d/docker.sources",
+              deb822(base, "bookworm", "stable", "/etc/apt/keyrings/docker.asc"),
+              mode="-rw-------", replace=True)
+    assert plan("deploy/docker.py", [host]).changes("h") == [
+        "Docker Engine | Signed apt repository | Source of the docker repository",
+        "Docker Engine | Signed apt repository | Install missing packages | Refresh package lists",
+    ]
+
+
+def test_text_file_fact_run_here(tmp_path):
+    import subprocess
+
+    from roles.apt import TextFile
+
+    def read(path):
+        done = subprocess.run(["sh", "-c", TextFile().command(str(path))], capture_output=True,
+                              text=True)
+        return TextFile().process(done.stdout.splitlines())
+
+    source = tmp_path / "x.sources"
+    source.write_text("Types: deb\nURIs: http://h/")  # no final newline
+    source.chmod(0o600)
+    assert read(source) == {"text": "Types: deb\nURIs: http://h/\n", "mode": "600"}
+    assert read(tmp_path / "missing") is None
+    assert read(tmp_path) is None  # a directory
+    (tmp_path / "empty").write_text("")
+    assert read(tmp_path / "empty")["text"] == ""
+
+
+def test_state_fact_run_here_reads_a_daemon_json_without_a_final_newline(tmp_path):
+    import subprocess
+
+    from roles.docker import DAEMON_JSON, DockerState
+
+    daemon = tmp_path / "daemon.json"
+    daemon.write_text('{\n    "runtimes": {"nvidia": {"path": "nvidia-container-runtime"}}\n}')
+    command = DockerState().command(users="root").replace(DAEMON_JSON, str(daemon))
+    done = subprocess.run(["sh", "-c", command], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    state = DockerState().process(done.stdout.splitlines())
+    assert state["daemon"] == {"runtimes": {"nvidia": {"path": "nvidia-container-runtime"}}}
+    assert state["users"]["root"]["group"] == "root"
+    assert state["dpkg"]["packages"]  # this machine's packages: dpkg -l ran
