@@ -47,7 +47,7 @@ from pyinfra.operations import files, server
 from roles import apt, distro, download, ssh
 from roles.rocm import configfiles, releases
 from roles.rocm.facts import (GPU_AGENT_ERE, INSTALL_RECORD, REBOOT_MARKER, ROCMINFO, RocmState,
-                              atomics_rejected, gpu_agents)
+                              atomics_rejected, gpu_agents, kernel_lines)
 from roles.rocm.settings import SETTINGS, VENDOR_REPO
 from roles.settings import host_error, read
 
@@ -295,8 +295,7 @@ def install():
     values = read(host, SETTINGS)
     os = distro.read()
     env = container_env(values)
-    state = host.get_fact(RocmState, users=" ".join(values["rocm_users"]),
-                          verify=values["rocm_verify"], env=env_assignments(env))
+    state = _state(values, env)
     d = decide(values, os, state)
     if d.error:
         raise host_error(d.error)
@@ -361,6 +360,32 @@ def install():
                            + "; the verification fails this host")
         if changing or rebooted or not gpu_agents(state["rocminfo"]):
             server.shell(name="rocminfo lists a GPU agent", commands=[verify_command(env)])
+
+
+def _state(values: dict, env: dict) -> dict:
+    """
+    The RocmState fact, without what the preflight read in this run already: the kernel's kfd
+    lines, and rocminfo's output when the container needs no environment (the preflight runs
+    rocminfo without one).
+    """
+    from roles import preflight
+
+    found = preflight.gathered()
+    raw = (found or {}).get("raw", {})
+    sections = (found or {}).get("sections", {})
+    kernel = "dmesg" in raw
+    rocminfo = not env and sections.get("rocminfo") in ("present", "missing")
+    state = host.get_fact(RocmState, users=" ".join(values["rocm_users"]),
+                          verify=values["rocm_verify"], env=env_assignments(env),
+                          rocminfo=not rocminfo, kernel=not kernel)
+    if values["rocm_verify"] and kernel:
+        state = {**state, "kernel": kernel_lines(raw["dmesg"])}
+    if values["rocm_verify"] and rocminfo:
+        present = sections["rocminfo"] == "present"
+        lines = [line for line in raw.get("rocminfo", "").splitlines()
+                 if not line.startswith("#! ")]
+        state = {**state, "rocminfo_found": present, "rocminfo": lines if present else []}
+    return state
 
 
 def _groups_and_files(values: dict, state: dict, env: dict):

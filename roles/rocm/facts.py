@@ -24,6 +24,13 @@ GPU_AGENT = re.compile(r"^\s*Name:\s+(gfx[0-9a-f]+)\s*$")
 GPU_AGENT_ERE = r"^[[:space:]]*Name:[[:space:]]+gfx[0-9a-f]+[[:space:]]*$"
 ROCMINFO = ('R=$(command -v rocminfo 2>/dev/null || true); '
             '[ -x /opt/rocm/bin/rocminfo ] && R=/opt/rocm/bin/rocminfo')
+KERNEL = "dmesg 2>/dev/null | grep -i kfd | tail -n 20"
+
+
+def kernel_lines(dmesg: str) -> list[str]:
+    """What ``KERNEL`` prints, from a fuller kernel log (the preflight's dmesg section)."""
+    return [line for line in dmesg.splitlines()
+            if "kfd" in line.lower() and not line.startswith("#! ")][-20:]
 
 
 def gpu_agents(rocminfo_output: list[str] | str) -> list[str]:
@@ -92,7 +99,10 @@ class RocmState(FactBase):
 
     # Reads use a shell function rather than "cat PATH" so that the command shares no text with
     # the one-file facts other roles read (tests answer commands by the text they contain).
-    def command(self, users: str = "", verify: bool = False, env: str = ""):
+    def command(self, users: str = "", verify: bool = False, env: str = "",
+                rocminfo: bool = True, kernel: bool = True):
+        # rocminfo=False, kernel=False: the caller has that part from this run already (the
+        # preflight's fact ran rocminfo, without an environment, and read the kernel log).
         quoted_users = " ".join(shlex.quote(u) for u in users.split())
         parts = [
             f"echo '{MARK}rocm-state'",
@@ -113,12 +123,11 @@ class RocmState(FactBase):
             f"echo '{MARK}apt'; cat -- {APT_LISTS} 2>/dev/null | "
             "grep -o 'https\\?://[^ ]*' || true",
         ]
-        if verify:
-            parts += [
-                f"echo '{MARK}rocminfo'; {ROCMINFO}; if [ -n \"$R\" ]; then "
-                f"echo '{MARK}rocminfo-found'; {env} timeout 120 \"$R\" 2>&1; fi",
-                f"echo '{MARK}kernel'; dmesg 2>/dev/null | grep -i kfd | tail -n 20",
-            ]
+        if verify and rocminfo:
+            parts.append(f"echo '{MARK}rocminfo'; {ROCMINFO}; if [ -n \"$R\" ]; then "
+                         f"echo '{MARK}rocminfo-found'; {env} timeout 120 \"$R\" 2>&1; fi")
+        if verify and kernel:
+            parts.append(f"echo '{MARK}kernel'; {KERNEL}")
         parts.append(f"echo '{MARK}end'; true")
         return "; ".join(parts)
 

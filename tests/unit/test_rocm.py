@@ -785,3 +785,53 @@ def test_installer_already_downloaded_is_not_fetched_again():
     # The same file with another pinned checksum is fetched (and checked) again.
     host.set(rocm_installer_sha256=SHA)
     assert "Download amdgpu-install 5.3.50300-1 for jammy" in rocm_changes(plan(DEPLOY, [host]))
+
+
+# --- what the preflight read in the same run is not read again ----------------------------------
+
+AFTER_PREFLIGHT = "tests/fixtures/rocm/after_preflight.py"
+
+
+def preflight_answer(rocminfo: str, dmesg: str = "") -> list[str]:
+    """The preflight fact's output on an Ubuntu 22.04 host with an AMD card."""
+    from tests.unit.fakehost import OS_RELEASE
+
+    sections = {"os-release": "\n".join(f'{k}="{v}"' for k, v in OS_RELEASE["ubuntu22"].items()),
+                "rocminfo": rocminfo, "dmesg": dmesg or "[    1.0] kfd kfd: amdgpu: added device"}
+    return [line for name, text in sections.items()
+            for line in [f"### {name}", *text.splitlines()]]
+
+
+def after_preflight(rocminfo: str, dmesg: str = "", **settings) -> FakeHost:
+    # The state fact's own rocminfo and kernel parts (were they asked) say the opposite.
+    host = converged(**settings).set(accelerator="rocm")
+    host.override("sdinfra:rocm-state", state_output(
+        version="5.3.0-63", dpkg=DPKG_53,
+        record="release=5.3\ninstaller=5.3.50300-1\nusecases=rocm\ndkms=yes",
+        adduser=configfiles.adduser_conf(UBUNTU_ADDUSER),
+        environment='PATH="/usr/local/sbin:/usr/bin"\n'
+        + ("ROC_ENABLE_PRE_VEGA=1\n" if settings.get("pre_vega") else ""),
+        users={"sd": ["sd", "video", "render"]},
+        rocminfo=ROCMINFO_CPU if rocminfo == ROCMINFO_GPU else ROCMINFO_GPU))
+    return host.respond("sec lspci-nn;", preflight_answer(rocminfo, dmesg))
+
+
+def test_rocminfo_and_the_kernel_lines_of_the_preflight_are_used():
+    result = plan(AFTER_PREFLIGHT, [after_preflight(ROCMINFO_GPU)])
+    assert rocm_changes(result) == []
+    state = next(c for c in result.commands["h"] if "sdinfra:rocm-state" in c)
+    assert "dmesg" not in state and "timeout 120" not in state  # neither is run again
+    # A CPU-only answer in the preflight fails the verification, with the kernel's reason.
+    result = plan(AFTER_PREFLIGHT, [after_preflight(ROCMINFO_CPU, KFD_ATOMICS)])
+    assert rocm_changes(result) == ["rocminfo lists a GPU agent"]
+    assert "PCI rejects atomics" in result.output
+
+
+def test_with_a_container_environment_rocminfo_is_run_with_it():
+    # The preflight ran rocminfo without ROC_ENABLE_PRE_VEGA: the state fact runs it again, with
+    # it; the kernel lines still come from the preflight.
+    result = plan(AFTER_PREFLIGHT, [after_preflight(ROCMINFO_GPU, pre_vega=True)])
+    state = next(c for c in result.commands["h"] if "sdinfra:rocm-state" in c)
+    assert "ROC_ENABLE_PRE_VEGA=1 timeout 120" in state and "dmesg" not in state
+    # Its own rocminfo (CPU agents only here) is what counts.
+    assert rocm_changes(result) == ["rocminfo lists a GPU agent"]
