@@ -145,6 +145,10 @@ def render(values: dict, backend: str, *, auth: bool = False, env: dict | None =
     return rendered
 
 
+# The files render() writes, by path relative to the project directory.
+FILES = ("docker-compose.yml", "webui.env", "start.sh", *(f"Dockerfile.{b}" for b in BACKENDS))
+
+
 def url(values: dict) -> str:
     """Where the web UI answers, as the run's summary shows it."""
     if values["webui_listen"]:
@@ -398,8 +402,7 @@ def stack(backend: str, env: dict | None = None, extra_args: list[str] = ()):
     image = values["webui_image"] or f"sdinfra/webui:{backend}-{values['webui_version']}"
     directories = [directory, f"{directory}/models", f"{directory}/{MODELS}",
                    f"{directory}/outputs", f"{directory}/secrets"]
-    relative = list(render(values, backend))
-    paths = directories + [f"{directory}/{name}" for name in relative]
+    paths = directories + [f"{directory}/{name}" for name in FILES]
     paths += [f"{directory}/secrets/webui-auth"]
     models = [f"{directory}/{MODELS}/{model['name']}" for model in values["webui_models"]]
     state = host.get_fact(ProjectState, directory=directory, paths=paths, images=[image],
