@@ -128,9 +128,10 @@ class UserGroups(FactBase):
 
     def command(self, users):
         names = " ".join(shlex.quote(u) for u in users.split())
-        # Lines as pyinfra's Users fact prints them: "passwd entry|group|groups|lastlog|password".
-        return (f"for u in {names}; do ENTRY=$(grep \"^$u:\" /etc/passwd) && "
-                'echo "$ENTRY|$(id -gn "$u")|$(id -Gn "$u")||"; done; true')
+        # Lines as pyinfra's Users fact prints them: "passwd entry|group|groups|lastlog|password"
+        # (the entry's name only), from one `id` per user: its first group is the primary one.
+        return (f"for u in {names}; do g=$(id -Gn \"$u\" 2>/dev/null) && "
+                'echo "$u|${g%% *}|$g||"; done; true')
 
     def process(self, output):
         found = {}

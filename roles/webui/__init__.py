@@ -254,10 +254,12 @@ class ProjectState(FactBase):
                   if models else "")
         return (
             "echo nproc=$(nproc); "
-            "getent group video render | awk -F: '{print \"gid=\" $1 \"=\" $3}'; "
+            "getent group video render | while IFS=: read -r n _ g _; do echo \"gid=$n=$g\"; done; "
             f"{{ stat -L -c 'S=%F=%a=%n' -- {quoted}; sha256sum -- {quoted}; }} 2>/dev/null "
             f"| {collate}; "
-            f"ls -1 {shlex.quote(directory + '/' + MODELS)} 2>/dev/null | sed 's/^/model=/'; "
+            # The models there, as `ls` lists them (no dot files), without a process.
+            f"for f in {shlex.quote(directory + '/' + MODELS)}/*; do "
+            "{ [ -e \"$f\" ] || [ -L \"$f\" ]; } && echo \"model=${f##*/}\"; done; "
             f"{verify}"
             "if command -v docker >/dev/null; then "
             # The project's running services, from Docker's own files when they show one (no

@@ -124,7 +124,7 @@ class FakeHost:
                 f"{group}:x:{1000 + i}:{','.join(members)}"
                 for i, (group, members) in enumerate(self._groups.items())
             ]))
-            responses.append(("/etc/passwd", self._users_fact_lines()))
+            responses.append(("g=$(id -Gn", self._users_fact_lines()))  # roles.docker.UserGroups
         first = {}
         for matcher, output in responses:
             first.setdefault(matcher, output)

@@ -127,7 +127,7 @@ def test_a_converged_host_is_asked_one_command_for_all_the_role_reads():
         asked = [c for c in result.commands["h"] if "-release" not in c]
         assert len(asked) == count, asked
         assert asked[0].count("dpkg -l") == 1 and "systemctl show" in asked[0]
-        assert "/etc/docker/daemon.json" in asked[0] and "/etc/passwd" in asked[0]
+        assert "/etc/docker/daemon.json" in asked[0] and "id -Gn" in asked[0]
 
 
 def test_the_state_fact_reads_each_part_with_that_facts_parser():
@@ -196,10 +196,12 @@ def test_state_fact_run_here_reads_a_daemon_json_without_a_final_newline(tmp_pat
 
     daemon = tmp_path / "daemon.json"
     daemon.write_text('{\n    "runtimes": {"nvidia": {"path": "nvidia-container-runtime"}}\n}')
-    command = DockerState().command(users="root").replace(DAEMON_JSON, str(daemon))
+    command = DockerState().command(users="root sdinfra-no-such-user").replace(
+        DAEMON_JSON, str(daemon))
     done = subprocess.run(["sh", "-c", command], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     state = DockerState().process(done.stdout.splitlines())
     assert state["daemon"] == {"runtimes": {"nvidia": {"path": "nvidia-container-runtime"}}}
-    assert state["users"]["root"]["group"] == "root"
+    assert state["users"] == {"root": {"group": "root", "groups": state["users"]["root"]["groups"]}}
+    assert "root" not in state["users"]["root"]["groups"]
     assert state["dpkg"]["packages"]  # this machine's packages: dpkg -l ran

@@ -161,6 +161,10 @@ def test_state_fact_trusts_a_sidecar_and_hashes_a_changed_model(server, tmp_path
     state = fact.process(sh(command, path).stdout.splitlines())
     assert state["trusted"] == {str(dest): SHA} and state["hashed"] == {}
     assert NAME not in hashed_files(log)  # the model was not read
+    assert state["models"] == [NAME]  # as `ls` lists them: not the sidecar (a dot file)
+    video = subprocess.run(["getent", "group", "video"], capture_output=True, text=True).stdout
+    if video:
+        assert state["gids"]["video"] == video.split(":")[2]
 
     # Truncated by hand: the size differs from the record, so it is hashed again.
     with open(dest, "r+b") as handle:
