@@ -80,15 +80,17 @@ def command(stack_dir: str = DEFAULT_STACK_DIR, docker_dir: str = DEFAULT_DOCKER
         "sec lspci-vvv",
         # AMD display devices only: their PCIe atomics and link; -nn keeps the IDs in the headers.
         "if have lspci; then lspci -vvv -nn -d 1002: 2>&1; else echo '#! missing lspci'; fi",
+        # cpuinfo's lines (the first flags line only), then "### meminfo" and meminfo's: one
+        # process for both sections.
         "sec cpuinfo",
-        "grep -E '^(processor|vendor_id|model name|physical id|core id|cpu cores|siblings|flags"
-        "|Features|CPU implementer)[[:space:]]*:' /proc/cpuinfo | awk '/^flags/ { if (f++) next } "
-        "{ print }'",
-        "sec meminfo",
-        "grep -E '^(MemTotal|MemAvailable|SwapTotal):' /proc/meminfo",
+        "awk 'FILENAME == \"/proc/meminfo\" && FNR == 1 { print \"### meminfo\" } "
+        "FILENAME == \"/proc/cpuinfo\" { if ($0 ~ /^(processor|vendor_id|model name|physical id"
+        "|core id|cpu cores|siblings|flags|Features|CPU implementer)[[:space:]]*:/ "
+        "&& !($0 ~ /^flags/ && f++)) print; next } "
+        "/^(MemTotal|MemAvailable|SwapTotal):/' /proc/cpuinfo /proc/meminfo",
         "sec dmesg",
-        "if k=$(dmesg 2>/dev/null); then printf '%s\\n' \"$k\" | grep -i -E "
-        "'kfd|atomic|VRAM memory ready'; else echo '#! unavailable dmesg'; fi",
+        "{ dmesg 2>/dev/null || echo '#! unavailable dmesg'; } | grep -i -E "
+        "'kfd|atomic|VRAM memory ready|^#! unavailable dmesg$'",
         "sec rocminfo",
         "R=$(command -v rocminfo || echo /opt/rocm/bin/rocminfo); "
         "if [ -x \"$R\" ]; then \"$R\" 2>&1 | head -n 3000; else echo '#! missing rocminfo'; fi",

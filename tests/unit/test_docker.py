@@ -1,6 +1,7 @@
 """The docker role's plan on fresh and converged hosts, for each supported distribution."""
 
 import json
+import os
 
 import pytest
 
@@ -205,3 +206,50 @@ def test_state_fact_run_here_reads_a_daemon_json_without_a_final_newline(tmp_pat
     assert state["users"] == {"root": {"group": "root", "groups": state["users"]["root"]["groups"]}}
     assert "root" not in state["users"]["root"]["groups"]
     assert state["dpkg"]["packages"]  # this machine's packages: dpkg -l ran
+
+
+def test_docker_running_and_enabled_is_seen_without_systemctl(tmp_path):
+    """The service part of the state fact, run here: a live process named dockerd owning the pid
+    file and the wants symlink say so; anything else asks systemctl (a stand-in here)."""
+    import shutil
+    import subprocess
+
+    from roles.docker import DockerState
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    shutil.copy(shutil.which("sleep"), bin_dir / "dockerd")
+    (bin_dir / "systemctl").write_text("#!/bin/sh\necho Id=docker.service\necho SubState=dead\n"
+                                       "echo UnitFileState=disabled\n")
+    (bin_dir / "systemctl").chmod(0o755)
+    pid_file, wants, etc_unit, run_unit = (tmp_path / "docker.pid", tmp_path / "wants.service",
+                                           tmp_path / "etc.service", tmp_path / "run.service")
+    command = dict((n, c) for n, _, c in DockerState.parts())["service"]
+    for real, here in (("/var/run/docker.pid", pid_file), ("/run/systemd/system/docker.service",
+                       run_unit), ("/etc/systemd/system/multi-user.target.wants/docker.service",
+                       wants), ("/etc/systemd/system/docker.service", etc_unit)):
+        assert real in command
+        command = command.replace(real, str(here))
+    daemon = subprocess.Popen([str(bin_dir / "dockerd"), "60"])
+
+    def service():
+        done = subprocess.run(["sh", "-c", command], capture_output=True, text=True,
+                              env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+        return DockerState().process([f"{DockerState.MARK}service", *done.stdout.splitlines()])[
+            "service"]
+
+    try:
+        pid_file.write_text(str(daemon.pid))  # no final newline, as dockerd writes it
+        wants.symlink_to("/lib/systemd/system/docker.service")
+        assert service() == {"running": True, "enabled": True}
+        run_unit.symlink_to("/dev/null")  # masked: systemctl says how things are
+        assert service() == {"running": False, "enabled": False}
+        run_unit.unlink()
+        wants.unlink()  # not enabled
+        assert service() == {"running": False, "enabled": False}
+        wants.symlink_to("/lib/systemd/system/docker.service")
+        pid_file.write_text(str(os.getpid()))  # a live process, but not dockerd
+        assert service() == {"running": False, "enabled": False}
+    finally:
+        daemon.kill()
+        daemon.wait()
