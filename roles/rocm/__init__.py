@@ -96,6 +96,7 @@ class Decision:
 def decide(values: dict, os: distro.Distro, state: dict) -> Decision:
     """Pure decision, tested directly: see tests/unit/test_rocm.py."""
     d = Decision()
+    unsupported = ""
     if values["rocm_source"] == "distro":
         d.distro_packages = [p for p in DISTRO_PACKAGES if p not in state["packages"]]
         return d
@@ -117,11 +118,9 @@ def decide(values: dict, os: distro.Distro, state: dict) -> Decision:
                 f"Ubuntu {fallback} package anyway"
             )
             return d
-        d.warnings.append(
-            f"installing the Ubuntu {fallback} amdgpu-install {d.version} on {os.label}, which "
-            f"AMD does not support for ROCm {release_text} (rocm_allow_unsupported_distro); "
-            "amdgpu-install may refuse it or pull packages that do not fit"
-        )
+        unsupported = (f"the Ubuntu {fallback} amdgpu-install {d.version} on {os.label}, which "
+                       f"AMD does not support for ROCm {release_text} "
+                       "(rocm_allow_unsupported_distro)")
         d.codename = fallback
 
     d.url = releases.installer_url(values["rocm_installer_url"], values["rocm_repo_url"],
@@ -173,6 +172,10 @@ def decide(values: dict, os: distro.Distro, state: dict) -> Decision:
     )
     if d.install_installer:
         d.sha256 = releases.checksum_for(values, release_text, d.codename)
+    # Said when it is about to happen, not on every run of a host where it went well.
+    if unsupported and (d.install_installer or d.run_installer):
+        d.warnings.append(f"installing {unsupported}; amdgpu-install may refuse it or pull "
+                          "packages that do not fit")
     return d
 
 

@@ -371,6 +371,13 @@ def test_debian_with_the_override_gets_the_ubuntu_installer_and_a_warning(codena
             "(bookworm), which AMD does not support") in result.output
 
 
+
+def test_a_converged_debian_host_with_the_override_is_not_warned_again():
+    # The warning is about an install to come: a host where it went well hears nothing more.
+    result = plan(DEPLOY, [converged("d", "debian12", rocm_allow_unsupported_distro=True)])
+    assert rocm_changes(result, "d") == []
+    assert "AMD does not support" not in result.output
+
 def test_mirror_rewrites_amds_apt_sources_when_they_name_the_vendor():
     fresh_host = fresh(rocm_repo_url="http://mirror.lan/radeon")
     assert "AMD's apt sources use rocm_repo_url" in rocm_changes(plan(DEPLOY, [fresh_host]))
