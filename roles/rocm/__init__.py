@@ -368,8 +368,7 @@ def install():
 def _state(values: dict, env: dict) -> dict:
     """
     The RocmState fact, without what the preflight read in this run already: the kernel's kfd
-    lines, and rocminfo's output when the container needs no environment (the preflight runs
-    rocminfo without one).
+    lines, and rocminfo's output when it is what the container's environment would give.
     """
     from roles import preflight
 
@@ -377,7 +376,9 @@ def _state(values: dict, env: dict) -> dict:
     raw = (found or {}).get("raw", {})
     sections = (found or {}).get("sections", {})
     kernel = "dmesg" in raw
-    rocminfo = not env and sections.get("rocminfo") in ("present", "missing")
+    seen = [line for line in raw.get("rocminfo", "").splitlines() if not line.startswith("#! ")]
+    rocminfo = (sections.get("rocminfo") in ("present", "missing")
+                and same_agents_as_preflight(env, seen))
     state = host.get_fact(RocmState, users=" ".join(values["rocm_users"]),
                           verify=values["rocm_verify"], env=env_assignments(env),
                           rocminfo=not rocminfo, kernel=not kernel)
@@ -385,10 +386,24 @@ def _state(values: dict, env: dict) -> dict:
         state = {**state, "kernel": kernel_lines(raw["dmesg"])}
     if values["rocm_verify"] and rocminfo:
         present = sections["rocminfo"] == "present"
-        lines = [line for line in raw.get("rocminfo", "").splitlines()
-                 if not line.startswith("#! ")]
-        state = {**state, "rocminfo_found": present, "rocminfo": lines if present else []}
+        state = {**state, "rocminfo_found": present, "rocminfo": seen if present else []}
     return state
+
+
+def same_agents_as_preflight(env: dict, preflight_rocminfo: list[str]) -> bool:
+    """
+    Would rocminfo under the container's ``env`` list what the preflight's rocminfo (run under
+    preflight.facts.ROCMINFO_ENV) listed? Yes for the same environment; yes for none at all
+    when no gfx8 agent was listed, since ROC_ENABLE_PRE_VEGA only adds gfx8 GPUs; no otherwise
+    (HSA_OVERRIDE_GFX_VERSION renames the agents, and a gfx8 card needs the variable).
+    """
+    from roles.preflight.facts import ROCMINFO_ENV
+
+    if env == ROCMINFO_ENV:
+        return True
+    if env:
+        return False
+    return not any(agent.startswith("gfx8") for agent in gpu_agents(preflight_rocminfo))
 
 
 def _groups_and_files(values: dict, state: dict, env: dict):

@@ -102,7 +102,8 @@ class RocmState(FactBase):
     def command(self, users: str = "", verify: bool = False, env: str = "",
                 rocminfo: bool = True, kernel: bool = True):
         # rocminfo=False, kernel=False: the caller has that part from this run already (the
-        # preflight's fact ran rocminfo, without an environment, and read the kernel log).
+        # preflight's fact ran rocminfo, under preflight.facts.ROCMINFO_ENV, and read the kernel
+        # log).
         quoted_users = " ".join(shlex.quote(u) for u in users.split())
         parts = [
             f"echo '{MARK}rocm-state'",

@@ -834,11 +834,39 @@ def test_rocminfo_and_the_kernel_lines_of_the_preflight_are_used():
     assert "PCI rejects atomics" in result.output
 
 
-def test_with_a_container_environment_rocminfo_is_run_with_it():
-    # The preflight ran rocminfo without ROC_ENABLE_PRE_VEGA: the state fact runs it again, with
-    # it; the kernel lines still come from the preflight.
+def rocm_state_command(result) -> str:
+    return next(c for c in result.commands["h"] if "sdinfra:rocm-state" in c)
+
+
+def test_the_preflight_runs_rocminfo_as_a_pre_vega_container_would():
+    # ROC_ENABLE_PRE_VEGA=1, the preflight's own environment: its answer stands, not asked again.
     result = plan(AFTER_PREFLIGHT, [after_preflight(ROCMINFO_GPU, pre_vega=True)])
-    state = next(c for c in result.commands["h"] if "sdinfra:rocm-state" in c)
-    assert "ROC_ENABLE_PRE_VEGA=1 timeout 120" in state and "dmesg" not in state
+    assert "ROC_ENABLE_PRE_VEGA=1 \"$R\"" in next(
+        c for c in result.commands["h"] if c.startswith("sec() {"))
+    assert "timeout 120" not in rocm_state_command(result)
+    assert rocm_changes(result) == []
+
+
+def test_with_another_container_environment_rocminfo_is_run_with_it():
+    # HSA_OVERRIDE_GFX_VERSION renames the agents: the state fact runs rocminfo again, with the
+    # container's environment; the kernel lines still come from the preflight.
+    result = plan(AFTER_PREFLIGHT, [after_preflight(
+        ROCMINFO_GPU, pre_vega=True, rocm_hsa_override_gfx_version="10.3.0")])
+    state = rocm_state_command(result)
+    assert "ROC_ENABLE_PRE_VEGA=1 HSA_OVERRIDE_GFX_VERSION=10.3.0 timeout 120" in state
+    assert "dmesg" not in state
     # Its own rocminfo (CPU agents only here) is what counts.
-    assert rocm_changes(result) == ["rocminfo lists a GPU agent"]
+    assert rocm_changes(result)[-1] == "rocminfo lists a GPU agent"
+
+
+def test_a_gfx8_card_without_the_pre_vega_setting_is_verified_without_it():
+    # The preflight (with ROC_ENABLE_PRE_VEGA) saw the RX 580; the container, without it, would
+    # not: rocminfo is asked again as the container runs it, and its answer counts.
+    gfx803 = (Path(__file__).parents[1] / "fixtures/preflight/rx580-gfx803-rocminfo"
+              / "rocminfo.txt").read_text()
+    result = plan(AFTER_PREFLIGHT, [after_preflight(gfx803)])
+    state = rocm_state_command(result)
+    assert " timeout 120" in state and "ROC_ENABLE_PRE_VEGA" not in state
+    # A card of a newer family, same settings: the preflight's answer stands.
+    result = plan(AFTER_PREFLIGHT, [after_preflight(ROCMINFO_GPU)])
+    assert "timeout 120" not in rocm_state_command(result)
