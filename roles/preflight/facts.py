@@ -73,8 +73,8 @@ def command(stack_dir: str = DEFAULT_STACK_DIR, docker_dir: str = DEFAULT_DOCKER
     """
     def df(label: str, path: str) -> str:
         return (
-            f"p={shlex.quote(path)}; while [ ! -e \"$p\" ]; do p=$(dirname \"$p\"); done; "
-            f"echo \"#! df {label} $p\"; df -Pk \"$p\" 2>/dev/null | sed 1d"
+            f"p={shlex.quote(path)}; while [ ! -e \"$p\" ]; do p=${{p%/*}}; p=${{p:-/}}; done; "
+            f"echo \"#! df {label} $p\"; df -Pk \"$p\" 2>/dev/null"
         )
 
     parts = [
@@ -94,8 +94,15 @@ def command(stack_dir: str = DEFAULT_STACK_DIR, docker_dir: str = DEFAULT_DOCKER
         "&& !($0 ~ /^flags/ && f++)) print; next } "
         "/^(MemTotal|MemAvailable|SwapTotal):/' /proc/cpuinfo /proc/meminfo",
         "sec dmesg",
+        # The kernel log (often megabytes) is read only where amdgpu's kfd lines can be: with
+        # /dev/kfd, an ATI/AMD graphics PCI device (vendor 0x1002), or no PCI list to tell.
+        # Without one the section stays empty, as a log without kfd lines leaves it.
+        "amd=; { [ -e /dev/kfd ] || ! [ -d /sys/bus/pci/devices ]; } && amd=1; "
+        "for v in /sys/bus/pci/devices/*/vendor; do [ -n \"$amd\" ] && break; "
+        "read -r x < \"$v\" 2>/dev/null && [ \"$x\" = 0x1002 ] && amd=1; done; "
+        "if [ -n \"$amd\" ]; then "
         "{ dmesg 2>/dev/null || echo '#! unavailable dmesg'; } | grep -i -E "
-        "'kfd|atomic|VRAM memory ready|^#! unavailable dmesg$'",
+        "'kfd|atomic|VRAM memory ready|^#! unavailable dmesg$'; fi",
         "sec rocminfo",
         "R=$(command -v rocminfo || echo /opt/rocm/bin/rocminfo); "
         "if [ -x \"$R\" ]; then "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -271,6 +272,40 @@ def test_the_command_quotes_odd_stack_paths():
     found = parse(split_sections(proc.stdout))
     assert found["disk"]["stack"]["path"] == "/srv" or found["disk"]["stack"]["path"] == "/"
 
+
+
+def _can_unshare() -> bool:
+    try:
+        return subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode == 0
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/sys/bus/pci/devices").is_dir() or Path("/dev/kfd").exists()
+                    or not _can_unshare(), reason="needs a PCI list, no /dev/kfd and unshare")
+@pytest.mark.parametrize("vendors,reads_the_log", [(["0x8086", "0x10de"], False),
+                                                   (["0x8086", "0x1002"], True)])
+def test_the_kernel_log_is_read_only_where_an_amd_gpu_can_be(tmp_path, vendors, reads_the_log):
+    # The real command in a mount namespace whose PCI list is the test's; dmesg is a stand-in
+    # that leaves a mark when it runs.
+    pci = tmp_path / "pci"
+    for i, vendor in enumerate(vendors):
+        (pci / f"0000:0{i}:00.0").mkdir(parents=True)
+        (pci / f"0000:0{i}:00.0" / "vendor").write_text(vendor + "\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "dmesg").write_text(f"#!/bin/sh\ntouch {tmp_path}/read\n"
+                                   "echo '[ 2.5] kfd kfd: amdgpu: added device 1002:73df'\n")
+    (bin_dir / "dmesg").chmod(0o755)
+    script = tmp_path / "run.sh"
+    script.write_text(f"mount --bind {pci} /sys/bus/pci/devices && exec sh -c "
+                      + shlex.quote(facts_module.command()) + "\n")
+    proc = subprocess.run(["unshare", "-rm", "sh", str(script)], capture_output=True, text=True,
+                          timeout=60, env={"PATH": f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "read").exists() == reads_the_log
+    kfd = parse(split_sections(proc.stdout))["kfd"]
+    assert kfd["added"] == (["1002:73df"] if reads_the_log else [])
 
 # --- explain ------------------------------------------------------------------------------------
 
