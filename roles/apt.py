@@ -53,9 +53,10 @@ class DpkgPackages(FactBase):
         return "dpkg"
 
     def command(self):
-        # Journal entries are named by number, as apt counts them (not dpkg's tmp.i).
-        return (f"dpkg -l; ls {DPKG_UPDATES} 2>/dev/null | grep -qx '[0-9][0-9]*' "
-                f"&& echo {INTERRUPTED} || true")
+        # Journal entries are named by number, as apt counts them (not dpkg's tmp.i); looked
+        # for by the shell itself, no process.
+        return (f"dpkg -l; for f in {DPKG_UPDATES}/*; do case \"${{f##*/}}\" in "
+                f"''|*[!0-9]*) ;; *) echo {INTERRUPTED}; break ;; esac; done")
 
     def process(self, output):
         lines = list(output)

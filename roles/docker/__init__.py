@@ -27,6 +27,7 @@ from pyinfra.operations import server, systemd
 
 from roles import apt, distro, ssh
 from roles.settings import host_error, read
+from roles.shell import SHOW
 from roles.docker.settings import SETTINGS
 
 DAEMON_JSON = "/etc/docker/daemon.json"
@@ -178,9 +179,9 @@ class DockerState(FactBase):
         """(name, fact, its command) of each part; tests answer each part as its own fact."""
         dpkg, daemon, service, groups = apt.DpkgPackages(), JsonFile(), ServiceState(), \
             UserGroups()
-        # As JsonFile reads it; then a newline, which nvidia-ctk's daemon.json lacks: the next
-        # part's marker must start a line of its own.
-        read_daemon = f"cat {shlex.quote(DAEMON_JSON)} 2>/dev/null || true; echo"
+        # As JsonFile reads it, by the shell itself, ending in the newline nvidia-ctk's
+        # daemon.json lacks: the next part's marker must start a line of its own.
+        read_daemon = f"{SHOW}; show {shlex.quote(DAEMON_JSON)}"
         return [("dpkg", dpkg, dpkg.command()), ("daemon", daemon, read_daemon),
                 ("service", service, f"if {DOCKER_UP}; then printf '%s\\n' Id=docker.service "
                  "SubState=running UnitFileState=enabled; else "

@@ -10,6 +10,8 @@ import shlex
 
 from pyinfra.api import FactBase
 
+from roles.shell import SHOW
+
 MARK = "##sdinfra:"
 KEYRING = "/etc/apt/keyrings/nvidia-container-toolkit.asc"
 SOURCES = "/etc/apt/sources.list.d/nvidia-container-toolkit.sources"
@@ -83,9 +85,7 @@ class NvidiaState(FactBase):
         )
         return "; ".join([
             f"echo '{MARK}nvidia-state'",
-            # sed adds the newline a file may lack (nvidia-ctk writes none), so that the
-            # next section's marker starts on a line of its own.
-            "show() { [ -r \"$1\" ] && sed -e '$a\\' -- \"$1\"; true; }",
+            SHOW,
             smi_part,
             f"echo '{MARK}arch'; dpkg --print-architecture 2>/dev/null",
             f"echo '{MARK}dpkg'; dpkg -s {packages} 2>/dev/null",

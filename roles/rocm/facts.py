@@ -13,6 +13,8 @@ import shlex
 
 from pyinfra.api import FactBase
 
+from roles.shell import SHOW
+
 MARK = "##sdinfra:"
 VERSION_FILE = "/opt/rocm/.info/version"
 INSTALL_RECORD = "/var/lib/sdinfra/rocm-install"
@@ -107,22 +109,21 @@ class RocmState(FactBase):
         quoted_users = " ".join(shlex.quote(u) for u in users.split())
         parts = [
             f"echo '{MARK}rocm-state'",
-            # sed adds the newline a file may lack, so that the next marker has its own line.
-            "show() { [ -r \"$1\" ] && sed -e '$a\\' -- \"$1\"; true; }",
+            SHOW,
             f"echo '{MARK}version'; show {VERSION_FILE}",
             f"echo '{MARK}dpkg'; dpkg -s {' '.join(PACKAGES)} 2>/dev/null",
             f"echo '{MARK}record'; show {INSTALL_RECORD}",
             f"echo '{MARK}adduser'; [ -e /etc/adduser.conf ] && echo '{MARK}adduser-exists'; "
             "show /etc/adduser.conf",
             f"echo '{MARK}environment'; show /etc/environment",
-            f"echo '{MARK}groups'; getent group video render | cut -d: -f1,3",
+            f"echo '{MARK}groups'; getent group video render",
+            # `id` fails for a user without an account: one process per user.
             f"echo '{MARK}users'; for u in {quoted_users}; do "
-            'if getent passwd "$u" >/dev/null; then echo "$u:$(id -Gn "$u" | tr " " ",")"; '
+            'if g=$(id -Gn -- "$u" 2>/dev/null); then echo "$u:$g"; '
             'else echo "$u:!missing"; fi; done',
             f"echo '{MARK}reboot'; [ -e {REBOOT_MARKER} ] && echo '{MARK}reboot-required'; "
             f"show {REBOOT_MARKER}.pkgs",
-            f"echo '{MARK}apt'; cat -- {APT_LISTS} 2>/dev/null | "
-            "grep -o 'https\\?://[^ ]*' || true",
+            f"echo '{MARK}apt'; grep -ho 'https\\?://[^ ]*' -- {APT_LISTS} 2>/dev/null || true",
         ]
         if verify and rocminfo:
             parts.append(f"echo '{MARK}rocminfo'; {ROCMINFO}; if [ -n \"$R\" ]; then "
@@ -163,15 +164,14 @@ class RocmState(FactBase):
         state["adduser"] = "\n".join(adduser) + "\n" if adduser else ""
         environment = sections.get("environment", [])
         state["environment"] = "\n".join(environment) + "\n" if environment else ""
-        for line in sections.get("groups", []):
-            name, _, gid = line.partition(":")
-            if name:
-                state["groups"][name] = gid.strip()
-        for line in sections.get("users", []):
+        for line in sections.get("groups", []):  # getent's NAME:PASSWORD:GID:MEMBERS
+            fields = line.split(":")
+            if len(fields) > 2 and fields[0]:
+                state["groups"][fields[0]] = fields[2].strip()
+        for line in sections.get("users", []):  # USER:GROUP GROUP ... (id -Gn)
             name, _, groups = line.partition(":")
             if name:
-                state["users"][name] = None if groups == "!missing" else \
-                    [g for g in groups.split(",") if g]
+                state["users"][name] = None if groups == "!missing" else groups.split()
         state["reboot_required"] = "reboot-required" in flags
         state["reboot_pkgs"] = [p.strip() for p in sections.get("reboot", []) if p.strip()]
         state["rocminfo_found"] = "rocminfo-found" in flags

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shlex
 from dataclasses import dataclass
 from functools import lru_cache
@@ -181,6 +182,7 @@ class Wanted:
 
 
 DOCKER_ROOT = "/var/lib/docker"
+SHA256SUM_LINE = re.compile(r"^[0-9a-f]{64}  ")
 
 # awk over Docker's repositories.json files (tag -> image id) then the containers' config.v2.json
 # (one JSON line each): "running=SERVICE" for each container of ``project`` that Docker says runs
@@ -237,26 +239,17 @@ class ProjectState(FactBase):
         quoted = " ".join(shlex.quote(p) for p in paths)
         quoted_images = shlex.quote(" ".join(images))
         label = f"label=com.docker.compose.project={PROJECT}"
-        # A handful of processes whatever the number of paths (one stat, one sha256sum, one awk
-        # for all of them), and `docker image inspect` only for an image that no running
-        # container of the project already shows: each docker command costs the daemon too.
-        collate = (
-            "awk '/^S=/ { s = substr($0, 3); i = index(s, \"=\"); t = substr(s, 1, i - 1); "
-            "s = substr(s, i + 1); i = index(s, \"=\"); m = substr(s, 1, i - 1); "
-            "p = substr(s, i + 1); n++; path[n] = p; type[n] = t; mode[n] = m; next } "
-            "/^[0-9a-f]+  / { sum[substr($0, 67)] = substr($0, 1, 64) } "
-            "END { for (k = 1; k <= n; k++) { if (type[k] == \"directory\") "
-            "print \"dir=\" mode[k] \"=\" path[k]; else if (type[k] ~ /^regular/) "
-            "print \"file=\" mode[k] \"=\" sum[path[k]] \"=\" path[k] } }'"
-        )
+        # A handful of processes whatever the number of paths (one stat, one sha256sum), and
+        # `docker image inspect` only for an image that no running container of the project
+        # already shows: each docker command costs the daemon too.
         # The models: trusted from their sidecars, hashed only when one is stale or missing.
         verify = (f"set -- {' '.join(shlex.quote(m) for m in models)}; {TRUSTED_SHA256}; "
                   if models else "")
         return (
             "echo nproc=$(nproc); "
-            "getent group video render | while IFS=: read -r n _ g _; do echo \"gid=$n=$g\"; done; "
-            f"{{ stat -L -c 'S=%F=%a=%n' -- {quoted}; sha256sum -- {quoted}; }} 2>/dev/null "
-            f"| {collate}; "
+            "getent group video render; "
+            f"stat -L -c 'S=%F=%a=%n' -- {quoted} 2>/dev/null; "
+            f"sha256sum -- {quoted} 2>/dev/null; "
             # The models there, as `ls` lists them (no dot files), without a process.
             f"for f in {shlex.quote(directory + '/' + MODELS)}/*; do "
             "{ [ -e \"$f\" ] || [ -L \"$f\" ]; } && echo \"model=${f##*/}\"; done; "
@@ -290,22 +283,30 @@ class ProjectState(FactBase):
         state = self.default()
         output = list(output)
         state["trusted"], state["hashed"] = parse_trusted(output)
+        kinds, sums = {}, {}
         for line in output:
+            if SHA256SUM_LINE.match(line):  # sha256sum's "DIGEST  PATH"
+                sums[line[66:]] = line[:64]
+                continue
+            if line.startswith(("video:", "render:")):  # getent's NAME:PASSWORD:GID:MEMBERS
+                fields = line.split(":")
+                if len(fields) > 2:
+                    state["gids"][fields[0]] = fields[2]
+                continue
             key, _, rest = line.partition("=")
             if key == "nproc" and rest.isdigit():
                 state["nproc"] = int(rest)
-            elif key == "gid":
-                name, _, gid = rest.partition("=")
-                state["gids"][name] = gid
-            elif key == "dir":
-                mode, _, path = rest.partition("=")
-                state["dirs"][path] = mode
-            elif key == "file":
-                mode, digest_path = rest.split("=", 1)
-                digest, _, path = digest_path.partition("=")
-                state["files"][path] = (mode, digest)
+            elif key == "S":  # stat's S=TYPE=MODE=PATH
+                kind, mode_path = rest.split("=", 1)
+                mode, _, path = mode_path.partition("=")
+                kinds[path] = (kind, mode)
             elif key in ("running", "images", "image", "models", "model"):
                 state[{"image": "images", "model": "models"}.get(key, key)].append(rest)
+        for path, (kind, mode) in kinds.items():
+            if kind == "directory":
+                state["dirs"][path] = mode
+            elif kind.startswith("regular") and path in sums:
+                state["files"][path] = (mode, sums[path])
         return state
 
 

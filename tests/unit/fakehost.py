@@ -155,10 +155,12 @@ def composite(responses: dict) -> dict:
     each part answered as it would be as a fact of its own, so that what a test says about the
     packages, daemon.json, the service or the users (overrides included) holds for them too.
     """
-    from roles.docker import DockerState
+    from roles.docker import DAEMON_JSON, DockerState
 
     lines = []
     for name, _, command in DockerState.parts("sdinfra-fake-user"):
+        if name == "daemon":  # read by the shell's own `show`: answered as `cat` is
+            command = f"cat {DAEMON_JSON} "
         lines += [f"{DockerState.MARK}{name}", *answer(responses, command)]
     return {DockerState.MARK: lines}
 

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from roles.apt import FINISH_COMMAND, INTERRUPTED, DpkgPackages
+from roles.apt import DPKG_UPDATES, FINISH_COMMAND, INTERRUPTED, DpkgPackages
 from tests.unit.fakehost import FakeHost, plan
 
 FINISH = "Finish the interrupted dpkg run (dpkg --configure -a)"
@@ -50,6 +50,17 @@ def test_the_fact_is_one_command_that_starts_with_dpkg_l():
     assert command.startswith("dpkg -l;") and "/var/lib/dpkg/updates" in command
     assert command.count("dpkg ") == 1
 
+
+@pytest.mark.parametrize("entries,interrupted", [([], False), (["tmp.i"], False),
+                                                 (["tmp.i", "0004"], True)])
+def test_the_journal_check_run_by_the_shell(tmp_path, entries, interrupted):
+    # The fact's own shell, pointed at a journal directory the test fills: apt's numbered
+    # entries mean a run did not finish, dpkg's tmp.i alone does not.
+    for name in entries:
+        (tmp_path / name).write_text("")
+    journal = DpkgPackages().command().split("; ", 1)[1].replace(DPKG_UPDATES, str(tmp_path))
+    out = subprocess.run(["sh", "-c", journal], capture_output=True, text=True).stdout
+    assert DpkgPackages().process(out.splitlines())["interrupted"] is interrupted
 
 @pytest.mark.skipif(not shutil.which("dpkg"), reason="needs dpkg")
 def test_real_dpkg_l_output_of_an_unpacked_package_is_read_as_interrupted(tmp_path):

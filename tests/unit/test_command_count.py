@@ -37,6 +37,7 @@ from tests.unit.test_nvidia import NVIDIA_CTK_JSON
 from tests.unit.test_nvidia import state_output as nvidia_state
 from tests.unit.test_rocm import DPKG_53, ROCMINFO_GPU
 from tests.unit.test_rocm import state_output as rocm_state
+from tests.unit.test_webui import project_lines
 
 DEPLOY = "deploy/site.py"
 USER = "alice"
@@ -120,11 +121,8 @@ def project_state(backend: str, data: dict) -> list[str]:
     """The ProjectState fact's output on a converged host: every file, the model (trusted from
     its sidecar), the image."""
     base = "/opt/stable-diffusion"
-    lines = [f"nproc={NPROC}"] + [f"gid={name}={gid}" for name, gid in GIDS.items()]
-    for sub in ["", "/models", "/models/Stable-diffusion", "/outputs", "/secrets"]:
-        lines.append(f"dir=755={base}{sub}")
-    for name, text in stack_files(backend, data).items():
-        lines.append(f"file=644={hashlib.sha256(text.encode()).hexdigest()}={base}/{name}")
+    files = {name: (text, "644") for name, text in stack_files(backend, data).items()}
+    lines = project_lines(base, files, NPROC, GIDS)
     model = f"{base}/models/Stable-diffusion/{MODEL['name']}"
     return lines + [f"trusted={MODEL['sha256']}={model}", f"model={MODEL['name']}",
                     f"running={backend}", f"image={IMAGE}"]
@@ -157,7 +155,7 @@ def converged(name: str, backend: str, os_key: str, source: str) -> FakeHost:
             version="5.3.0-63", dpkg=DPKG_53,
             record="release=5.3\ninstaller=5.3.50300-1\nusecases=rocm\ndkms=no",
             adduser=adduser, environment='PATH="/usr/bin"\nROC_ENABLE_PRE_VEGA=1\n',
-            groups=tuple(f"{g}:{i}" for g, i in GIDS.items()),
+            groups=tuple(f"{g}:x:{i}:" for g, i in GIDS.items()),
             users={USER: [USER, "video", "render", "docker"]}, rocminfo=ROCMINFO_GPU))
     if backend == "cuda":
         host.respond("sdinfra:nvidia-state", nvidia_state(daemon=daemon))

@@ -48,7 +48,7 @@ KFD_ATOMICS = fixture("dmesg-kfd-atomics.txt")
 
 
 def state_output(version="", dpkg="", record="", adduser=UBUNTU_ADDUSER, environment="",
-                 groups=("video:44", "render:109"), users=None, reboot_pkgs=None, apt_uris=(),
+                 groups=("video:x:44:", "render:x:109:sd"), users=None, reboot_pkgs=None, apt_uris=(),
                  rocminfo=None, kernel="") -> list[str]:
     """What the RocmState fact's command prints on a host in the given state."""
     mark = "##sdinfra:"
@@ -59,7 +59,7 @@ def state_output(version="", dpkg="", record="", adduser=UBUNTU_ADDUSER, environ
     lines += [f"{mark}environment", *environment.splitlines(), f"{mark}groups", *groups,
               f"{mark}users"]
     for user, user_groups in (users or {}).items():
-        lines.append(f"{user}:{'!missing' if user_groups is None else ','.join(user_groups)}")
+        lines.append(f"{user}:{'!missing' if user_groups is None else ' '.join(user_groups)}")
     lines.append(f"{mark}reboot")
     if reboot_pkgs is not None:
         lines += [f"{mark}reboot-required", *reboot_pkgs]
@@ -147,7 +147,7 @@ def test_without_rocm_verify_nothing_is_verified():
 
 
 def test_missing_render_group_is_created_before_users_join_it():
-    host = rocm_host(groups=("video:44",)).set(rocm_installer_sha256=SHA)
+    host = rocm_host(groups=("video:x:44:",)).set(rocm_installer_sha256=SHA)
     changes = rocm_changes(plan(DEPLOY, [host]))
     assert changes.index("The render group") < changes.index("sd joins video and render")
 

@@ -31,14 +31,22 @@ def values(**overrides):
     return read(Host(), SETTINGS)
 
 
+def project_lines(base: str, files: dict, nproc: int, gids: dict) -> list[str]:
+    """What the ProjectState fact's command prints before the models and Docker: nproc, getent's
+    lines, stat's for the directories and ``files`` ({name: (content, mode)}), sha256sum's."""
+    lines = [f"nproc={nproc}"] + [f"{name}:x:{gid}:" for name, gid in gids.items()]
+    for sub in ["", "/models", "/models/Stable-diffusion", "/outputs", "/secrets"]:
+        lines.append(f"S=directory=755={base}{sub}")
+    for name, (content, mode) in files.items():
+        lines.append(f"S=regular file={mode}={base}/{name}")
+    for name, (content, mode) in files.items():
+        lines.append(f"{hashlib.sha256(content.encode()).hexdigest()}  {base}/{name}")
+    return lines
+
+
 def stack_state(files: dict, nproc=4, running=(), models=("sd15.safetensors",), gids=None):
     """The ProjectState fact's output for a host whose project directory holds ``files``."""
-    lines = [f"nproc={nproc}"]
-    lines += [f"gid={name}={gid}" for name, gid in (gids or {"video": "44", "render": "110"}).items()]
-    for sub in ["", "/models", "/models/Stable-diffusion", "/outputs", "/secrets"]:
-        lines.append(f"dir=755={DIR}{sub}")
-    for name, (content, mode) in files.items():
-        lines.append(f"file={mode}={hashlib.sha256(content.encode()).hexdigest()}={DIR}/{name}")
+    lines = project_lines(DIR, files, nproc, gids or {"video": "44", "render": "110"})
     lines += [f"model={m}" for m in models] + [f"running={r}" for r in running]
     return lines
 
