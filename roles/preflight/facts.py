@@ -99,7 +99,7 @@ def command(stack_dir: str = DEFAULT_STACK_DIR, docker_dir: str = DEFAULT_DOCKER
         # Without one the section stays empty, as a log without kfd lines leaves it.
         "amd=; { [ -e /dev/kfd ] || ! [ -d /sys/bus/pci/devices ]; } && amd=1; "
         "for v in /sys/bus/pci/devices/*/vendor; do [ -n \"$amd\" ] && break; "
-        "read -r x < \"$v\" 2>/dev/null && [ \"$x\" = 0x1002 ] && amd=1; done; "
+        "read -r x 2>/dev/null < \"$v\" && [ \"$x\" = 0x1002 ] && amd=1; done; "
         "if [ -n \"$amd\" ]; then "
         "{ dmesg 2>/dev/null || echo '#! unavailable dmesg'; } | grep -i -E "
         "'kfd|atomic|VRAM memory ready|^#! unavailable dmesg$'; fi",
