@@ -1,7 +1,30 @@
-"""Shell snippets that more than one role's facts use."""
+"""Shell snippets that more than one role's facts use, with the parsers of what they print."""
 
 # ``show PATH``: the file when it is readable, ending in a newline it may lack (nvidia-ctk
 # writes none) so that the next section's marker starts a line of its own. Shell builtins only:
 # a sed or cat per file is a process each, about a millisecond of the host's CPU on every run.
 SHOW = ('show() { [ -r "$1" ] || return 0; while IFS= read -r l || [ -n "$l" ]; do '
         "printf '%s\\n' \"$l\"; done < \"$1\"; }")
+
+DOCKER_PID = "/var/run/docker.pid"  # dockerd's --pidfile default
+# True when a live dockerd owns the pid file, seen without a process (docker or systemctl
+# cost the host tens of milliseconds). dockerd writes its pid without a final newline: read
+# fails, but sets p.
+DOCKERD_RUNNING = (
+    f"p=; c=; {{ {{ read -r p || [ -n \"$p\" ]; }} < {DOCKER_PID} "
+    "&& read -r c < /proc/$p/comm; } 2>/dev/null && [ \"$c\" = dockerd ]"
+)
+
+# The GPU device groups as getent prints them (NAME:PASSWORD:GID:MEMBERS); ``group_ids``
+# reads its lines.
+GPU_GROUPS = "getent group video render"
+
+
+def group_ids(lines) -> dict[str, str]:
+    """``GPU_GROUPS``'s lines (others are skipped): ``{"video": "44", "render": "110"}``."""
+    found = {}
+    for line in lines:
+        fields = line.strip().split(":")
+        if len(fields) > 2 and fields[0] in ("video", "render"):
+            found[fields[0]] = fields[2]
+    return found

@@ -27,7 +27,7 @@ from pyinfra.operations import server, systemd
 
 from roles import apt, distro, ssh
 from roles.settings import host_error, read
-from roles.shell import SHOW
+from roles.shell import DOCKERD_RUNNING, SHOW
 from roles.docker.settings import SETTINGS
 
 DAEMON_JSON = "/etc/docker/daemon.json"
@@ -151,8 +151,7 @@ class UserGroups(FactBase):
 # dockerd owns the pid file, and the unit is wanted by multi-user.target and not masked. When any
 # of it is not so, `systemctl show` says how things are.
 DOCKER_UP = (
-    "p=; c=; { { read -r p || [ -n \"$p\" ]; } < /var/run/docker.pid "
-    "&& read -r c < /proc/$p/comm; } 2>/dev/null && [ \"$c\" = dockerd ] "
+    f"{DOCKERD_RUNNING} "
     "&& [ -L /etc/systemd/system/multi-user.target.wants/docker.service ] "
     "&& ! [ /etc/systemd/system/docker.service -ef /dev/null ] "
     "&& ! [ /run/systemd/system/docker.service -ef /dev/null ]"

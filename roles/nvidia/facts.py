@@ -10,7 +10,7 @@ import shlex
 
 from pyinfra.api import FactBase
 
-from roles.shell import SHOW
+from roles.shell import DOCKER_PID, DOCKERD_RUNNING, SHOW
 
 MARK = "##sdinfra:"
 KEYRING = "/etc/apt/keyrings/nvidia-container-toolkit.asc"
@@ -22,7 +22,6 @@ LEGACY_LISTS = ("/etc/apt/sources.list.d/nvidia-container-toolkit.list",
                 "/etc/apt/sources.list.d/libnvidia-container.list",
                 "/etc/apt/sources.list.d/nvidia-docker.list")
 DAEMON_JSON = "/etc/docker/daemon.json"
-DOCKER_PID = "/var/run/docker.pid"  # dockerd's --pidfile default
 REBOOT_MARKER = "/var/run/reboot-required"
 DRIVER_VERSION = re.compile(r"Driver Version:\s*([0-9][0-9.]*)")
 
@@ -76,10 +75,7 @@ class NvidiaState(FactBase):
         # SIGHUP reload, a daemon.json written after the start).
         runtimes = (
             f"echo '{MARK}runtimes'; if command -v docker >/dev/null 2>&1; then "
-            # (dockerd writes its pid without a final newline: read fails, but sets p)
-            f"p=; c=; if {{ {{ read -r p || [ -n \"$p\" ]; }} < {DOCKER_PID} "
-            "&& read -r c < /proc/$p/comm; } 2>/dev/null "
-            f"&& [ \"$c\" = dockerd ] && [ -n \"$(find {DOCKER_PID} -newer {DAEMON_JSON} "
+            f"if {DOCKERD_RUNNING} && [ -n \"$(find {DOCKER_PID} -newer {DAEMON_JSON} "
             f"2>/dev/null)\" ]; then echo '{MARK}runtimes-current'; "
             "else timeout 30 docker info --format '{{json .Runtimes}}' 2>/dev/null; fi; fi"
         )

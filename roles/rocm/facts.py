@@ -13,7 +13,7 @@ import shlex
 
 from pyinfra.api import FactBase
 
-from roles.shell import SHOW
+from roles.shell import GPU_GROUPS, SHOW, group_ids
 
 MARK = "##sdinfra:"
 VERSION_FILE = "/opt/rocm/.info/version"
@@ -116,7 +116,7 @@ class RocmState(FactBase):
             f"echo '{MARK}adduser'; [ -e /etc/adduser.conf ] && echo '{MARK}adduser-exists'; "
             "show /etc/adduser.conf",
             f"echo '{MARK}environment'; show /etc/environment",
-            f"echo '{MARK}groups'; getent group video render",
+            f"echo '{MARK}groups'; {GPU_GROUPS}",
             # `id` fails for a user without an account: one process per user.
             f"echo '{MARK}users'; for u in {quoted_users}; do "
             'if g=$(id -Gn -- "$u" 2>/dev/null); then echo "$u:$g"; '
@@ -164,10 +164,7 @@ class RocmState(FactBase):
         state["adduser"] = "\n".join(adduser) + "\n" if adduser else ""
         environment = sections.get("environment", [])
         state["environment"] = "\n".join(environment) + "\n" if environment else ""
-        for line in sections.get("groups", []):  # getent's NAME:PASSWORD:GID:MEMBERS
-            fields = line.split(":")
-            if len(fields) > 2 and fields[0]:
-                state["groups"][fields[0]] = fields[2].strip()
+        state["groups"] = group_ids(sections.get("groups", []))
         for line in sections.get("users", []):  # USER:GROUP GROUP ... (id -Gn)
             name, _, groups = line.partition(":")
             if name:

@@ -31,6 +31,7 @@ from pyinfra.operations import files, server
 from roles import distro, docker
 from roles.download import TRUSTED_SHA256, parse_trusted
 from roles.settings import host_error, read
+from roles.shell import GPU_GROUPS, group_ids
 from roles.webui.settings import SETTINGS
 
 BACKENDS = ("cpu", "rocm", "cuda")
@@ -239,15 +240,14 @@ class ProjectState(FactBase):
         quoted = " ".join(shlex.quote(p) for p in paths)
         quoted_images = shlex.quote(" ".join(images))
         label = f"label=com.docker.compose.project={PROJECT}"
-        # A handful of processes whatever the number of paths (one stat, one sha256sum), and
-        # `docker image inspect` only for an image that no running container of the project
-        # already shows: each docker command costs the daemon too.
         # The models: trusted from their sidecars, hashed only when one is stale or missing.
         verify = (f"set -- {' '.join(shlex.quote(m) for m in models)}; {TRUSTED_SHA256}; "
                   if models else "")
         return (
             "echo nproc=$(nproc); "
-            "getent group video render; "
+            f"{GPU_GROUPS}; "
+            # Two processes whatever the number of paths (one stat, one sha256sum), read
+            # together on the controller.
             f"stat -L -c 'S=%F=%a=%n' -- {quoted} 2>/dev/null; "
             f"sha256sum -- {quoted} 2>/dev/null; "
             # The models there, as `ls` lists them (no dot files), without a process.
@@ -267,7 +267,8 @@ class ProjectState(FactBase):
             f"found=$(docker ps --filter {label} "
             "--format '{{.Label \"com.docker.compose.service\"}}|{{.Image}}' 2>/dev/null "
             f"| awk -F'|' -v images={quoted_images} {shlex.quote(RUNNING_FROM_PS)}) ;; esac; "
-            # An image no running service shows is asked for: `docker image inspect`.
+            # An image no running service shows is asked for: `docker image inspect` (each
+            # docker command costs the daemon too).
             "for line in $found; do case \"$line\" in running=*|image=*) echo \"$line\" ;; "
             "check=*) i=${line#check=}; docker image inspect \"$i\" >/dev/null 2>&1 "
             "&& echo \"image=$i\" ;; esac; done; "
@@ -283,15 +284,11 @@ class ProjectState(FactBase):
         state = self.default()
         output = list(output)
         state["trusted"], state["hashed"] = parse_trusted(output)
+        state["gids"] = group_ids(output)
         kinds, sums = {}, {}
         for line in output:
             if SHA256SUM_LINE.match(line):  # sha256sum's "DIGEST  PATH"
                 sums[line[66:]] = line[:64]
-                continue
-            if line.startswith(("video:", "render:")):  # getent's NAME:PASSWORD:GID:MEMBERS
-                fields = line.split(":")
-                if len(fields) > 2:
-                    state["gids"][fields[0]] = fields[2]
                 continue
             key, _, rest = line.partition("=")
             if key == "nproc" and rest.isdigit():
@@ -316,10 +313,10 @@ class GroupIds(FactBase):
     default = dict
 
     def command(self):
-        return "getent group video render | cut -d: -f1,3 || true"
+        return f"{GPU_GROUPS} || true"
 
     def process(self, output):
-        return dict(line.strip().split(":", 1) for line in output if ":" in line)
+        return group_ids(output)
 
 
 @operation()

@@ -1,5 +1,6 @@
 """The web UI stack: rendered files, when it is (re)started, and refusals of bad settings."""
 
+import grp
 import hashlib
 import shutil
 import subprocess
@@ -10,7 +11,7 @@ import pytest
 import yaml
 
 from roles.settings import read
-from roles.webui import render
+from roles.webui import FILES, GroupIds, render
 from roles.webui.settings import SETTINGS
 from tests.unit.fakehost import REPO, FakeHost, plan
 from tests.unit.test_docker import converged as docker_converged
@@ -50,6 +51,26 @@ def stack_state(files: dict, nproc=4, running=(), models=("sd15.safetensors",), 
     lines += [f"model={m}" for m in models] + [f"running={r}" for r in running]
     return lines
 
+
+
+@pytest.mark.parametrize("backend", ["cpu", "rocm", "cuda"])
+@pytest.mark.parametrize("auth", [False, True])
+def test_the_files_the_state_fact_checks_are_the_files_render_writes(backend, auth):
+    # The fact asks for FILES; a file render() wrote but FILES missed would be uploaded on
+    # every run.
+    assert set(render(values(webui_api=True), backend, auth=auth)) == set(FILES)
+
+
+def test_group_ids_read_what_getent_prints_here():
+    fact = GroupIds()
+    proc = subprocess.run(["sh", "-c", fact.command()], capture_output=True, text=True)
+    wanted = {}
+    for name in ("video", "render"):
+        try:
+            wanted[name] = str(grp.getgrnam(name).gr_gid)
+        except KeyError:
+            pass
+    assert fact.process(proc.stdout.splitlines()) == wanted
 
 def converged_cpu(name="h", running=("cpu",), os_key="debian12", source="distro", **settings):
     host = docker_converged(name, os_key, source).set(docker_source=source, **settings)
