@@ -136,7 +136,8 @@ def _vram_gb(gpu: dict, known: dict) -> tuple[float | None, str]:
 def _label(gpu: dict, known: dict) -> str:
     target = known["family"].get("gfx") or known["family"].get("arch")
     ids = gpu.get("pci_id") or (f"{known['pci_id']} by name" if known.get("pci_id") else "?")
-    return f"{known['name']} [{ids}]" + (f", {target}" if target else "") + f" at {gpu['slot']}"
+    where = f" at {gpu['slot']}" if gpu.get("slot") else " (slot unknown)"
+    return f"{known['name']} [{ids}]" + (f", {target}" if target else "") + where
 
 
 def evaluate_amd(gpu: dict, facts: dict, release: str) -> dict:
@@ -150,10 +151,14 @@ def evaluate_amd(gpu: dict, facts: dict, release: str) -> dict:
 
     # PCIe atomics and whether ROCm sees the card: decisive facts first.
     pci = gpu.get("pci_id")
-    cpu_only = (rocminfo["present"] and not rocminfo["error"] and rocminfo["agents"]
-                and not rocminfo["gpu_agents"])
+    # "No GPU agent" only from a whole rocminfo (its "*** Done ***" there): a cut or filtered
+    # paste that shows none proves nothing.
+    cpu_only = (rocminfo["present"] and rocminfo["complete"] and not rocminfo["error"]
+                and rocminfo["agents"] and not rocminfo["gpu_agents"])
     if (pci and pci in kfd["rejected"]) or kfd["no_atomics"]:
-        line = next((l for l in kfd["lines"] if "atomic" in l.lower()), "PCI rejects atomics")
+        line = next((l for l in kfd["lines"] if pci and pci in l.lower() and "atomic" in
+                     l.lower()), None) or \
+            next((l for l in kfd["lines"] if "atomic" in l.lower()), "PCI rejects atomics")
         text = f"the kernel skipped it for ROCm: \"{_kernel_message(line)}\""
         if gpu.get("atomics_reqen") is False:
             text += "; lspci shows AtomicOpsCtl: ReqEn-"
@@ -337,7 +342,7 @@ def decide(facts: dict, requested: str = "auto", rocm_release: str = DEFAULT_ROC
                 why = "; ".join(candidate["blockers"]) or _weak_reason(candidate)
                 backend = "ROCm" if candidate["vendor"] == "amd" else "CUDA"
                 decision.reasons.append(f"no {backend} on {candidate['label']}: {why}")
-                decision.reasons.extend(f"evidence for {candidate['gpu']['slot']}: {e}"
+                decision.reasons.extend(f"evidence for {candidate['gpu']['slot'] or candidate['gpu']['pci_id']}: {e}"
                                         for e in candidate["evidence"])
             if not candidates:
                 if lspci_unknown:

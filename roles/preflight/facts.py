@@ -28,8 +28,8 @@ ROCMINFO_ENV = {"ROC_ENABLE_PRE_VEGA": "1"}
 DEFAULT_STACK_DIR = "/opt/stable-diffusion"
 DEFAULT_DOCKER_DIR = "/var/lib/docker"
 
-# The sections, in the order the command prints them. The first eight are the documented offline
-# files; the last three are optional extras (the command prints them, users may capture them).
+# The sections, in the order the command prints them. nvidia-driver is the kernel module's version
+# (/proc/driver/nvidia/version, or `modinfo nvidia`), for hosts whose nvidia-smi is missing.
 SECTIONS = (
     "lspci-nn",
     "lspci-vvv",
@@ -38,6 +38,7 @@ SECTIONS = (
     "dmesg",
     "rocminfo",
     "nvidia-smi",
+    "nvidia-driver",
     "os-release",
     "uname",
     "df",
@@ -102,7 +103,7 @@ def command(stack_dir: str = DEFAULT_STACK_DIR, docker_dir: str = DEFAULT_DOCKER
         "read -r x 2>/dev/null < \"$v\" && [ \"$x\" = 0x1002 ] && amd=1; done; "
         "if [ -n \"$amd\" ]; then "
         "{ dmesg 2>/dev/null || echo '#! unavailable dmesg'; } | grep -i -E "
-        "'kfd|atomic|VRAM memory ready|^#! unavailable dmesg$'; fi",
+        "'kfd|atomic|VRAM memory ready|modesetting \\(|^#! unavailable dmesg$'; fi",
         "sec rocminfo",
         "R=$(command -v rocminfo || echo /opt/rocm/bin/rocminfo); "
         "if [ -x \"$R\" ]; then "
@@ -116,6 +117,10 @@ def command(stack_dir: str = DEFAULT_STACK_DIR, docker_dir: str = DEFAULT_DOCKER
         "--query-gpu=index,name,memory.total,driver_version,pci.bus_id --format=csv 2>&1); "
         "rc=$?; printf '%s\\n' \"$smi\" | head -n 50; echo \"#! exit $rc\"; "
         "else echo '#! missing nvidia-smi'; fi",
+        "sec nvidia-driver",
+        # Without nvidia-smi, the loaded module's version from /proc and /sys (no process).
+        "have nvidia-smi || for f in /proc/driver/nvidia/version /sys/module/nvidia/version; do "
+        "[ -r \"$f\" ] && read -r v < \"$f\" && echo \"$v\" && break; done",
         "sec os-release",
         "cat /etc/os-release 2>/dev/null || echo '#! missing /etc/os-release'",
         "sec uname",
@@ -387,6 +392,9 @@ def _pci_header(line: str) -> dict | None:
     vendor_id = device_id = None
     if ids:
         vendor_id, device_id = ids[-1]
+    numeric = re.match(r"([0-9a-f]{4}):([0-9a-f]{4})\b", rest)
+    if not ids and numeric and re.fullmatch(r"[0-9a-f]{4}", match.group("cls").strip()):
+        vendor_id, device_id = numeric.groups()  # lspci -n: "01:00.0 0300: 10de:1f08"
     name = _IDS.sub("", rest)
     name = re.sub(r"\s*\((rev [0-9a-f]+|prog-if [^)]*\)?)\)?", "", name)
     name = " ".join(name.split())
@@ -396,7 +404,8 @@ def _pci_header(line: str) -> dict | None:
                 vendor_id = vid
                 break
     cls = match.group("cls").strip()
-    class_id = match.group("clsid") or DISPLAY_CLASSES.get(cls)
+    class_id = match.group("clsid") or DISPLAY_CLASSES.get(cls) or \
+        (cls if re.fullmatch(r"[0-9a-f]{4}", cls) else None)
     rev = re.search(r"\(rev ([0-9a-f]+)\)", rest)
     return {
         "slot": normalize_slot(match.group("slot")),
@@ -420,18 +429,31 @@ def parse_lspci(text: str | None) -> list[dict]:
     """
     devices: list[dict] = []
     current = None
-    for line in _notes(text or "")[0]:
+    header_text = None  # the last header, while the next line may be its re-wrapped end
+    for raw in _notes(text or "")[0]:
+        line = unquote(raw)
         if not line.strip():
             continue
-        if not line[0].isspace():
-            header = _pci_header(line)
-            current = header if header and _is_display(header) else None
+        # A device line whatever its indent (pastes indent code by four spaces).
+        header = _pci_header(line.strip())
+        if header is not None:
+            header_text = line.strip()
+            current = header if _is_display(header) else None
             if current is not None:
                 current.update({"driver": None, "atomics_cap": None, "atomics_reqen": None,
                                 "caps_denied": False, "link_cap": None, "link_sta": None,
                                 "verbose": False})
                 devices.append(current)
             continue
+        if header_text is not None and not line[0].isspace() and \
+                re.search(r"\[[0-9a-f]{4}:[0-9a-f]{4}\]|\(rev [0-9a-f]+\)", line):
+            # The rest of a device line a terminal or a web page wrapped.
+            joined = _pci_header(f"{header_text} {line.strip()}")
+            if current is not None and joined is not None:
+                current.update({k: v for k, v in joined.items() if v is not None})
+            header_text = None
+            continue
+        header_text = None
         if current is None:
             continue
         stripped = line.strip()
@@ -467,10 +489,19 @@ def _link(line: str) -> str | None:
 # --- kernel log ------------------------------------------------------------------------------
 
 
+_MODESETTING = re.compile(r"(?:amdgpu ([0-9a-fA-F:.]+): (?:amdgpu: )?)?.*initializing kernel "
+                          r"modesetting \((\w+) 0x([0-9A-Fa-f]{4}):0x([0-9A-Fa-f]{4})")
+_NVRM = re.compile(r"NVRM: loading NVIDIA UNIX \S+ Kernel Module\s+(\d+\.\d+(?:\.\d+)?)")
+
+
 def parse_dmesg(text: str | None, state: str = "present") -> dict:
-    """kfd's verdict per device: 'PCI rejects atomics' (skipped) or 'added device'."""
+    """
+    What the kernel log says of each GPU: kfd's verdict ('PCI rejects atomics': skipped, or
+    'added device'), amdgpu's chip name and PCI ID (``initializing kernel modesetting (POLARIS10
+    0x1002:0x67DF ...)``) and the NVIDIA kernel module's version (``NVRM: loading ...``).
+    """
     kfd = {"readable": None, "rejected": [], "added": [], "no_atomics": False, "vram_mb": {},
-           "lines": []}
+           "lines": [], "chips": {}, "nvidia_driver": None}
     if state == "unavailable":
         kfd["readable"] = False
         return kfd
@@ -478,6 +509,7 @@ def parse_dmesg(text: str | None, state: str = "present") -> dict:
         return kfd
     kfd["readable"] = True
     for line in _notes(text or "")[0]:
+        line = unquote(line)
         lowered = line.lower()
         rejected = re.search(r"skipped device ([0-9a-f]{4}:[0-9a-f]{4}), pci rejects atomics",
                              lowered)
@@ -491,6 +523,15 @@ def parse_dmesg(text: str | None, state: str = "present") -> dict:
         elif "pcie atomic ops is not supported" in lowered:
             kfd["no_atomics"] = True
             kfd["lines"].append(line.strip())
+        chip = _MODESETTING.search(line)
+        if chip:
+            pci_id = f"{chip.group(3)}:{chip.group(4)}".lower()
+            kfd["chips"].setdefault(pci_id, {
+                "chip": chip.group(2), "slot": normalize_slot(chip.group(1)) if chip.group(1)
+                else None})
+        module = _NVRM.search(line)
+        if module:
+            kfd["nvidia_driver"] = module.group(1)
         vram = re.search(r"(?:amdgpu (\S+): )?.*?(\d+)M of VRAM memory ready", line)
         if vram:
             slot = normalize_slot(vram.group(1)) if vram.group(1) else ""
@@ -503,34 +544,85 @@ def parse_dmesg(text: str | None, state: str = "present") -> dict:
 # --- rocminfo --------------------------------------------------------------------------------
 
 
+# ROCr's ISA name ("amdgcn-amd-amdhsa--gfx1031"), printed under each GPU agent's ISA Info.
+_ISA_NAME = re.compile(r"amdgcn-amd-amdhsa--(gfx[0-9a-f]+)")
+_GFX_NAME = re.compile(r"gfx[0-9a-f]{3,4}")
+
+
+def unquote(line: str) -> str:
+    """A pasted line without what Markdown or a mail quote added: ``> `` prefixes, backticks."""
+    line = re.sub(r"^\s*(?:>\s?)+", "", line.rstrip())
+    return line.replace("`", "")
+
+
+def _agent() -> dict:
+    return {"name": None, "marketing_name": None, "type": None, "chip_id": None, "bdfid": None,
+            "vram_kb": None}
+
+
 def parse_rocminfo(text: str | None, state: str = "present") -> dict:
+    """
+    rocminfo as run, or as pasted: whole, cut, without its ``Agent N`` headers, or filtered
+    (``rocminfo | grep -E "Name|Marketing Name"``). An agent starts at an ``Agent N`` header or,
+    when the headers were lost, at the next agent-level ``Name:`` line; a GPU agent is one whose
+    Device Type is GPU or whose name is a gfx target (ISA names ``amdgcn-amd-amdhsa--gfxNNN``
+    count when the agent's own line is missing). ``complete``: rocminfo's closing
+    ``*** Done ***`` was there, so an agent it does not list is not there.
+    """
     info = {"present": state == "present", "error": None, "agents": [], "gpu_agents": [],
-            "cpu_agents": 0}
+            "cpu_agents": 0, "complete": False}
     if state != "present":
         return info
-    lines = _notes(text or "")[0]
+    lines = [unquote(line) for line in _notes(text or "")[0]]
     errors = [line.strip() for line in lines
               if re.search(r"HSA_STATUS_ERROR|hsa api call failure|NOT loaded|Permission denied"
-                           r"|No such file", line)]
+                           r"|No such file|Call returned \d+", line)]
     if errors:
         info["error"] = errors[0]
     agent = None
     pool_segment = None
+
+    def start() -> dict:
+        nonlocal agent, pool_segment
+        agent = _agent()
+        info["agents"].append(agent)
+        pool_segment = None
+        return agent
+
     for line in lines:
         stripped = line.strip()
-        if re.fullmatch(r"Agent \d+", stripped):
-            agent = {"name": None, "marketing_name": None, "type": None, "chip_id": None,
-                     "bdfid": None, "vram_kb": None}
-            info["agents"].append(agent)
-            pool_segment = None
+        if stripped == "*** Done ***":
+            info["complete"] = True
             continue
-        if agent is None or ":" not in stripped:
+        if re.fullmatch(r"Agent \d+", stripped):
+            start()
+            continue
+        if ":" not in stripped:
             continue
         key, _, value = stripped.partition(":")
         key, value = key.strip(), value.strip()
-        if key == "Name" and agent["name"] is None and not line.startswith("      "):
+        if key == "Name":
+            isa = _ISA_NAME.search(value)
+            if isa:
+                # The ISA of the agent above; an agent of its own when that agent's line was
+                # filtered out (``grep gfx``) or belongs to a CPU.
+                if agent is None or (agent["name"] and agent["name"] != isa.group(1)
+                                     and not _GFX_NAME.fullmatch(agent["name"])):
+                    start()
+                if agent["name"] is None:
+                    agent["name"] = isa.group(1)
+                continue
+            if agent is None or agent["name"] is not None:
+                start()
             agent["name"] = value
-        elif key == "Marketing Name":
+            continue
+        fields = {"Marketing Name": "marketing_name", "Device Type": "type",
+                  "Chip ID": "chip_id", "BDFID": "bdfid"}
+        if key in fields and (agent is None or agent[fields[key]] is not None):
+            start()  # a field seen twice: the next agent (its header and Name were filtered)
+        if agent is None:
+            continue
+        if key == "Marketing Name":
             agent["marketing_name"] = value
         elif key == "Device Type":
             agent["type"] = value
@@ -544,6 +636,9 @@ def parse_rocminfo(text: str | None, state: str = "present") -> dict:
         elif key == "Size" and pool_segment and "GLOBAL" in pool_segment and "COARSE" in \
                 pool_segment and agent["vram_kb"] is None:
             agent["vram_kb"] = _int(value.split("(")[0])
+    for agent in info["agents"]:
+        if agent["type"] is None and agent["name"] and _GFX_NAME.fullmatch(agent["name"]):
+            agent["type"] = "GPU"
     info["gpu_agents"] = [a for a in info["agents"] if a["type"] == "GPU"]
     info["cpu_agents"] = sum(1 for a in info["agents"] if a["type"] == "CPU")
     return info
@@ -589,7 +684,7 @@ def parse_nvidia_smi(text: str | None, state: str = "present") -> dict:
         stripped = line.strip()
         if re.search(r"has failed|couldn't communicate|No devices were found|not found", stripped):
             smi["error"] = smi["error"] or stripped
-        header = re.search(r"Driver Version:\s*([\d.]+)", stripped)
+        header = re.search(r"Driver Version\s*:\s*([\d.]+)", stripped)
         if header:
             smi["driver"] = header.group(1)
         cuda = re.search(r"CUDA (?:UMD )?Version\s*:\s*([\d.]+)", stripped)
@@ -652,6 +747,22 @@ def parse_nvidia_smi(text: str | None, state: str = "present") -> dict:
     return smi
 
 
+def parse_nvidia_driver(text: str | None) -> str | None:
+    """
+    The NVIDIA kernel module's version from /proc/driver/nvidia/version ("NVRM version: NVIDIA
+    UNIX x86_64 Kernel Module  470.182.03 ..."), ``modinfo nvidia`` ("version: 535.54.03") or
+    /sys/module/nvidia/version (the number alone).
+    """
+    for line in _notes(text or "")[0]:
+        line = unquote(line).strip()
+        match = (re.search(r"Kernel Module\s+(\d+\.\d+(?:\.\d+)?)", line)
+                 or re.match(r"version:\s+(\d+\.\d+(?:\.\d+)?)$", line)
+                 or re.fullmatch(r"(\d{3}\.\d+(?:\.\d+)?)", line))
+        if match:
+            return match.group(1)
+    return None
+
+
 def parse_drm_vram(text: str | None) -> dict[str, int]:
     """'0000:03:00.0 8573157376' lines (from /sys/class/drm/card*/device/mem_info_vram_total)."""
     vram = {}
@@ -680,6 +791,12 @@ def parse(sections: dict[str, str], stack_dir: str = DEFAULT_STACK_DIR,
     kfd = parse_dmesg(sections.get("dmesg"), states["dmesg"])
     rocminfo = parse_rocminfo(sections.get("rocminfo"), states["rocminfo"])
     nvidia = parse_nvidia_smi(sections.get("nvidia-smi"), states["nvidia-smi"])
+    # The driver's version: nvidia-smi's, else the kernel module's (/proc, modinfo, the log).
+    nvidia["driver_source"] = "nvidia-smi" if nvidia["driver"] else None
+    for source, version in (("nvidia-driver", parse_nvidia_driver(sections.get("nvidia-driver"))),
+                            ("dmesg", kfd["nvidia_driver"])):
+        if nvidia["driver"] is None and version:
+            nvidia["driver"], nvidia["driver_source"] = version, source
     facts = {
         "sections": states,
         "cpu": cpu,
@@ -698,16 +815,32 @@ def parse(sections: dict[str, str], stack_dir: str = DEFAULT_STACK_DIR,
     return facts
 
 
+def _record(slot: str | None, vendor_id: str | None = None, device_id: str | None = None,
+            description: str | None = None, class_id: str | None = "0300") -> dict:
+    return {
+        "slot": slot, "vendor_id": vendor_id, "device_id": device_id, "class_id": class_id,
+        "description": description, "driver": None, "atomics_cap": None, "atomics_reqen": None,
+        "caps_denied": False, "link_cap": None, "link_sta": None, "vram_mb": None,
+        "vram_source": None, "rocm_agent": None, "rocm_name": None, "rocm_index": None,
+        "nvidia_name": None, "nvidia_index": None, "chip": None, "sources": [],
+    }
+
+
 def merge_gpus(short: list[dict], verbose: list[dict], kfd: dict, rocminfo: dict, nvidia: dict,
                drm_vram: dict[str, int]) -> list[dict]:
-    gpus: dict[str, dict] = {}
+    """
+    One record per GPU from every source, joined by PCI slot, else by PCI ID (vendor:device),
+    else by vendor when one device of that vendor is left to match: any one source is enough to
+    know a GPU (a kfd line, a rocminfo agent, an nvidia-smi row without lspci), and what each
+    says of it lands on the same record. A GPU whose slot no source printed has slot None.
+    """
+    records: list[dict] = []
+    by_slot: dict[str, dict] = {}
     for device in short + verbose:
-        record = gpus.setdefault(device["slot"], {
-            "slot": device["slot"], "vendor_id": None, "device_id": None, "class_id": None,
-            "description": None, "driver": None, "atomics_cap": None, "atomics_reqen": None,
-            "caps_denied": False, "link_cap": None, "link_sta": None, "vram_mb": None,
-            "vram_source": None, "rocm_agent": None, "nvidia_name": None, "sources": [],
-        })
+        record = by_slot.get(device["slot"])
+        if record is None:
+            record = by_slot[device["slot"]] = _record(device["slot"], class_id=None)
+            records.append(record)
         for key in ("vendor_id", "device_id", "class_id", "description", "driver", "atomics_cap",
                     "atomics_reqen", "link_cap", "link_sta"):
             if device.get(key) is not None:
@@ -717,76 +850,93 @@ def merge_gpus(short: list[dict], verbose: list[dict], kfd: dict, rocminfo: dict
         if source not in record["sources"]:
             record["sources"].append(source)
 
-    def new_record(slot, vendor_id, device_id, description, source):
-        return gpus.setdefault(slot, {
-            "slot": slot, "vendor_id": vendor_id, "device_id": device_id, "class_id": "0300",
-            "description": description, "driver": None, "atomics_cap": None,
-            "atomics_reqen": None, "caps_denied": False, "link_cap": None, "link_sta": None,
-            "vram_mb": None, "vram_source": None, "rocm_agent": None, "nvidia_name": None,
-            "sources": [source],
-        })
+    def find(vendor_id: str, device_id: str | None, slot: str | None, taken: str) -> dict | None:
+        """The record a source's GPU is: same slot, same ID, or the one of its vendor left."""
+        if slot and slot in by_slot:
+            return by_slot[slot]
+        mine = [r for r in records if r["vendor_id"] == vendor_id and
+                not (slot and r["slot"] and r["slot"] != slot)]
+        if device_id:
+            same = [r for r in mine if r["device_id"] == device_id and not r[taken]]
+            if same:
+                return same[0]
+            if any(r["device_id"] == device_id for r in mine):
+                return None  # a second card of that model: a record of its own
+        open_ = [r for r in mine if not r[taken] and (r["device_id"] is None or not device_id)]
+        return open_[0] if len(open_) == 1 else None
 
-    # lspci without -nn prints no IDs: the kernel log names the AMD device kfd looked at.
-    amd = [g for g in gpus.values() if g["vendor_id"] == AMD]
-    named = {pci.split(":")[1] for pci in kfd["rejected"] + kfd["added"] if pci.startswith(AMD)}
-    unnamed = [g for g in amd if g["device_id"] is None]
-    if len(named) == 1 and len(unnamed) == 1 and \
-            not any(g["device_id"] in named for g in amd if g["device_id"]):
-        unnamed[0]["device_id"] = named.pop()
-        unnamed[0]["sources"].append("dmesg")
+    def add(target: dict | None, vendor_id: str, device_id: str | None, slot: str | None,
+            description: str | None, source: str) -> dict:
+        if target is None:
+            target = _record(slot, vendor_id, device_id, description)
+            records.append(target)
+            if slot:
+                by_slot[slot] = target
+        if target["device_id"] is None and device_id:
+            target["device_id"] = device_id
+        if target["slot"] is None and slot:
+            target["slot"] = slot
+            by_slot[slot] = target
+        if source not in target["sources"]:
+            target["sources"].append(source)
+        return target
 
-    # rocminfo GPU agents: matched by BDFID, then by chip ID, then the only AMD device left.
-    for agent in rocminfo["gpu_agents"]:
+    # The kernel log: amdgpu's chip line and kfd's verdicts name AMD devices by PCI ID.
+    for pci_id, chip in kfd["chips"].items():
+        vendor_id, device_id = pci_id.split(":")
+        target = find(vendor_id, device_id, chip["slot"], "chip")
+        target = add(target, vendor_id, device_id, chip["slot"], None, "dmesg")
+        target["chip"] = chip["chip"]
+    for pci_id in kfd["rejected"] + kfd["added"]:
+        vendor_id, device_id = pci_id.split(":")
+        if any(f"{r['vendor_id']}:{r['device_id']}" == pci_id for r in records):
+            for r in records:
+                if f"{r['vendor_id']}:{r['device_id']}" == pci_id and "dmesg" not in r["sources"]:
+                    r["sources"].append("dmesg")
+            continue
+        target = find(vendor_id, device_id, None, "chip")
+        add(target, vendor_id, device_id, None, None, "dmesg")
+
+    # rocminfo's GPU agents: BDFID is the slot, Chip ID the PCI device ID. Their order is the
+    # runtime's (ROCR_VISIBLE_DEVICES counts in it).
+    for index, agent in enumerate(rocminfo["gpu_agents"]):
         slot = bdfid_slot(agent["bdfid"])
-        target = gpus.get(slot) if slot else None
-        if target is None and agent["chip_id"]:
-            target = next((g for g in amd if g["device_id"] == agent["chip_id"]), None)
-        if target is None:
-            unmatched = [g for g in amd if g["rocm_agent"] is None]
-            target = unmatched[0] if len(unmatched) == 1 else None
-        if target is None:
-            target = new_record(slot or f"rocm-{agent['name']}", AMD, agent["chip_id"],
-                                agent["marketing_name"] or agent["name"], "rocminfo")
+        target = find(AMD, agent["chip_id"], slot, "rocm_agent")
+        target = add(target, AMD, agent["chip_id"], slot,
+                     agent["marketing_name"] or agent["name"], "rocminfo")
         target["rocm_agent"] = agent["name"]
+        target["rocm_name"] = agent["marketing_name"]
+        target["rocm_index"] = index
         if agent["vram_kb"] and target["vram_mb"] is None:
             target["vram_mb"] = agent["vram_kb"] // 1024
             target["vram_source"] = "rocminfo"
-        if "rocminfo" not in target["sources"]:
-            target["sources"].append("rocminfo")
 
-    # nvidia-smi GPUs: matched by bus id, then the only NVIDIA device without a match.
-    nv = [g for g in gpus.values() if g["vendor_id"] == NVIDIA]
+    # nvidia-smi's GPUs: bus id, and the PCI ID where -q printed it.
     for entry in nvidia["gpus"]:
-        target = gpus.get(entry["bus_id"]) if entry["bus_id"] else None
-        if target is None:
-            unmatched = [g for g in nv if g["nvidia_name"] is None]
-            target = unmatched[0] if len(unmatched) == 1 else None
-        if target is None:
-            device_id = entry.get("pci_id", "").split(":")[-1] or None
-            target = new_record(entry["bus_id"] or f"nvidia-{entry['index']}", NVIDIA, device_id,
-                                entry["name"], "nvidia-smi")
+        device_id = (entry.get("pci_id") or "").split(":")[-1] or None
+        target = find(NVIDIA, device_id, entry["bus_id"], "nvidia_name")
+        target = add(target, NVIDIA, device_id, entry["bus_id"], entry["name"], "nvidia-smi")
         target["nvidia_name"] = entry["name"]
+        target["nvidia_index"] = entry["index"]
         if entry["memory_mib"]:
             target["vram_mb"] = entry["memory_mib"]
             target["vram_source"] = "nvidia-smi"
-        if "nvidia-smi" not in target["sources"]:
-            target["sources"].append("nvidia-smi")
 
     for slot, size in drm_vram.items():
-        if slot in gpus and gpus[slot]["vram_source"] not in ("nvidia-smi",):
-            gpus[slot]["vram_mb"] = size // (1024 * 1024)
-            gpus[slot]["vram_source"] = "sysfs"
-    amd = [g for g in gpus.values() if g["vendor_id"] == AMD]
+        if slot in by_slot and by_slot[slot]["vram_source"] not in ("nvidia-smi",):
+            by_slot[slot]["vram_mb"] = size // (1024 * 1024)
+            by_slot[slot]["vram_source"] = "sysfs"
+    amd = [g for g in records if g["vendor_id"] == AMD]
     for slot, size_mb in kfd["vram_mb"].items():
-        target = gpus.get(slot) if slot else (amd[0] if len(amd) == 1 else None)
+        target = by_slot.get(slot) if slot else (amd[0] if len(amd) == 1 else None)
         if target is not None and target["vram_mb"] is None:
             target["vram_mb"] = size_mb
             target["vram_source"] = "dmesg"
-    for record in gpus.values():
+    for record in records:
         record["pci_id"] = (f"{record['vendor_id']}:{record['device_id']}"
                             if record["vendor_id"] and record["device_id"] else None)
         record["vendor"] = VENDOR_NAMES.get(record["vendor_id"] or "", "other")
-    return sorted(gpus.values(), key=lambda g: g["slot"])
+    return sorted(records, key=lambda g: (g["slot"] is None, g["slot"] or "", g["pci_id"] or ""))
 
 
 def _int(value) -> int | None:

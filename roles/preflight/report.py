@@ -69,7 +69,8 @@ def report(host_name: str, decision: Decision, facts: dict) -> str:
         if gpu.get("rocm_agent"):
             details.append(f"rocminfo {gpu['rocm_agent']}")
         name = gpu.get("nvidia_name") or gpu.get("description") or "?"
-        lines.append(f"  GPU     {gpu['slot']} [{gpu.get('pci_id') or '?'}] {name}"
+        lines.append(f"  GPU     {gpu['slot'] or '?'} [{gpu.get('pci_id') or '?'}] {name}"
+                     + (f" ({', '.join(gpu['sources'])})" if gpu.get("sources") else "")
                      + (f"; {', '.join(details)}" if details else ""))
     kfd = facts["kfd"]
     if kfd["readable"] is False:
@@ -78,7 +79,8 @@ def report(host_name: str, decision: Decision, facts: dict) -> str:
         lines.append(f"  Kernel  {line}")
     rocminfo = facts["rocminfo"]
     if rocminfo["present"]:
-        agents = ", ".join(a["name"] or "?" for a in rocminfo["gpu_agents"]) or "CPU agents only"
+        agents = ", ".join(a["name"] or "?" for a in rocminfo["gpu_agents"]) or (
+            "CPU agents only" if rocminfo["complete"] else "no GPU agent in the part captured")
         lines.append(f"  ROCm    rocminfo: {rocminfo['error'] or agents}")
     smi = facts["nvidia_smi"]
     if smi["present"]:

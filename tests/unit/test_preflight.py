@@ -47,6 +47,8 @@ def check(decision, expected: dict) -> None:
     reasons, warnings = "\n".join(decision.reasons), "\n".join(decision.warnings)
     for text in expected.get("reasons_contain", []):
         assert text in reasons, (text, reasons)
+    for text in expected.get("reasons_lack", []):
+        assert text not in reasons, (text, reasons)
     for text in expected.get("warnings_contain", []):
         assert text in warnings, (text, warnings)
     for text in expected.get("warnings_lack", []):
@@ -136,6 +138,94 @@ def test_older_kernel_atomics_message():
     assert found["kfd"]["rejected"] == ["1002:67ef"]
     decision = decide(found, requested="rocm")
     assert decision.gpu["pcie_atomics"] == "rejected"
+
+
+# --- what users paste: filtered, cut, re-wrapped ---------------------------------------------
+
+RX6700XT = CASES / "rx6700xt-ryzen3700x" / "rocminfo.txt"
+
+
+def test_rocminfo_filtered_by_grep_still_lists_the_gpu():
+    # What `rocminfo | grep -E "Name|Marketing Name"` prints on that host: the real filter
+    # applied to its real output.
+    text = RX6700XT.read_text()
+    filtered = "\n".join(line for line in text.splitlines()
+                          if re.search(r"Name|Marketing Name", line))
+    info = facts_module.parse_rocminfo(filtered)
+    assert [a["name"] for a in info["gpu_agents"]] == ["gfx1031"]
+    assert info["gpu_agents"][0]["marketing_name"] == "AMD Radeon RX 6700 XT"
+    assert info["complete"] is False
+    decision = decide(parse({"rocminfo": filtered}))
+    assert decision.backend == "rocm" and decision.gpu["target"] == "gfx1031"
+
+
+def test_rocminfo_without_agent_headers_keeps_agents_apart():
+    # A paste whose "Agent N" headers and ******* separators were lost.
+    text = "\n".join(line for line in RX6700XT.read_text().splitlines()
+                     if not re.fullmatch(r"\s*(Agent \d+|\*+)\s*", line))
+    info = facts_module.parse_rocminfo(text)
+    assert [a["type"] for a in info["agents"]] == ["CPU", "GPU"]
+    assert info["gpu_agents"][0]["chip_id"] == "73df"
+
+
+def test_rocminfo_grep_gfx_alone_is_a_gpu_agent():
+    # `rocminfo | grep gfx`: the agent's Name and its ISA name.
+    text = "\n".join(line for line in RX6700XT.read_text().splitlines() if "gfx" in line)
+    info = facts_module.parse_rocminfo(text)
+    assert [a["name"] for a in info["gpu_agents"]] == ["gfx1031"]
+    isa_only = "\n".join(line for line in text.splitlines() if "amdgcn" in line)
+    assert [a["name"] for a in facts_module.parse_rocminfo(isa_only)["gpu_agents"]] == ["gfx1031"]
+
+
+def test_a_cut_rocminfo_never_says_cpu_agents_only():
+    # The seed's rocminfo, cut before its end: no GPU agent in the part kept proves nothing.
+    whole = (SEED / "rocminfo.txt").read_text()
+    cut = whole[:whole.index("Agent 2")]
+    for text, claimed in ((whole, True), (cut, False)):
+        sections = load_dir(SEED)
+        sections["rocminfo"] = text
+        del sections["dmesg"]
+        found = parse(sections)
+        assert found["rocminfo"]["complete"] is claimed
+        decision = decide(found, requested="rocm")
+        reasons = "\n".join(decision.reasons + decision.warnings)
+        assert ("rocminfo lists CPU agents only" in reasons) is claimed
+        assert ("CPU agents only" in preflight.report("h", decision, found)) is claimed
+
+
+def test_lspci_lines_indented_or_rewrapped_by_a_paste():
+    line = (CASES / "rtx2060-lspci-only" / "lspci-nn.txt").read_text().splitlines()[0]
+    assert facts_module.parse_lspci(line)[0]["device_id"] == "1f08"
+    indented = facts_module.parse_lspci("    " + line)
+    assert indented[0]["device_id"] == "1f08" and indented[0]["slot"] == "01:00.0"
+    import textwrap
+    wrapped = "\n".join(textwrap.wrap(line, 60))
+    assert wrapped.count("\n") >= 1
+    devices = facts_module.parse_lspci(wrapped)
+    assert [(d["slot"], d["vendor_id"], d["device_id"]) for d in devices] == \
+        [("01:00.0", "10de", "1f08")]
+
+
+def test_the_kernel_log_alone_names_the_card_and_the_reason():
+    found = facts_of("rx580-x58-kfd-line-only")
+    assert [(g["pci_id"], g["slot"], g["sources"]) for g in found["gpus"]] == \
+        [("1002:67df", None, ["dmesg"])]
+    # amdgpu's modesetting line names the chip; a later kfd line for the same ID is one GPU.
+    text = (CASES / "rx580-dmesg-modesetting" / "dmesg.txt").read_text()
+    found = parse({"dmesg": text + "\n[    7.0] kfd kfd: amdgpu: skipped device 1002:67df, "
+                                   "PCI rejects atomics 730<0"})
+    assert [(g["pci_id"], g["chip"]) for g in found["gpus"]] == [("1002:67df", "POLARIS10")]
+    assert decide(found, requested="rocm").gpu["pcie_atomics"] == "rejected"
+
+
+def test_rocminfo_chip_id_and_lspci_are_one_gpu():
+    sections = {"rocminfo": RX6700XT.read_text(),
+                "lspci-nn": "28:00.0 VGA compatible controller [0300]: Advanced Micro Devices, "
+                            "Inc. [AMD/ATI] Navi 22 [Radeon RX 6700/6700 XT/6750 XT / 6800M/"
+                            "6850M XT] [1002:73df] (rev c1)"}
+    found = parse(sections)
+    assert len(found["gpus"]) == 1
+    assert found["gpus"][0]["sources"] == ["lspci-nn", "rocminfo"]
 
 
 # --- explicit settings -----------------------------------------------------------------------
