@@ -289,17 +289,3 @@ def test_service_state_and_user_groups_read_what_systemctl_and_id_print():
     ])
     assert users == {"alice": {"group": "alice", "groups": ["sudo", "docker"]},
                      "bob": {"group": "bob", "groups": []}}
-
-
-def test_pyinfras_global_arguments_are_worked_out_once_and_are_the_same():
-    import typing
-
-    import roles  # noqa: F401 - installs the cache
-    from pyinfra.api import arguments, facts
-
-    assert arguments.all_global_arguments.sdinfra_cached
-    assert facts.all_global_arguments is arguments.all_global_arguments
-    expected = list(typing.get_type_hints(arguments.AllArguments).items())
-    assert arguments.all_global_arguments() == expected
-    arguments.all_global_arguments().clear()  # a caller's change does not reach the next one
-    assert arguments.all_global_arguments() == expected
