@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from .facts import AMD, NVIDIA
+from .facts import AMD, NVIDIA, VENDOR_NAMES
 
 GPUS_FILE = Path(__file__).with_name("gpus.yml")
 BACKENDS = ("rocm", "cuda", "cpu")
@@ -40,13 +40,16 @@ class Decision:
     cpu_threads: int | None = None
     requested: str = "auto"
     rocm_release: str = DEFAULT_ROCM_RELEASE
+    # The torch build the image installs (roles/webui TORCH_COMMANDS): cpu, rocm5.6, cu121, ...
+    torch_build: str | None = None
 
     @property
     def deployable(self) -> bool:
         return self.backend != "none"
 
     def to_json(self) -> dict:
-        """The machine-readable decision: exactly these six keys."""
+        """The machine-readable decision: the launch plan (env, webui_args, cpu_threads,
+        torch_build) with its reasons and warnings, and the GPU chosen."""
         return {
             "backend": self.backend,
             "reasons": list(self.reasons),
@@ -54,6 +57,8 @@ class Decision:
             "webui_args": list(self.webui_args),
             "warnings": list(self.warnings),
             "gpu": dict(self.gpu) if self.gpu is not None else None,
+            "cpu_threads": self.cpu_threads,
+            "torch_build": self.torch_build,
         }
 
     def dumps(self) -> str:
@@ -76,49 +81,96 @@ def release_tuple(release: str) -> tuple[int, ...]:
 # --- knowing a GPU ---------------------------------------------------------------------------
 
 
+def _named(pattern: str, text: str) -> bool:
+    return re.search(rf"(?<![\w]){pattern}(?![\w])", text, re.IGNORECASE) is not None
+
+
+def family_by_name(texts: list[str], vendor: str, families: dict) -> str | None:
+    """
+    The family whose chip name (GK106, Ellesmere, Navi 22, POLARIS10, ...) one of ``texts``
+    carries, else the one whose product name (RTX 3060, RX 580, ...) it carries; None if none.
+    """
+    text = " | ".join(t for t in texts if t)
+    for field_name in ("chips", "products"):
+        for key, family in families.items():
+            if family.get("vendor") == vendor and \
+                    any(_named(p, text) for p in family.get(field_name, [])):
+                return key
+    return None
+
+
 def identify(gpu: dict, data: dict | None = None) -> dict:
     """
     What gpus.yml says about one GPU record from the facts: its entry (by PCI ID, else by a name
-    lspci/rocminfo/nvidia-smi printed, else by rocminfo's gfx target), its family, and how sure
-    that is ('pci-id', 'name', 'gfx' or 'vendor').
+    lspci/rocminfo/nvidia-smi printed), else its family (by rocminfo's gfx target, else by the
+    chip or product name any source printed), and how sure that is ('pci-id', 'name', 'gfx',
+    'family' or 'vendor': nothing but the vendor is known).
     """
     data = data or load_gpus()
     devices, families = data["devices"], data["families"]
     entry, how = None, "vendor"
     entry_id = None
+    texts = [gpu.get("description"), gpu.get("nvidia_name"), gpu.get("rocm_name"),
+             gpu.get("chip")]
     if gpu.get("pci_id") and gpu["pci_id"] in devices:
         entry, how, entry_id = devices[gpu["pci_id"]], "pci-id", gpu["pci_id"]
     if entry is None:
-        texts = " | ".join(t for t in (gpu.get("description"), gpu.get("nvidia_name")) if t)
+        joined = " | ".join(t for t in texts[:3] if t)
         best = None
         for pci_id, candidate in devices.items():
             if not pci_id.startswith(gpu.get("vendor_id") or ""):
                 continue
             for name in candidate.get("names", []):
-                if re.search(rf"(?<![\w]){re.escape(name)}(?![\w])", texts, re.IGNORECASE):
+                if _named(re.escape(name), joined):
                     if best is None or len(name) > best[0]:
                         best = (len(name), pci_id, candidate)
         if best:
             entry, how, entry_id = best[2], "name", best[1]
     family_key = entry["family"] if entry else None
     agent = gpu.get("rocm_agent")
-    if agent and re.fullmatch(r"gfx[0-9a-f]+", agent):
-        if family_key is None and agent in families:
-            family_key, how = agent, "gfx"
+    if family_key is None and agent and agent in families:
+        family_key, how = agent, "gfx"
+    vendor = VENDOR_NAMES.get(gpu.get("vendor_id") or "")
+    if family_key is None and vendor:
+        family_key = family_by_name(texts, vendor, families)
+        how = "family" if family_key else "vendor"
     family = families.get(family_key, {}) if family_key else {}
-    name = (entry or {}).get("name") or gpu.get("nvidia_name") or gpu.get("description") \
-        or gpu.get("pci_id") or "unknown GPU"
+    described = re.sub(r"^(Advanced Micro Devices, Inc\. \[AMD/ATI\]|NVIDIA Corporation)\s+", "",
+                       gpu.get("description") or "")
+    name = (entry or {}).get("name") or gpu.get("nvidia_name") or gpu.get("rocm_name") \
+        or described or gpu.get("chip") or gpu.get("pci_id") or "unknown GPU"
     return {"entry": entry, "family_key": family_key, "family": family, "how": how,
             "name": name, "pci_id": entry_id}
 
 
-def rocm_status(family: dict, release: str) -> tuple[str, str | None]:
-    """(status, note) of a family in a ROCm release; ('unknown', None) without data."""
-    status, note = "unknown", None
-    for step in family.get("rocm", []):
-        if release_tuple(release) >= release_tuple(step["from"]):
-            status, note = step["status"], step.get("note")
-    return status, note
+def rocm_status(family: dict, data: dict) -> tuple[str, str | None]:
+    """
+    (status, note) of an AMD family with the image's torch wheel: 'supported' (the wheel has
+    code for its target), 'override' (it runs the code of a target the wheel has, under
+    HSA_OVERRIDE_GFX_VERSION), or what gpus.yml says (broken, community, unsupported).
+    """
+    wheel = data["torch"]["rocm"]
+    if family.get("status"):
+        return family["status"], family.get("note")
+    if not family.get("gfx"):
+        return "unknown", None
+    if family["gfx"] in wheel["targets"]:
+        return "supported", family.get("note")
+    override = family.get("hsa_override")
+    if override and override_target(override) in wheel["targets"]:
+        return "override", family.get("note")
+    return "unsupported", (f"torch {wheel['wheel']} carries no {family['gfx']} code "
+                           f"(its targets: {', '.join(wheel['targets'])})")
+
+
+def version_tuple(version: str | None) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", str(version or ""))) or (0,)
+
+
+def runs_code_for(capability: float, archs: list[float]) -> bool:
+    """A GPU runs a build's code for its own major version at its minor or below (sm_86 code
+    runs on 8.9, not on 9.0; the builds carry no PTX for newer majors)."""
+    return any(int(a) == int(capability) and a <= capability + 1e-9 for a in archs)
 
 
 # --- evaluating each GPU ---------------------------------------------------------------------
@@ -135,9 +187,10 @@ def _vram_gb(gpu: dict, known: dict) -> tuple[float | None, str]:
 
 def _label(gpu: dict, known: dict) -> str:
     target = known["family"].get("gfx") or known["family"].get("arch")
-    ids = gpu.get("pci_id") or (f"{known['pci_id']} by name" if known.get("pci_id") else "?")
+    ids = gpu.get("pci_id") or (f"{known['pci_id']} by name" if known.get("pci_id") else None)
     where = f" at {gpu['slot']}" if gpu.get("slot") else " (slot unknown)"
-    return f"{known['name']} [{ids}]" + (f", {target}" if target else "") + where
+    return known["name"] + (f" [{ids}]" if ids else "") + (f", {target}" if target else "") \
+        + where
 
 
 def evaluate_amd(gpu: dict, facts: dict, release: str) -> dict:
@@ -194,13 +247,30 @@ def evaluate_amd(gpu: dict, facts: dict, release: str) -> dict:
                                 "(\"PCI rejects atomics\" means no ROCm)")
 
     # What stock PyTorch ROCm builds make of this target in the chosen release.
-    status, note = rocm_status(family, release)
+    # Judged against the torch wheel the image installs: the container runs the wheel's own
+    # ROCm; the host's release gives the kernel driver only.
+    data = load_gpus()
+    status, note = rocm_status(family, data)
+    wheel = data["torch"]["rocm"]["wheel"]
     if known["how"] == "vendor":
         status = "unknown"
-        cautions.append(f"{label}: not in gpus.yml; deciding by vendor (AMD) - check ROCm's "
-                        "support list for this GPU")
+        cautions.append(f"{label}: unknown chip - neither its PCI ID nor a chip or product name "
+                        "gpus.yml knows; deciding by vendor (AMD): check ROCm's support list "
+                        "for this GPU")
     if status in ("community", "broken", "unsupported"):
-        blockers.append(f"ROCm {release}: {note or status}")
+        blockers.append(f"torch {wheel}: {note or status}")
+    driving = bool(gpu.get("rocm_agent")) or (pci is not None and pci in kfd["added"])
+    if family.get("driver_from") and release_tuple(release) < release_tuple(family["driver_from"]):
+        if driving:
+            cautions.append(f"{label}: the kernel drives it now, but ROCm {release}'s amdgpu "
+                            f"kernel driver predates {family.get('gfx')} (ROCm "
+                            f"{family['driver_from']} or newer): keep the kernel's own driver "
+                            "(rocm_no_dkms) or set rocm_release to "
+                            f"{family['driver_from']} or newer")
+        else:
+            blockers.append(f"the amdgpu kernel driver of ROCm {release} predates "
+                            f"{family.get('gfx')}: set rocm_release to {family['driver_from']} "
+                            "or newer")
     vram, vram_source = _vram_gb(gpu, known)
     if family.get("apu") and status not in ("community", "broken", "unsupported"):
         need = family.get("min_vram_gb", 4)
@@ -227,37 +297,64 @@ def evaluate_amd(gpu: dict, facts: dict, release: str) -> dict:
     }
 
 
-def evaluate_nvidia(gpu: dict, facts: dict, data: dict) -> dict:
+def evaluate_nvidia(gpu: dict, facts: dict, data: dict, cuda_build: str = "auto") -> dict:
     known = identify(gpu, data)
     family = known["family"]
     label = _label(gpu, known)
-    blockers, cautions = [], []
-    minimum = data["cuda"]["min_compute_capability"]
+    blockers, cautions, reasons = [], [], []
+    builds = data["torch"]["cuda"]
+    names = [cuda_build] if cuda_build != "auto" else list(builds)
     capability = family.get("compute_capability")
     if known["how"] == "vendor":
-        cautions.append(f"{label}: not in gpus.yml; deciding by vendor (NVIDIA) - stock CUDA "
-                        f"wheels need compute capability {minimum} or newer")
-    elif capability is not None and capability < minimum:
-        blockers.append(f"compute capability {capability} ({family.get('arch')}); stock "
-                        f"PyTorch CUDA wheels need {minimum} or newer")
+        cautions.append(f"{label}: unknown chip - neither its PCI ID nor a chip or product name "
+                        "gpus.yml knows; deciding by vendor (NVIDIA): the image's CUDA builds "
+                        "need compute capability 5.0 or newer")
+    fitting = [n for n in names if capability is None or runs_code_for(capability,
+                                                                       builds[n]["archs"])]
+    if not fitting:
+        carried = "; ".join(f"{n} ({builds[n]['torch']}): "
+                            + ", ".join(str(a) for a in builds[n]["archs"]) for n in names)
+        blockers.append(f"compute capability {capability} ({family.get('arch')}): the image's "
+                        f"torch builds carry no code for it ({carried})")
+    smi = facts["nvidia_smi"]
+    driver = smi.get("driver")
+    build = None
+    if fitting:
+        runnable = [n for n in fitting if driver is None or
+                    version_tuple(driver) >= version_tuple(builds[n]["min_driver"])]
+        build = runnable[0] if runnable else fitting[0]
+        need = builds[build]["min_driver"]
+        if driver is None:
+            cautions.append(f"NVIDIA driver version unknown: torch {builds[build]['torch']} "
+                            f"needs driver {need} or newer (CUDA minor version compatibility)")
+        elif runnable:
+            reasons.append(f"torch {builds[build]['torch']}: driver {driver} "
+                           f"({smi.get('driver_source')}) is {need} or newer"
+                           + (f"; {fitting[0]} would need {builds[fitting[0]]['min_driver']}"
+                              if build != fitting[0] else ""))
+        else:
+            needs = ", ".join(f"{n}: {builds[n]['min_driver']}" for n in fitting)
+            cautions.append(f"NVIDIA driver {driver} is older than every build the image can "
+                            f"install needs ({needs}): upgrade the driver to {need} or newer, "
+                            "or the web UI fails at every start on torch.cuda.is_available()")
     vram, vram_source = _vram_gb(gpu, known)
     if vram is not None and vram_source != "table" and vram < MIN_USABLE_VRAM_GB:
         blockers.append(f"only {vram} GB VRAM; SD needs about 2 GB even with --lowvram")
     if gpu.get("driver") == "vfio-pci":
         blockers.append("bound to vfio-pci (passed through to a virtual machine): this host "
                         "cannot use it")
-    smi = facts["nvidia_smi"]
-    if not smi["present"]:
+    if not smi["present"] and driver is None:
         cautions.append("nvidia-smi not found: install the NVIDIA driver before the container "
                         "toolkit (it needs a working driver)")
-    elif smi["error"]:
+    elif smi["present"] and smi["error"]:
         cautions.append(f"nvidia-smi failed: \"{smi['error']}\" - the driver is not working")
     rank = 3 if known["how"] != "vendor" else 2
     return {
         "vendor": "nvidia", "gpu": gpu, "known": known, "label": label, "status": "supported",
         "note": None, "blockers": blockers, "cautions": cautions, "evidence": [],
         "atomics": "not needed", "vram_gb": vram, "vram_source": vram_source,
-        "usable": not blockers, "rank": rank if not blockers else 0,
+        "usable": not blockers, "rank": rank if not blockers else 0, "build": build,
+        "build_reasons": reasons,
     }
 
 
@@ -304,7 +401,7 @@ def evaluate_cpu(facts: dict) -> dict:
 
 def decide(facts: dict, requested: str = "auto", rocm_release: str = DEFAULT_ROCM_RELEASE,
            min_ram_gb: int = 16, lowvram_below_gb: float = 3, medvram_below_gb: float = 7,
-           min_free_disk_gb: int | None = None) -> Decision:
+           min_free_disk_gb: int | None = None, cuda_build: str = "auto") -> Decision:
     """
     Pick the backend for one host from its facts. ``requested`` is the user's ``accelerator``
     setting: 'auto' chooses; 'rocm', 'cuda' or 'cpu' wins, with warnings when the facts say it
@@ -319,7 +416,7 @@ def decide(facts: dict, requested: str = "auto", rocm_release: str = DEFAULT_ROC
         if gpu["vendor_id"] == AMD:
             candidates.append(evaluate_amd(gpu, facts, str(rocm_release)))
         elif gpu["vendor_id"] == NVIDIA:
-            candidates.append(evaluate_nvidia(gpu, facts, data))
+            candidates.append(evaluate_nvidia(gpu, facts, data, cuda_build))
     cpu = evaluate_cpu(facts)
     lspci_unknown = facts["sections"].get("lspci-nn") in ("missing", "absent") and \
         facts["sections"].get("lspci-vvv") in ("missing", "absent")
@@ -363,7 +460,7 @@ def decide(facts: dict, requested: str = "auto", rocm_release: str = DEFAULT_ROC
         mine = sorted((c for c in candidates if c["vendor"] == vendor),
                       key=lambda c: (c["usable"], c["rank"], c["vram_gb"] or 0), reverse=True)
         auto_choice = decide(facts, "auto", rocm_release, min_ram_gb, lowvram_below_gb,
-                             medvram_below_gb, min_free_disk_gb).backend
+                             medvram_below_gb, min_free_disk_gb, cuda_build).backend
         decision.reasons.append(f"accelerator: {requested} is set for this host (auto would "
                                 f"pick {auto_choice})")
         if requested == "cpu":
@@ -384,11 +481,19 @@ def decide(facts: dict, requested: str = "auto", rocm_release: str = DEFAULT_ROC
 
     if chosen is not None:
         _gpu_settings(decision, chosen, lowvram_below_gb, medvram_below_gb)
+        _hide_others(decision, chosen, candidates)
     if decision.backend == "cpu":
         _cpu_settings(decision, facts)
+        decision.torch_build = "cpu"
     elif decision.backend in ("rocm", "cuda"):
-        cores = facts["cpu"].get("cores")
-        decision.cpu_threads = cores
+        decision.cpu_threads = facts["cpu"].get("cores")
+    if decision.backend == "rocm":
+        decision.torch_build = "rocm" + data["torch"]["rocm"]["wheel"].split("+rocm")[-1]
+    elif decision.backend == "cuda":
+        decision.torch_build = (chosen or {}).get("build") or \
+            (cuda_build if cuda_build != "auto" else next(iter(data["torch"]["cuda"])))
+        if chosen is not None:
+            decision.reasons.extend(chosen["build_reasons"])
     for candidate in candidates:
         for caution in candidate["cautions"]:
             if caution not in decision.warnings and (candidate is chosen or
@@ -402,7 +507,7 @@ def decide(facts: dict, requested: str = "auto", rocm_release: str = DEFAULT_ROC
 
 
 def _gpu_reason(candidate: dict, release: str) -> str:
-    by_vendor = " (not in gpus.yml: chosen by vendor)" if candidate["known"]["how"] == "vendor" \
+    by_vendor = " (unknown chip: chosen by vendor)" if candidate["known"]["how"] == "vendor" \
         else ""
     if candidate["vendor"] == "nvidia":
         family = candidate["known"]["family"]
@@ -411,10 +516,11 @@ def _gpu_reason(candidate: dict, release: str) -> str:
                 + by_vendor)
     text = f"rocm: {candidate['label']}" + by_vendor
     status = candidate["status"]
+    wheel = load_gpus()["torch"]["rocm"]["wheel"]
     if status == "supported":
-        text += f", supported by stock PyTorch ROCm builds (ROCm {release})"
+        text += f", supported by the image's torch {wheel} wheel (it carries this target's code)"
     elif status == "override":
-        text += f", ROCm {release}: {candidate['note']}"
+        text += f", torch {wheel}: {candidate['note']}"
     if candidate["atomics"] == "ok" and candidate["known"]["family"].get("needs_pcie_atomics"):
         text += "; PCIe atomics enabled"
     return text
@@ -422,7 +528,7 @@ def _gpu_reason(candidate: dict, release: str) -> str:
 
 def _weak_reason(candidate: dict) -> str:
     if candidate["status"] == "unknown":
-        return "not in gpus.yml, so not picked automatically (set accelerator to use it)"
+        return "unknown chip, so not picked automatically (set accelerator to use it)"
     return candidate["status"]
 
 
@@ -445,11 +551,9 @@ def _gpu_settings(decision: Decision, chosen: dict, lowvram_below: float,
         "identified_by": chosen["known"]["how"],
     }
     if decision.backend == "rocm":
-        for key, value in family.get("env", {}).items():
-            decision.env[key] = str(value)
-            if key == "ROC_ENABLE_PRE_VEGA":
-                decision.reasons.append("env ROC_ENABLE_PRE_VEGA=1: ROCm ignores pre-Vega "
-                                        "(gfx8) GPUs without it")
+        # No ROC_ENABLE_PRE_VEGA: it gates gfx8 in ROCclr's OpenCL path only (ROCclr rocm-5.3.0
+        # device/device.hpp, runtimeRocSupported: `!IS_HIP && !ROC_ENABLE_PRE_VEGA`); ROCr
+        # (rocminfo) and HIP (PyTorch) never read it.
         if family.get("hsa_override"):
             decision.env["HSA_OVERRIDE_GFX_VERSION"] = family["hsa_override"]
             decision.reasons.append(f"env HSA_OVERRIDE_GFX_VERSION={family['hsa_override']}: "
@@ -476,6 +580,61 @@ def _gpu_settings(decision: Decision, chosen: dict, lowvram_below: float,
     if source == "table":
         decision.warnings.append("VRAM not reported by the host; assumed the smallest variant "
                                  f"of this card ({vram} GB)")
+
+
+def _hide_others(decision: Decision, chosen: dict, candidates: list[dict]) -> None:
+    """
+    With more than one GPU of the chosen vendor the runtime would see, show it only the chosen
+    one: a runtime that meets a GPU its build has no code for aborts ("hipErrorNoBinaryForGpu"),
+    and the web UI would take device 0 whichever that is.
+
+    NVIDIA: CUDA_DEVICE_ORDER=PCI_BUS_ID makes CUDA count in PCI bus order, nvidia-smi's own
+    order, so the index is nvidia-smi's (or the rank of the slot among the NVIDIA GPUs).
+    AMD: ROCR_VISIBLE_DEVICES counts ROCr's GPU agents, in KFD's topology order: rocminfo's
+    order when rocminfo listed them; else the order amdgpu probed the cards in (PCI bus order)
+    among those kfd added - an estimate, said so. HIP_VISIBLE_DEVICES is not set as well: it
+    counts what ROCr left visible, so the same number would point past the one GPU left.
+    """
+    vendor = chosen["vendor"]
+    seen = [c for c in candidates if c["vendor"] == vendor and c["gpu"].get("driver") != "vfio-pci"
+            and not (vendor == "amd" and c["gpu"].get("pci_id") and
+                     c["gpu"]["pci_id"] in _rejected_ids(c))]
+    if len(seen) < 2 or chosen not in seen:
+        return
+    others = ", ".join(c["label"] for c in seen if c is not chosen)
+    gpu = chosen["gpu"]
+    if vendor == "nvidia":
+        index = gpu.get("nvidia_index")
+        how = "nvidia-smi's index"
+        if index is None:
+            slots = sorted(c["gpu"].get("slot") or "~" for c in seen)
+            index = slots.index(gpu.get("slot") or "~")
+            how = "its rank in PCI bus order"
+            if any(not c["gpu"].get("slot") for c in seen):
+                decision.warnings.append("CUDA_VISIBLE_DEVICES: a GPU's PCI slot is unknown, so "
+                                         "its index is a guess; check with nvidia-smi -L")
+        decision.env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+        decision.env["CUDA_VISIBLE_DEVICES"] = str(index)
+        decision.reasons.append(f"env CUDA_DEVICE_ORDER=PCI_BUS_ID CUDA_VISIBLE_DEVICES={index} "
+                                f"({how}): the web UI sees only {chosen['label']}, not {others}")
+        return
+    index = gpu.get("rocm_index")
+    how = "its place among rocminfo's GPU agents"
+    if index is None:
+        slots = sorted(c["gpu"].get("slot") or "~" for c in seen)
+        index = slots.index(gpu.get("slot") or "~")
+        how = "its rank in PCI bus order, the order amdgpu probes cards in"
+        decision.warnings.append(
+            "ROCR_VISIBLE_DEVICES: ROCm counts GPUs in KFD's topology order, estimated here from "
+            "the PCI bus order (no rocminfo); check with rocminfo that agent "
+            f"{index} is {chosen['known']['family'].get('gfx') or chosen['label']}")
+    decision.env["ROCR_VISIBLE_DEVICES"] = str(index)
+    decision.reasons.append(f"env ROCR_VISIBLE_DEVICES={index} ({how}): ROCm sees only "
+                            f"{chosen['label']}, not {others}")
+
+
+def _rejected_ids(candidate: dict) -> list[str]:
+    return candidate.get("rejected_ids", [])
 
 
 def _cpu_settings(decision: Decision, facts: dict) -> None:

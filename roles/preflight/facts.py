@@ -383,10 +383,24 @@ def normalize_slot(slot: str) -> str:
     return slot
 
 
+# A device line whose class was cut by the one who pasted it ("05:00.0 ... NVIDIA Corporation
+# GK210GL [Tesla K80] (rev a1)"): the vendor's name follows the slot.
+_SHORT_HEADER = re.compile(rf"^(?P<slot>{_SLOT})\s+(?:\.\.\.\s+)?(?P<rest>(?:Advanced Micro Devices|"
+                           r"ATI Technologies|NVIDIA Corporation).*)$")
+
+
 def _pci_header(line: str) -> dict | None:
     match = _HEADER.match(line)
     if not match:
-        return None
+        short = _SHORT_HEADER.match(line)
+        if not short:
+            return None
+        # Display or not, from the name alone: NVIDIA and AMD also make audio, USB and bridge
+        # functions on the same card.
+        other = re.search(r"Audio|USB|UCSI|Controller|Bridge", short.group("rest"))
+        line = f"{short.group('slot')} {'Other' if other else 'VGA compatible controller'}: " \
+               f"{short.group('rest')}"
+        match = _HEADER.match(line)
     rest = match.group("rest")
     ids = _IDS.findall(rest)
     vendor_id = device_id = None

@@ -20,6 +20,7 @@ import pytest
 from roles import preflight
 from roles.preflight import decide, facts as facts_module, parse, split_sections
 from roles.preflight.__main__ import load_dir, main
+from roles.preflight.decide import rocm_status
 from tests.unit.fakehost import REPO, FakeHost, plan
 
 CASES = REPO / "tests" / "fixtures" / "preflight"
@@ -34,7 +35,7 @@ def facts_of(case: str) -> dict:
 def check(decision, expected: dict) -> None:
     """The decision matches an expected.json entry (exact where given, substrings for texts)."""
     assert decision.backend == expected["backend"], decision.reasons
-    for key in ("env", "webui_args", "cpu_threads"):
+    for key in ("env", "webui_args", "cpu_threads", "torch_build"):
         if key in expected:
             assert getattr(decision, key) == expected[key], (key, decision.reasons)
     if "gpu" in expected:
@@ -335,9 +336,11 @@ def test_gpus_yml_covers_the_issue_list():
         family = data["families"][entry["family"]]
         assert family["vendor"] == ("amd" if pci_id.startswith("1002") else "nvidia")
         if family["vendor"] == "amd":
-            assert family["rocm"] and "needs_pcie_atomics" in family
+            assert rocm_status(family, data)[0] != "unknown"
         else:
             assert family["compute_capability"] > 0
+    for key, family in data["families"].items():
+        assert family.get("source") and (family.get("chips") or family.get("products")), key
 
 
 # --- the fact's one command -------------------------------------------------------------------
@@ -409,7 +412,8 @@ def test_explain_json_keys():
     proc = run_explain(str(SEED), "--json")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    assert list(out) == ["backend", "reasons", "env", "webui_args", "warnings", "gpu"]
+    assert list(out) == ["backend", "reasons", "env", "webui_args", "warnings", "gpu",
+                         "cpu_threads", "torch_build"]
     assert out["backend"] == "none" and out["gpu"] is None
     assert isinstance(out["reasons"], list) and isinstance(out["env"], dict)
     laptop = json.loads(run_explain(str(CASES / "seed-laptop-gtx950m"), "--json").stdout)
@@ -420,7 +424,9 @@ def test_explain_text_and_accelerator():
     proc = run_explain(str(SEED), "--accelerator", "rocm")
     assert proc.returncode == 0
     assert "Backend: rocm (accelerator: rocm set)" in proc.stdout
-    assert "ROC_ENABLE_PRE_VEGA=1" in proc.stdout
+    assert "Web UI args: --precision full --no-half --lowvram" in proc.stdout
+    # OpenCL's switch, not HIP's: nothing the container runs reads it.
+    assert "ROC_ENABLE_PRE_VEGA" not in proc.stdout
 
 
 def test_explain_bad_dir(tmp_path, capsys):
