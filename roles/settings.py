@@ -18,6 +18,8 @@ of every deploy file, before the first operation, so a mistake on one host chang
 from __future__ import annotations
 
 import difflib
+import ipaddress
+import posixpath
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
@@ -103,10 +105,120 @@ def text(optional: bool = True) -> Check:
 
 SHA256 = r"[0-9a-f]{64}"
 sha256 = matches(SHA256, "64 lower-case hex digits (a sha256)")
-url = matches(r"(https?|file)://\S+", "an http(s):// or file:// URL")
-optional_url = matches(r"(https?|file)://\S+", "an http(s):// or file:// URL", optional=True)
-absolute_path = matches(r"/[^\0\n]*", "an absolute path")
 fingerprint = matches(r"[0-9A-F]{40}", "a 40-digit upper-case hex OpenPGP fingerprint")
+
+# Characters no URL of ours needs and that change meaning in a shell, a YAML or env file, or
+# a Dockerfile: whitespace (a line break adds a line), quotes, backslash, backtick, controls.
+_URL_UNSAFE = re.compile(r"[\s\x00-\x1f\x7f'\"\\`<>{}|^]")
+
+
+def url_of(*schemes: str, optional: bool = False) -> Check:
+    """A URL that urllib.parse reads with one of ``schemes`` and a host, and nothing unsafe."""
+    from urllib.parse import urlsplit
+
+    names = [s for s in schemes if s not in ("http", "https")]
+    if "http" in schemes:
+        names.insert(0, "http(s)")
+    describe = "an " + " or ".join(f"{s}://" for s in names) + " URL with a host"
+
+    def check(value):
+        if optional and value in (None, ""):
+            return None
+        if not isinstance(value, str) or _URL_UNSAFE.search(value):
+            return describe + " (no spaces, quotes or line breaks)"
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError on a port that is no number
+        except ValueError:
+            return describe
+        if parts.scheme not in schemes or not parts.hostname:
+            return describe
+        return None
+
+    return check
+
+
+# Downloads (models, keys, installers, apt repositories): http(s) only, never file:// (which
+# would read the host's own files) nor a bare name.
+url = url_of("http", "https")
+optional_url = url_of("http", "https", optional=True)
+# git remotes: also ssh:// and git://, and scp's user@host:path form.
+_SCP_REMOTE = re.compile(r"[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[A-Za-z0-9._~/+-]+")
+
+
+def git_url(value):
+    if isinstance(value, str) and _SCP_REMOTE.fullmatch(value):
+        return None
+    return url_of("http", "https", "ssh", "git")(value) and (
+        "a git remote: an http(s)://, ssh:// or git:// URL with a host, or user@host:path")
+
+
+def ipv4(value):
+    """An IPv4 address as the ipaddress module reads it (no 192.168.1.300, no leading zeros)."""
+    try:
+        ipaddress.IPv4Address(value)
+    except (ValueError, TypeError):
+        return "an IPv4 address like 192.168.1.10 (or 0.0.0.0: all)"
+    return None
+
+
+def absolute_path(value):
+    if not isinstance(value, str) or not value.startswith("/") or "\0" in value \
+            or re.search(r"[\x00-\x1f\x7f]", value):
+        return "an absolute path (no line breaks)"
+    return None
+
+
+# The system's own directories: a project directory there writes into it and makes it the
+# image's build context. These themselves, and anything under the kernel's virtual trees.
+SYSTEM_DIRS = ("/", "/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+               "/boot", "/dev", "/proc", "/sys", "/run", "/var", "/root", "/home")
+VIRTUAL_TREES = ("/proc", "/sys", "/dev")
+
+
+def project_dir(value):
+    """An absolute, normalised path that is not a system directory (SYSTEM_DIRS)."""
+    allowed = ("an absolute, normalised path (no //, . or ..) of plain characters "
+               "[A-Za-z0-9._+@/-], not a system directory (/, /etc, /usr, /var, /home, ...) "
+               "nor under /proc, /sys or /dev")
+    if not isinstance(value, str) or not re.fullmatch(r"/[A-Za-z0-9._+@/-]*", value):
+        return allowed
+    trimmed = value.rstrip("/") or "/"
+    if posixpath.normpath(trimmed) != trimmed:
+        return allowed
+    if trimmed in SYSTEM_DIRS or trimmed.startswith(tuple(d + "/" for d in VIRTUAL_TREES)):
+        return allowed
+    return None
+
+
+# --- image references -----------------------------------------------------------------------
+#
+# The OCI reference grammar as github.com/distribution/reference writes it (regexp.go:
+# alphanumeric, separator, domainNameComponent, ipv6address, optionalPort, tag, digestPat;
+# ReferenceRegexp = name [":" tag] ["@" digest]; reference.go: NameTotalLengthMax = 255).
+_ALNUM = r"[a-z0-9]+"
+_SEPARATOR = r"(?:[._]|__|[-]+)"
+_PATH_COMPONENT = f"{_ALNUM}(?:{_SEPARATOR}{_ALNUM})*"
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_HOST = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])"
+_NAME = rf"(?:{_HOST}(?::[0-9]+)?/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+IMAGE_REFERENCE = re.compile(rf"(?P<name>{_NAME})(?::{_TAG})?(?:@{_DIGEST})?")
+NAME_TOTAL_LENGTH_MAX = 255
+
+
+def image_reference(value, optional: bool = False):
+    """A settings check: an image reference Docker accepts (``registry.lan:5000/sd/webui:1``)."""
+    if optional and value in (None, ""):
+        return None
+    found = IMAGE_REFERENCE.fullmatch(value) if isinstance(value, str) else None
+    if not found or len(found.group("name")) > NAME_TOTAL_LENGTH_MAX:
+        return ("an image reference like registry.lan:5000/sd/webui:v1 (lower-case name, "
+                "optional :tag and @sha256:digest)")
+    return None
+
+
 # POSIX user and group names as adduser accepts them by default.
 UNIX_NAME = r"[a-z_][a-z0-9_-]{0,31}"
 
@@ -115,10 +227,11 @@ def list_of(item: Check, what: str) -> Check:
     def check(value):
         if not isinstance(value, (list, tuple)):
             return f"a list of {what}"
-        for entry in value:
+        for number, entry in enumerate(value, 1):
             reason = item(entry)
             if reason is not None:
-                return f"a list of {what}; {entry!r} is not {reason}"
+                # The entry is named by its place: the list may be a secret's.
+                return f"a list of {what}; entry {number} is not {reason}"
         return None
 
     return check
@@ -140,6 +253,16 @@ def read(host, settings: Iterable[Setting]) -> dict[str, Any]:
     return values
 
 
+def shown(setting: Setting, value) -> str:
+    """A value as messages may print it: never a secret's, never a password inside a URL."""
+    if setting.secret:
+        return "(value hidden)"
+    return _USERINFO.sub(r"\1***@", repr(value))
+
+
+_USERINFO = re.compile(r"(://[^/@\s:'\"]*:)[^/@\s'\"]*@")
+
+
 def problems(host, settings: Iterable[Setting], extra: Callable | None = None) -> list[str]:
     """Every bad setting of one host, each as one line of the message users see."""
     settings = list(settings)
@@ -148,21 +271,68 @@ def problems(host, settings: Iterable[Setting], extra: Callable | None = None) -
     for setting in settings:
         allowed = setting.check(values[setting.name])
         if allowed:
-            shown = "(hidden)" if setting.secret else repr(values[setting.name])
-            found.append(f"{setting.name} = {shown}: allowed is {allowed}")
+            found.append(f"{setting.name} = {shown(setting, values[setting.name])}: "
+                         f"allowed is {allowed}")
     if not found and extra is not None:
         found.extend(extra(host, values) or [])
     return found
 
 
-def unknown(host, known: set[str], prefixes: tuple[str, ...]) -> list[str]:
-    """Settings that look like ours (same prefix) but are declared nowhere: usually a typo."""
+# Settings of the run itself, whatever the roles: the user's own host-data keys.
+COMMON = [
+    Setting("own_keys", [], lambda v: None if isinstance(v, (list, tuple)) and all(
+        isinstance(k, str) for k in v) else "a list of key names",
+            "host-data keys of your own (for your own deploys): never taken for a misspelt "
+            "setting"),
+]
+
+
+def pyinfra_keys() -> set[str]:
+    """
+    The host-data keys pyinfra itself reads: its global arguments (``_sudo``, ...) and each
+    connector's data (``ssh_hostname``, ``fake_responses``, ...), from pyinfra's own
+    declarations, so that a new pyinfra's keys are known without a list kept here.
+    """
+    from pyinfra.api.arguments import all_global_arguments
+    from pyinfra.api.connectors import get_all_connectors
+
+    keys = {name for name, _ in all_global_arguments()}
+    for connector in get_all_connectors().values():
+        keys.update(getattr(connector, "data_meta", {}) or {})
+        keys.update(getattr(getattr(connector, "data_cls", None), "__annotations__", {}))
+    return keys
+
+
+def all_settings() -> list[Setting]:
+    """Every setting of every role, and the common ones."""
+    import importlib
+
+    found = list(COMMON)
+    for role in ROLES_WITH_SETTINGS:
+        found += importlib.import_module(f"roles.{role}.settings").SETTINGS
+    return found
+
+
+def unknown(host, known: set[str], prefixes: tuple[str, ...] = ()) -> list[str]:
+    """
+    Host-data keys that are no setting but look like one: a key with a role's prefix
+    (``webui_verison``), or any key close to a setting's name (``acelerator``, ``webui_prot``,
+    ``rocm_users_``). pyinfra's own keys and the ones listed in ``own_keys`` are left alone.
+    """
+    if not prefixes:
+        prefixes = tuple(sorted({name.split("_")[0] + "_" for name in known if "_" in name}))
+    own = host.data.get("own_keys", None) or []
+    ignored = pyinfra_keys() | set(own if isinstance(own, (list, tuple)) else [])
     found = []
     for name in host.data.dict():
-        if name.startswith(prefixes) and name not in known:
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            found.append(f"{name}: no such setting{hint}")
+        if name in known or name in ignored or not isinstance(name, str):
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+        if close:
+            found.append(f"{name}: no such setting (did you mean {close[0]}?); a key of your "
+                         "own goes into own_keys")
+        elif name.startswith(prefixes):
+            found.append(f"{name}: no such setting; a key of your own goes into own_keys")
     return found
 
 
@@ -181,11 +351,13 @@ def validate(*roles) -> None:
 
     key = (id(state.inventory), tuple(role.__name__ for role in roles))
     if key not in _checked:
-        known = {s.name for role in roles for s in role.SETTINGS}
-        prefixes = tuple(sorted({name.split("_")[0] + "_" for name in known}))
+        # Unknown keys are looked for against every role's settings: a key another deploy
+        # reads is no typo here.
+        known = {s.name for s in all_settings()}
         lines = []
         for inventory_host in state.inventory:
-            host_lines = unknown(inventory_host, known, prefixes)
+            host_lines = unknown(inventory_host, known)
+            host_lines += problems(inventory_host, COMMON)
             for role in roles:
                 host_lines += problems(inventory_host, role.SETTINGS, getattr(role, "check", None))
             lines += [f"  host {inventory_host.name}: {line}" for line in host_lines]

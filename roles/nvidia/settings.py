@@ -1,6 +1,6 @@
 """Settings of the nvidia role: each one a user may set, with its default and what it does."""
 
-from roles.settings import Setting, boolean, fingerprint, matches, url
+from roles.settings import Setting, boolean, fingerprint, image_reference, matches, url
 
 # "NVIDIA CORPORATION (Open Source Projects) <cudatools@nvidia.com>", the key at
 # https://nvidia.github.io/libnvidia-container/gpgkey that signs the toolkit's repository.
@@ -27,6 +27,6 @@ SETTINGS = [
             "after a change, run `nvidia-smi -L` in a container started with `--gpus all` and "
             "fail the host, saying what is missing, if it sees no GPU"),
     Setting("nvidia_verify_image", "ubuntu:22.04",
-            matches(r"[a-z0-9][a-z0-9._/:@-]*", "a container image reference"),
+            image_reference,
             "image of that check (the toolkit mounts nvidia-smi into it); pulled when missing"),
 ]

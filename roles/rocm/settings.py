@@ -17,7 +17,7 @@ USECASE = r"[a-z][a-z0-9_-]*"
 
 
 def _installer_url(value):
-    allowed = ("a URL template: {repo} (rocm_repo_url) or an http(s):// or file:// URL, whose "
+    allowed = ("a URL template: {repo} (rocm_repo_url) or an http(s):// URL, whose "
                "only placeholders are {repo}, {release}, {codename} and {version}")
     if not isinstance(value, str):
         return allowed
@@ -26,7 +26,7 @@ def _installer_url(value):
                                version="5.3.50300-1")
     except (KeyError, IndexError, ValueError):
         return allowed
-    return None if re.fullmatch(r"(https?|file)://\S+", example) else allowed
+    return None if url(example) is None else allowed
 
 
 def _sha256s(value):

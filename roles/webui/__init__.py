@@ -23,7 +23,6 @@ from functools import lru_cache
 from io import BytesIO
 from pathlib import Path
 
-import jinja2
 from pyinfra import host, logger
 from pyinfra.api import FactBase, FileUploadCommand, deploy, operation
 from pyinfra.operations import files, server
@@ -32,7 +31,9 @@ from roles import distro, docker
 from roles.download import TRUSTED_SHA256, parse_trusted
 from roles.settings import host_error, read
 from roles.shell import GPU_GROUPS, group_ids
-from roles.webui.settings import SETTINGS
+from roles.webui import flags
+from roles.webui.formats import FormatError, commandline, env_file, templates
+from roles.webui.settings import SETTINGS, parse_logins
 
 BACKENDS = ("cpu", "rocm", "cuda")
 PROJECT = "sdinfra"  # compose project name: labels the containers this role manages
@@ -55,11 +56,7 @@ TORCH_COMMANDS = {
 }
 SECRET_IN_CONTAINER = "/run/secrets/webui-auth"
 
-TEMPLATES = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
-    undefined=jinja2.StrictUndefined,
-    keep_trailing_newline=True,
-)
+TEMPLATES = templates(Path(__file__).with_name("templates"))
 
 
 def credentials(values: dict) -> str:
@@ -70,7 +67,7 @@ def credentials(values: dict) -> str:
         raw = Path(values["webui_auth_file"]).read_text()
     else:
         return ""
-    lines = [line.strip() for line in raw.splitlines() if line.strip() and ":" in line]
+    lines, _ = parse_logins(raw, api=values["webui_api"])
     return "\n".join(lines) + "\n" if lines else ""
 
 
@@ -112,7 +109,7 @@ def launch_args(values: dict, backend: str, auth: bool, extra: list[str] = ()) -
         args.append("--enable-insecure-extension-access")
     if values["webui_allow_code"]:
         args.append("--allow-code")
-    return merge_flags(args, values["webui_extra_args"])
+    return merge_flags(args, flags.parse(values["webui_extra_args"])[0])
 
 
 def render(values: dict, backend: str, *, auth: bool = False, env: dict | None = None,
@@ -133,10 +130,12 @@ def render(values: dict, backend: str, *, auth: bool = False, env: dict | None =
             port=values["webui_port"], auth=auth, image=values["webui_image"], version=version,
             gids={"video": "video", "render": "render", **(gids or {})},
         ),
-        "webui.env": TEMPLATES.get_template("webui.env.j2").render(
-            backend=backend, args=launch_args(values, backend, auth, extra_args),
-            timezone=values["webui_timezone"], env=environment,
-        ),
+        "webui.env": env_file({
+            "COMMANDLINE_ARGS": commandline(launch_args(values, backend, auth, extra_args)),
+            "TZ": values["webui_timezone"],
+            "SDINFRA_BACKEND": backend,
+            **dict(sorted(environment.items())),
+        }, header=f"Managed by sdinfra: the web UI's environment for the {backend} backend."),
         "start.sh": TEMPLATES.get_template("start.sh").render(),
     }
     for name in BACKENDS:
@@ -411,8 +410,11 @@ def stack(backend: str, env: dict | None = None, extra_args: list[str] = ()):
     cpu_threads = values["webui_cpu_threads"] or state["nproc"]
 
     def wanted_files(gids):
-        rendered = render(values, backend, auth=bool(secret), env=env, extra_args=extra_args,
-                          cpu_threads=cpu_threads, gids=gids)
+        try:
+            rendered = render(values, backend, auth=bool(secret), env=env, extra_args=extra_args,
+                              cpu_threads=cpu_threads, gids=gids)
+        except FormatError as error:
+            raise host_error(f"the stack's files cannot be written: {error}") from None
         wanted = {f"{directory}/{name}": (text.encode(), "644") for name, text in rendered.items()}
         if secret:
             wanted[f"{directory}/secrets/webui-auth"] = (secret.encode(), "600")

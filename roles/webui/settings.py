@@ -3,22 +3,81 @@
 import os
 import re
 
-from roles.settings import (SHA256, Setting, absolute_path, boolean, integer, list_of, matches,
-                            one_of, strings, text)
+from roles.settings import (SHA256, Setting, boolean, git_url, image_reference, integer, ipv4,
+                            list_of, matches, one_of, project_dir, url)
+from roles.webui import flags
+from roles.webui.formats import torch_command_problem, word_problem
 
 # AUTOMATIC1111's latest release when this was written; a tag or a full commit, never a branch.
 WEBUI_VERSION = "v1.10.1"
 VERSION = r"v\d+\.\d+\.\d+(-[0-9A-Za-z.]+)?|[0-9a-f]{40}"
+# Linux's largest NR_CPUS (x86_64 Kconfig: 8192 with MAXSMP): no host has more threads.
+MAX_CPU_THREADS = 8192
 
-# Flags the settings own: given as extra flags they would bypass the checks made for them.
-MANAGED_FLAGS = {
-    "--listen": "webui_listen", "--share": "webui_listen", "--port": "webui_port",
-    "--gradio-auth": "webui_auth_file or webui_auth_env",
-    "--gradio-auth-path": "webui_auth_file or webui_auth_env",
-    "--api-auth": "webui_auth_file or webui_auth_env", "--api": "webui_api",
-    "--enable-insecure-extension-access": "webui_allow_insecure_extensions",
-    "--allow-code": "webui_allow_code", "--lowvram": "webui_vram", "--medvram": "webui_vram",
-}
+
+def login_problems(raw: str, api: bool) -> list[str]:
+    """Why the login text cannot be read by the web UI (see parse_logins); never a value."""
+    return parse_logins(raw, api)[1]
+
+
+def parse_logins(raw: str, api: bool) -> tuple[list[str], list[str]]:
+    """
+    (logins, problems) of a login file's text: one ``user:password`` a line, blank lines and
+    ``#`` lines skipped. Problems name the line and the rule, never its text. The rules are
+    the web UI's readers at v1.10.1: --gradio-auth-path splits each line at commas, then each
+    login at its first colon (webui.py, get_gradio_auth_creds); --api-auth splits at commas,
+    then each login at every colon into exactly two (modules/api/api.py, Api.__init__:
+    ``user, password = auth.split(":")``), and reaches the web UI through COMMANDLINE_ARGS,
+    which the launcher splits as a shell would (shlex).
+    """
+    logins, problems = [], []
+    for number, line in enumerate(raw.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        user, colon, password = line.partition(":")
+        if not colon:
+            rule = "is not user:password (no colon)"
+        elif not user:
+            rule = "has an empty user"
+        elif not password:
+            rule = "has an empty password"
+        elif re.search(r"\s", line):
+            rule = "holds whitespace (the web UI would split the login there)"
+        elif re.search(r"[\x00-\x1f\x7f]", line):
+            rule = "holds a control character"
+        elif "," in line:
+            rule = "holds a comma (the web UI reads a comma as the end of a login)"
+        elif api and ":" in password:
+            rule = ("has a colon in the password: with webui_api the API splits each login "
+                    "at every colon and would not start")
+        elif api and re.search(r"[\"'\\]", line):
+            rule = ("holds a quote or backslash: with webui_api the login passes through "
+                    "COMMANDLINE_ARGS, which the launcher splits as a shell would")
+        else:
+            logins.append(line)
+            continue
+        problems.append(f"line {number} {rule}")
+    if not logins and not problems:
+        problems.append("holds no user:password line")
+    return logins, problems
+
+
+def extra_args(value):
+    """A settings check: a list of strings (what the flags mean is check()'s, below)."""
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        return "a list of strings, like ['--xformers']"
+    return None
+
+
+def controller_file(value):
+    if value == "" or (isinstance(value, str) and os.path.isabs(value) and "\n" not in value):
+        return None
+    return "an absolute path on the controller (or empty)"
+
+
+def optional(check):
+    return lambda value: None if value in (None, "") else check(value)
 
 
 def model_entry(value):
@@ -28,32 +87,37 @@ def model_entry(value):
         return "a mapping whose name is a plain file name"
     if ("url" in value) == ("src" in value):
         return "a mapping with exactly one of url (download) or src (file on the controller)"
+    if "url" in value and url(value["url"]):
+        return f"a mapping whose url is {url(value['url'])}"
+    if "src" in value and controller_file(value["src"]):
+        return "a mapping whose src is an absolute path on the controller"
     if not re.fullmatch(SHA256, str(value.get("sha256", ""))):
         return "a mapping with the file's sha256 (64 lower-case hex digits)"
     return None
 
 
 SETTINGS = [
-    Setting("webui_dir", "/opt/stable-diffusion", absolute_path,
+    Setting("webui_dir", "/opt/stable-diffusion", project_dir,
             "project directory of the compose stack on the host"),
     Setting("webui_version", WEBUI_VERSION, matches(VERSION, "a release tag like v1.10.1 or a "
                                                     "40-hex commit (never a branch)"),
             "AUTOMATIC1111 release tag or commit the image is built from"),
     Setting("webui_repo_url", "https://github.com/AUTOMATIC1111/stable-diffusion-webui.git",
-            matches(r"(https?|git|ssh)://\S+|git@\S+", "a git URL"),
+            git_url,
             "git repository the web UI is cloned from (a mirror works)"),
     Setting("webui_port", 7860, integer(1, 65535), "host port the web UI is published on"),
     Setting("webui_listen", False, boolean,
             "publish beyond 127.0.0.1 (the LAN); needs a login (webui_auth_file or webui_auth_env)"),
     Setting("webui_bind_address", "0.0.0.0",
-            matches(r"(\d{1,3}\.){3}\d{1,3}", "an IPv4 address"),
+            ipv4,
             "with webui_listen, the host address to publish on (one LAN interface, or all)"),
-    Setting("webui_auth_file", "", lambda v: None if v == "" or (isinstance(v, str) and
-            os.path.isabs(v)) else "an absolute path on the controller (or empty)",
-            "file on the controller with `user:password` lines for the login; never in inventory"),
+    Setting("webui_auth_file", "", controller_file,
+            "file on the controller with `user:password` lines for the login; never in inventory",
+            secret=True),
     Setting("webui_auth_env", "", matches(r"[A-Za-z_][A-Za-z0-9_]*", "an environment variable "
                                           "name", optional=True),
-            "environment variable on the controller holding `user:password` for the login"),
+            "environment variable on the controller holding `user:password` for the login",
+            secret=True),
     Setting("webui_api", False, boolean, "enable the HTTP API (`--api`, with `--api-auth` when a "
             "login is set)"),
     Setting("webui_allow_insecure_extensions", False, boolean,
@@ -62,45 +126,62 @@ SETTINGS = [
             "allow the UI to run custom Python code (`--allow-code`); warns"),
     Setting("webui_vram", "", one_of("", "low", "med"),
             "`low` adds --lowvram (about 2 GB VRAM), `med` adds --medvram (4-6 GB)"),
-    Setting("webui_extra_args", [], strings, "more web UI flags, appended as they are"),
-    Setting("webui_cpu_threads", 0, integer(0), "CPU threads for the cpu backend; 0 = all of "
+    Setting("webui_extra_args", [], extra_args,
+            "more web UI flags, read as the web UI reads them (split like a shell); flags a "
+            "setting owns or that expose the host are refused", secret=True),
+    Setting("webui_cpu_threads", 0, integer(0, MAX_CPU_THREADS), "CPU threads for the cpu "
+            "backend; 0 = all of "
             "the host's"),
     Setting("webui_timezone", "Etc/UTC", matches(r"[A-Za-z_]+(/[A-Za-z0-9_+-]+)*", "a tz name"),
             "TZ of the container"),
     Setting("webui_models", [], list_of(model_entry, "{name, url|src, sha256} mappings"),
             "checkpoints to put into models/Stable-diffusion, each verified by sha256"),
-    Setting("webui_torch_command", "", text(),
+    Setting("webui_torch_command", "", optional(torch_command_problem),
             "pip command for torch; empty = the pinned build matching the backend"),
-    Setting("webui_image", "", text(),
+    Setting("webui_image", "", lambda v: image_reference(v, optional=True),
             "use this prebuilt image instead of building (your registry, or webui_image_archive)"),
-    Setting("webui_image_archive", "", lambda v: None if v == "" or (isinstance(v, str) and
-            os.path.isabs(v)) else "an absolute path on the controller (or empty)",
+    Setting("webui_image_archive", "", controller_file,
             "`docker save` archive on the controller, loaded on each host (no registry needed)"),
 ]
 
 
 def check(host, values):
     found = []
-    if values["webui_listen"] and not (values["webui_auth_file"] or values["webui_auth_env"]):
+    login = values["webui_auth_file"] or values["webui_auth_env"]
+    if values["webui_listen"] and not login:
         found.append("webui_listen = True needs a login: set webui_auth_file or webui_auth_env "
                      "(the web UI would be open to the whole LAN)")
-    if values["webui_auth_file"] and not os.path.isfile(values["webui_auth_file"]):
-        found.append(f"webui_auth_file = {values['webui_auth_file']!r}: no such file on the "
-                     "controller")
-    if values["webui_auth_env"] and not os.environ.get(values["webui_auth_env"]):
-        found.append(f"webui_auth_env = {values['webui_auth_env']!r}: that environment variable "
-                     "is not set on the controller")
+    if values["webui_auth_file"] and values["webui_auth_env"]:
+        found.append("webui_auth_file and webui_auth_env are both set: set one")
+    # Neither the path nor the variable's name is printed: a password typed there by mistake
+    # would be.
+    raw = None
+    if values["webui_auth_file"]:
+        try:
+            with open(values["webui_auth_file"], encoding="utf-8") as handle:
+                raw = handle.read()
+        except (OSError, UnicodeDecodeError):
+            found.append("webui_auth_file: no readable UTF-8 file there on the controller")
+    elif values["webui_auth_env"]:
+        raw = os.environ.get(values["webui_auth_env"])
+        if not raw:
+            found.append("webui_auth_env: that environment variable is not set on the "
+                         "controller")
+    if raw:
+        where = "webui_auth_file" if values["webui_auth_file"] else "webui_auth_env's variable"
+        found += [f"{where}: {problem}" for problem in login_problems(raw, values["webui_api"])]
     if values["webui_image_archive"]:
         if not values["webui_image"]:
             found.append("webui_image_archive needs webui_image: the image name:tag in the archive")
         if not os.path.isfile(values["webui_image_archive"]):
             found.append(f"webui_image_archive = {values['webui_image_archive']!r}: no such file "
                          "on the controller")
-    for flag in values["webui_extra_args"]:
-        owner = MANAGED_FLAGS.get(flag.split("=", 1)[0])
-        if owner:
-            found.append(f"webui_extra_args = {values['webui_extra_args']!r}: {flag} is set "
-                         f"through {owner}")
+    words, problems = flags.parse(values["webui_extra_args"])
+    found += [f"webui_extra_args: {problem}" for problem in problems]
+    for number, word in enumerate(words, 1):
+        problem = word_problem(word)
+        if problem:
+            found.append(f"webui_extra_args: word {number} {problem}")
     for model in values["webui_models"]:
         if "src" in model and not os.path.isfile(model["src"]):
             found.append(f"webui_models: {model['name']}: src {model['src']!r} is no file on "

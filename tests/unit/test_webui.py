@@ -121,8 +121,8 @@ def test_compose_validates_its_file(tmp_path, settings):
 def test_each_backend_gets_its_flags_and_torch_build(backend, flags):
     rendered = render(values(webui_vram="low", webui_extra_args=["--xformers"]), backend)
     line = next(l for l in rendered["webui.env"].splitlines() if l.startswith("COMMANDLINE_ARGS="))
-    assert line == " ".join(filter(None, ["COMMANDLINE_ARGS=--listen --port 7860", flags,
-                                          "--lowvram --xformers"]))
+    assert line == "COMMANDLINE_ARGS='" + " ".join(filter(None, ["--listen --port 7860", flags,
+                                                            "--lowvram --xformers"])) + "'"
     torch = {"cpu": "+cpu", "rocm": "+rocm5.6", "cuda": "+cu121"}[backend]
     assert torch in rendered[f"Dockerfile.{backend}"]
 
@@ -134,7 +134,7 @@ def test_web_ui_is_pinned_to_the_release_or_commit_set():
 
 
 def test_cpu_threads_follow_the_hosts_cores():
-    assert "OMP_NUM_THREADS=24" in render(values(), "cpu", cpu_threads=24)["webui.env"]
+    assert "OMP_NUM_THREADS='24'" in render(values(), "cpu", cpu_threads=24)["webui.env"]
     assert "OMP_NUM_THREADS" not in render(values(), "cuda", cpu_threads=24)["webui.env"]
 
 
@@ -187,11 +187,11 @@ def test_another_backend_left_running_is_stopped():
     ("webui_port", 70000, "webui_port = 70000: allowed is a whole number from 1 to 65535"),
     ("webui_vram", "tiny", "webui_vram = 'tiny': allowed is one of '', 'low', 'med'"),
     ("webui_models", [{"name": "x.ckpt", "url": "http://h/x"}],
-     "allowed is a list of {name, url|src, sha256} mappings; {'name': 'x.ckpt', 'url': "
-     "'http://h/x'} is not a mapping with the file's sha256"),
+     "allowed is a list of {name, url|src, sha256} mappings; entry 1 is not a mapping with "
+     "the file's sha256"),
     ("webui_listen", True, "webui_listen = True needs a login"),
     ("webui_extra_args", ["--share"], "--share is set through webui_listen"),
-    ("webui_extra_args", ["--api-auth=u:p"], "--api-auth=u:p is set through webui_auth_file"),
+    ("webui_extra_args", ["--api-auth=u:p"], "--api-auth is set through webui_auth_file"),
     ("webui_verison", "v1.10.1", "webui_verison: no such setting (did you mean webui_version?)"),
     ("docker_source", "snap", "docker_source = 'snap': allowed is one of 'docker', 'distro'"),
 ])
@@ -221,7 +221,7 @@ def test_login_is_never_printed_nor_written_into_the_compose_file(tmp_path):
     assert "0.0.0.0:7860:7860" in rendered["docker-compose.yml"]
     assert "./secrets/webui-auth:/run/secrets/webui-auth:ro" in rendered["docker-compose.yml"]
     assert "--gradio-auth-path /run/secrets/webui-auth" in rendered["webui.env"]
-    assert "SDINFRA_API_AUTH=1" in rendered["webui.env"]
+    assert "SDINFRA_API_AUTH='1'" in rendered["webui.env"]
     assert "--api-auth" not in rendered["webui.env"]  # start.sh adds it from the secret file
 
 
