@@ -9,10 +9,10 @@ adds the nvidia runtime to that file and Docker is restarted, so both sets of ke
 after the run.
 """
 
-from roles import docker, nvidia, webui
+from roles import apt, docker, nvidia, webui
 from roles.settings import validate
 
-validate(docker.settings, nvidia.settings, webui.settings)
+validate(apt, docker.settings, nvidia.settings, webui.settings)
 nvidia.install()
 docker.install()
 nvidia.configure_docker()

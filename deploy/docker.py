@@ -1,7 +1,7 @@
 """Docker Engine and Compose only: `pyinfra inventories/home.py deploy/docker.py`."""
 
-from roles import docker
+from roles import apt, docker
 from roles.settings import validate
 
-validate(docker.settings)
+validate(apt, docker.settings)
 docker.install()

@@ -8,10 +8,10 @@ Every host's settings are checked before anything changes; then ROCm (roles.rocm
 card needs (ROC_ENABLE_PRE_VEGA, HSA_OVERRIDE_GFX_VERSION) from rocm.container_env().
 """
 
-from roles import docker, rocm, webui
+from roles import apt, docker, rocm, webui
 from roles.settings import validate
 
-validate(docker.settings, rocm.settings, webui.settings)
+validate(apt, docker.settings, rocm.settings, webui.settings)
 rocm.install()
 docker.install()
 webui.stack(backend="rocm", env=rocm.container_env())

@@ -12,10 +12,10 @@ fails does not stop the others, and the run ends with a summary per host.
 
 from pyinfra import host
 
-from roles import docker, nvidia, preflight, rocm, summary, webui
+from roles import apt, docker, nvidia, preflight, rocm, summary, webui
 from roles.settings import read, validate
 
-validate(preflight.settings, docker.settings, rocm.settings, nvidia.settings, webui.settings)
+validate(apt, preflight.settings, docker.settings, rocm.settings, nvidia.settings, webui.settings)
 
 values = read(host, webui.settings.SETTINGS)
 decision = preflight.preflight(stack_dir=values["webui_dir"],

@@ -384,7 +384,7 @@ def markdown_table(settings: Iterable[Setting]) -> str:
 
 # --- the README's tables ----------------------------------------------------------------------
 
-ROLES_WITH_SETTINGS = ("preflight", "docker", "rocm", "nvidia", "webui")
+ROLES_WITH_SETTINGS = ("apt", "preflight", "docker", "rocm", "nvidia", "webui")
 
 
 def readme_tables(readme: str) -> str:
@@ -395,7 +395,8 @@ def readme_tables(readme: str) -> str:
         start, end = f"<!-- settings:{role} -->", f"<!-- /settings:{role} -->"
         if start not in readme:
             continue
-        module = importlib.import_module(f"roles.{role}.settings")
+        module = importlib.import_module(f"roles.{role}")  # a role's package or module
+        module = getattr(module, "settings", module)
         before, rest = readme.split(start, 1)
         _, after = rest.split(end, 1)
         readme = f"{before}{start}\n{markdown_table(module.SETTINGS)}\n{end}{after}"

@@ -22,13 +22,12 @@ from io import BytesIO
 from pyinfra import host
 from pyinfra.api import FactBase, FileUploadCommand, deploy, operation
 from pyinfra.api.command import QuoteString, make_formatted_string_command
-from pyinfra.operations import apt as apt_ops
 from pyinfra.operations import server, systemd
 
 from roles import apt, distro, ssh
 from roles.settings import host_error, read
 from roles.shell import DOCKERD_RUNNING, SHOW
-from roles.docker.settings import SETTINGS
+from roles.docker.settings import DOCKER_REPO, SETTINGS
 
 DAEMON_JSON = "/etc/docker/daemon.json"
 
@@ -260,13 +259,18 @@ def install():
     if values["docker_source"] == "docker":
         conflicting = [p for p in CONFLICTS if p in state["dpkg"]["packages"]]
         if conflicting:
-            apt_ops.packages(name="Remove packages that conflict with docker-ce",
-                             packages=conflicting, present=False)
+            apt.finish_interrupted(state["dpkg"])
+            apt.ensure_packages(name="Remove packages that conflict with docker-ce",
+                                packages=conflicting, present=False)
         base = f"{values['docker_repo_url'].rstrip('/')}/{dist.family}"
         suite = dist.ubuntu_codename if dist.family == "ubuntu" else dist.codename
+        # Docker's older guide wrote /etc/apt/sources.list.d/docker.list with
+        # signed-by=/etc/apt/keyrings/docker.gpg: apt would see it beside docker.sources.
         apt.repository(repo="docker", key_url=f"{base}/gpg",
                        fingerprint=values["docker_key_fingerprint"], uris=base, suites=suite,
-                       components="stable", packages=DOCKER_CE, dpkg=state["dpkg"])
+                       components="stable", packages=DOCKER_CE, dpkg=state["dpkg"],
+                       replaces=(DOCKER_REPO.split("://", 1)[1],
+                                 values["docker_repo_url"].rstrip("/").split("://", 1)[-1]))
     else:
         apt.install(distro_packages(dist), dpkg=state["dpkg"])
 

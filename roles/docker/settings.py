@@ -5,11 +5,12 @@ import json
 from roles.settings import Setting, fingerprint, one_of, unix_names, url
 
 DOCKER_KEY_FINGERPRINT = "9DC858229FC7DD38854AE2D88D81803C0EBFCD88"  # Docker Release (CE deb)
+DOCKER_REPO = "https://download.docker.com/linux"
 
 SETTINGS = [
     Setting("docker_source", "docker", one_of("docker", "distro"),
             "`docker`: Docker's own repository (docker-ce); `distro`: the distribution's docker.io"),
-    Setting("docker_repo_url", "https://download.docker.com/linux", url,
+    Setting("docker_repo_url", DOCKER_REPO, url,
             "base URL of Docker's apt repository (`/ubuntu` or `/debian` is appended); a mirror's URL works"),
     Setting("docker_key_fingerprint", DOCKER_KEY_FINGERPRINT, fingerprint,
             "fingerprint the repository key (`<repo>/<distro>/gpg`) must have, or it is not trusted"),

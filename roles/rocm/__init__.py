@@ -322,14 +322,16 @@ def install():
         apt.finish_interrupted()
     if d.uninstall:
         server.shell(name=f"Remove ROCm {releases.show(d.installed)}",
-                     commands=["DEBIAN_FRONTEND=noninteractive amdgpu-install -y --uninstall"])
+                     commands=[apt.locked(f"{apt.APT_CONFIG_WAIT}; DEBIAN_FRONTEND=noninteractive "
+                                          "amdgpu-install -y --uninstall")])
     if d.install_installer:
         download.fetch(name=f"Download amdgpu-install {d.version} for {d.codename}", url=d.url,
                        dest=d.deb, sha256=d.sha256)
         server.shell(
             name=f"Install amdgpu-install {d.version}",
-            commands=["export DEBIAN_FRONTEND=noninteractive; apt-get update -q && "
-                      f"apt-get install -y -q --allow-downgrades {shlex.quote(d.deb)}"],
+            commands=[apt.locked("export DEBIAN_FRONTEND=noninteractive; "
+                                 f"apt-get {apt.APT_WAIT} update -q && apt-get {apt.APT_WAIT} "
+                                 f"install -y -q --allow-downgrades {shlex.quote(d.deb)}")],
         )
     vendor = [u for u in state["apt_uris"] if u.split("://", 1)[-1].startswith("repo.radeon.com")]
     if values["rocm_repo_url"].rstrip("/") != VENDOR_REPO and (d.install_installer or vendor):
@@ -339,7 +341,7 @@ def install():
     if d.run_installer:
         install_op = server.shell(
             name=f"amdgpu-install --usecase={','.join(values['rocm_usecases'])}",
-            commands=[installer_command(values)],
+            commands=[apt.locked(f"{apt.APT_CONFIG_WAIT}; {installer_command(values)}")],
         )
 
     pending = d.kernel_driver or (state["reboot_required"]

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import shutil
 import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
 
-from roles.apt import DPKG_UPDATES, FINISH_COMMAND, INTERRUPTED, DpkgPackages
-from tests.unit.fakehost import FakeHost, plan
+from roles.apt import (DPKG_UPDATES, FINISH_COMMAND, INTERRUPTED, LOCKED, LOCKS, DpkgPackages,
+                       OtherSources, TextFile, locked, without)
+from tests.unit.fakehost import PYINFRA, REPO, FakeHost, inventory_source, plan
 
 FINISH = "Finish the interrupted dpkg run (dpkg --configure -a)"
 HEADER = [
@@ -29,7 +37,7 @@ def test_a_clean_host_is_not_interrupted_and_lists_installed_packages_only():
     fact = DpkgPackages().process(dpkg_l(("ii", "curl", "7.88.1-10"), ("hi", "gpg", "2.2.40-1"),
                                          ("rc", "old-tool", "1.0"), ("un", "gone", "<none>")))
     assert fact == {"packages": {"curl": {"7.88.1-10"}, "gpg": {"2.2.40-1"}},
-                    "interrupted": False}
+                    "interrupted": False, "running": None}
 
 
 def test_a_journal_in_dpkg_updates_means_interrupted():
@@ -44,10 +52,10 @@ def test_a_package_left_half_way_means_interrupted_and_is_not_installed(status):
     assert "runc" not in fact["packages"]
 
 
-def test_the_fact_is_one_command_that_starts_with_dpkg_l():
+def test_the_fact_is_one_command_with_one_dpkg_l():
     # fakehost (and the command counts of a converged host) rely on it: one `dpkg -l`, no more.
     command = DpkgPackages().command()
-    assert command.startswith("dpkg -l;") and "/var/lib/dpkg/updates" in command
+    assert command.startswith("l=$(dpkg -l);") and "/var/lib/dpkg/updates" in command
     assert command.count("dpkg ") == 1
 
 
@@ -56,11 +64,12 @@ def test_the_fact_is_one_command_that_starts_with_dpkg_l():
 def test_the_journal_check_run_by_the_shell(tmp_path, entries, interrupted):
     # The fact's own shell, pointed at a journal directory the test fills: apt's numbered
     # entries mean a run did not finish, dpkg's tmp.i alone does not.
+    journal = Path(f"{tmp_path}{DPKG_UPDATES}")
+    journal.mkdir(parents=True)
     for name in entries:
-        (tmp_path / name).write_text("")
-    journal = DpkgPackages().command().split("; ", 1)[1].replace(DPKG_UPDATES, str(tmp_path))
-    out = subprocess.run(["sh", "-c", journal], capture_output=True, text=True).stdout
-    assert DpkgPackages().process(out.splitlines())["interrupted"] is interrupted
+        (journal / name).write_text("")
+    fact = run_fact(tmp_path, dpkg_l(("ii", "curl", "7.88.1-10")))
+    assert fact["interrupted"] is interrupted and fact["running"] is None
 
 @pytest.mark.skipif(not shutil.which("dpkg"), reason="needs dpkg")
 def test_real_dpkg_l_output_of_an_unpacked_package_is_read_as_interrupted(tmp_path):
@@ -78,7 +87,7 @@ def test_real_dpkg_l_output_of_an_unpacked_package_is_read_as_interrupted(tmp_pa
                          text=True, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"}).stdout
     assert "iU  runc" in out, out
     fact = DpkgPackages().process(out.splitlines())
-    assert fact == {"packages": {"curl": {"7.88.1-10"}}, "interrupted": True}
+    assert fact == {"packages": {"curl": {"7.88.1-10"}}, "interrupted": True, "running": None}
     clean = out.replace("iU  runc", "ii  runc")
     assert DpkgPackages().process(clean.splitlines())["interrupted"] is False
 
@@ -133,3 +142,331 @@ def test_the_finishing_command_configures_everything_without_prompts():
     assert "dpkg " in FINISH_COMMAND and FINISH_COMMAND.endswith("--configure -a")
     assert "DEBIAN_FRONTEND=noninteractive" in FINISH_COMMAND
     assert "--force-confold" in FINISH_COMMAND  # a changed conffile never waits for an answer
+
+
+# --- a run in progress is waited for, an interrupted one finished --------------------------------
+
+
+@contextlib.contextmanager
+def holding(path, seconds: float = 30):
+    """A process that holds ``path`` as apt and dpkg hold their locks (fcntl F_SETLK, F_WRLCK
+    on the whole file: Python's lockf), for ``seconds`` or until the block ends."""
+    script = ("import fcntl, sys, time\n"
+              "f = open(sys.argv[1], 'a+')\n"
+              "fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+              "print('held', flush=True)\n"
+              "time.sleep(float(sys.argv[2]))\n")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    child = subprocess.Popen([sys.executable, "-c", script, str(path), str(seconds)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        yield child
+    finally:
+        child.kill()
+        child.wait()
+
+
+def on_test_paths(command: str, root) -> str:
+    """``command`` with dpkg's and apt's state (journal, locks) under ``root``."""
+    for path in (DPKG_UPDATES, *LOCKS):  # not inside a path already moved (lock, lock-frontend)
+        command = re.sub(rf"(?<![\w/.-]){re.escape(path)}(?![\w-])", f"{root}{path}", command)
+    for path in LOCKS:
+        Path(f"{root}{path}").parent.mkdir(parents=True, exist_ok=True)
+        Path(f"{root}{path}").touch()
+    return command
+
+
+def run_fact(root, listing: list[str]) -> dict:
+    """The DpkgPackages fact's command run by the shell on ``root``'s journal and locks, dpkg -l
+    answered with ``listing``."""
+    (root / "dpkg-l.txt").write_text("\n".join(listing) + "\n")
+    command = on_test_paths(DpkgPackages().command(), root).replace(
+        "dpkg -l", f"cat {root / 'dpkg-l.txt'}")
+    out = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True)
+    return DpkgPackages().process(out.stdout.splitlines())
+
+
+def test_a_half_way_package_with_dpkgs_lock_held_is_a_run_in_progress_not_interrupted(tmp_path):
+    listing = dpkg_l(("ii", "curl", "7.88.1-10"), ("iU", "runc", "1.1.5"))
+    assert run_fact(tmp_path, listing)["interrupted"] is True  # nobody holds the lock
+    with holding(f"{tmp_path}/var/lib/dpkg/lock-frontend", 30) as holder:
+        fact = run_fact(tmp_path, listing)
+    assert fact["interrupted"] is False
+    assert fact["running"]["lock"] == f"{tmp_path}/var/lib/dpkg/lock-frontend"
+    assert fact["running"]["pid"] == str(holder.pid)
+    assert fact["running"]["name"].startswith("python"), fact  # /proc/PID/comm
+    # A finished run is not looked at: the locks are read only when dpkg's state is unfinished.
+    with holding(f"{tmp_path}/var/lib/dpkg/lock", 30) as holder:
+        clean = run_fact(tmp_path, dpkg_l(("ii", "curl", "7.88.1-10")))
+    assert clean == {"packages": {"curl": {"7.88.1-10"}}, "interrupted": False, "running": None}
+
+
+def test_the_lists_lock_alone_is_no_dpkg_run_in_progress(tmp_path):
+    # apt-daily's `apt-get update` holds only the lists lock: a journal left by a killed dpkg
+    # is still an interrupted run to finish.
+    (tmp_path / "var/lib/dpkg/updates").mkdir(parents=True)
+    (tmp_path / "var/lib/dpkg/updates/0001").write_text("")
+    on_test_paths("", tmp_path)
+    with holding(f"{tmp_path}/var/lib/apt/lists/lock", 30) as holder:
+        fact = run_fact(tmp_path, dpkg_l(("ii", "curl", "7.88.1-10")))
+    assert fact["interrupted"] is True and fact["running"] is None
+
+
+def in_progress(host: FakeHost, *rows: tuple[str, str, str]) -> FakeHost:
+    """``interrupted``'s state, with the lock held: test_install_finishes_the_interrupted_run_
+    before_refreshing_and_installing is the control of the test below."""
+    return host.override("dpkg -l", dpkg_l(*rows) + [
+        INTERRUPTED, f"{LOCKED} /var/lib/dpkg/lock-frontend 812 unattended-upgr"])
+
+
+def test_a_run_in_progress_is_not_configured_under_it_and_the_install_waits_for_it():
+    host = in_progress(FakeHost("h").os("debian12").set(docker_source="distro"),
+                       ("iU", "runc", "1.1.5"))
+    result = plan("deploy/docker.py", [host])
+    assert result.returncode == 0, result.output
+    changes = result.changes("h")
+    assert not any(c.endswith(FINISH) for c in changes)
+    assert "Docker Engine | Install missing packages | Install docker.io docker-compose" in changes
+    assert ("a package run is in progress (process 812 (unattended-upgr) holds "
+            "/var/lib/dpkg/lock-frontend): apt waits for it, up to apt_lock_timeout = 600 s"
+            ) in result.output
+
+
+def run_locked(tmp_path, payload: str, timeout: int):
+    command = on_test_paths(locked(payload, timeout), tmp_path)
+    started = time.monotonic()
+    done = subprocess.run(["sh", "-c", command], capture_output=True, text=True)
+    return done, time.monotonic() - started
+
+
+@pytest.mark.parametrize("lock", LOCKS)
+def test_a_held_lock_is_waited_for_then_the_command_runs_with_the_time_left(tmp_path, lock):
+    with holding(f"{tmp_path}{lock}", 2) as holder:
+        done, seconds = run_locked(tmp_path, 'echo "ran with $sdinfra_left s left"', 20)
+    assert done.returncode == 0, done.stderr
+    assert 1.5 <= seconds < 10
+    left = int(done.stdout.split()[2])
+    assert 20 - seconds - 1 <= left <= 19  # apt's DPkg::Lock::Timeout gets what is left
+    assert f"waiting up to 20 s (apt_lock_timeout): process {holder.pid} (python" in done.stderr
+    assert f"holds {tmp_path}{lock}" in done.stderr
+
+
+def test_a_lock_held_past_the_timeout_fails_naming_the_lock_and_its_holder(tmp_path):
+    with holding(f"{tmp_path}/var/lib/dpkg/lock-frontend", 30) as holder:
+        done, seconds = run_locked(tmp_path, "echo ran", 2)
+    assert done.returncode == 1 and "ran" not in done.stdout
+    assert 2 <= seconds < 6
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"E: {tmp_path}/var/lib/dpkg/lock-frontend is still held by process "
+                           f"{holder.pid} (python")
+    assert "after 2 s (apt_lock_timeout)" in last
+
+
+def test_no_lock_held_costs_no_wait(tmp_path):
+    done, seconds = run_locked(tmp_path, 'echo "ran with $sdinfra_left s left"', 600)
+    # (599 when the clock's second turns between the two readings of `date +%s`)
+    assert done.returncode == 0 and done.stdout.strip() in ("ran with 600 s left",
+                                                            "ran with 599 s left")
+    assert done.stderr == "" and seconds < 1
+
+
+def executed(deploy: str, hosts: list[FakeHost]) -> dict[str, list[str]]:
+    """The commands a real run (``-y``, not ``--dry``) sends each fake host."""
+    with tempfile.TemporaryDirectory() as tmp:
+        inventory = Path(tmp) / "inventory.py"
+        inventory.write_text(inventory_source(hosts))
+        proc = subprocess.run([PYINFRA, str(inventory), deploy, "-y", "--debug"], cwd=REPO,
+                              capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "PYINFRA_PROGRESS": "off"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    commands: dict[str, list[str]] = {h.name: [] for h in hosts}
+    for line in proc.stderr.splitlines():
+        found = re.search(r"\[fake\] simulating command on @fake/([^:]+): (.*)$", line)
+        if found:
+            commands[found.group(1)].append(found.group(2))
+    return commands
+
+
+def test_every_apt_and_dpkg_command_of_a_run_waits_for_the_locks():
+    host = interrupted(FakeHost("h").os("ubuntu22").set(apt_lock_timeout=42),
+                       ("ii", "docker.io", "20.10.24"), ("iU", "runc", "1.1.5"))
+    commands = executed("deploy/docker.py", [host])["h"]
+    package_runs = [c for c in commands if "DEBIAN_FRONTEND=noninteractive" in c]
+    # The rest are reads (dpkg -l, gpg --show-keys, ...): no apt-get, no dpkg that changes.
+    assert not [c for c in commands if c not in package_runs
+                and re.search(r"apt-get|dpkg (-i|--configure|--unpack)", c)]
+    kinds = {kind for c in package_runs
+             for kind in ("update", "install", "remove", "--configure -a") if kind in c}
+    assert kinds == {"update", "install", "remove", "--configure -a"}, package_runs
+    for command in package_runs:
+        wait, _, run = command.partition("sdinfra_wait || exit 1; ")
+        assert "sdinfra_wait() {" in wait and "-ge 42 ]" in wait, command
+        if "apt-get" in run:
+            assert 'apt-get -y' in run or "apt-get -o" in run
+            assert '-o DPkg::Lock::Timeout="$sdinfra_left"' in run, run
+
+
+def test_the_timeout_is_a_checked_setting():
+    host = FakeHost("h").os("debian12").set(docker_source="distro", apt_lock_timeout="ten")
+    result = plan("deploy/docker.py", [host])
+    assert result.returncode != 0
+    assert "host @fake/h: apt_lock_timeout = 'ten': allowed is a whole number from 0 to 86400" \
+        in result.output
+
+
+# --- a vendor's older source is replaced, so apt never sees two Signed-By values ----------------
+
+OLD_LIST = ("deb [arch=amd64 signed-by=/etc/apt/keyrings/docker.gpg] "
+            "https://download.docker.com/linux/ubuntu jammy stable\n")
+UBUNTU_LIST = ("deb http://archive.ubuntu.com/ubuntu jammy main restricted\n"
+               "# deb-src http://archive.ubuntu.com/ubuntu jammy main restricted\n")
+DOCKER_URIS = ("download.docker.com/linux/ubuntu", "download.docker.com/linux")
+DOCKER_SOURCES = "/etc/apt/sources.list.d/docker.sources"
+
+
+def test_a_list_file_of_docker_only_goes_and_sources_list_keeps_its_other_lines():
+    assert without("/etc/apt/sources.list.d/docker.list", OLD_LIST, DOCKER_URIS,
+                   DOCKER_SOURCES) is None
+    kept = without("/etc/apt/sources.list", UBUNTU_LIST + OLD_LIST, DOCKER_URIS, DOCKER_SOURCES)
+    assert kept == UBUNTU_LIST + f"# replaced by {DOCKER_SOURCES} (sdinfra): {OLD_LIST}"
+    # Run again on its own output: nothing left to change (the next run plans nothing).
+    assert without("/etc/apt/sources.list", kept, DOCKER_URIS, DOCKER_SOURCES) == kept
+    # sources.list itself stays, even with nothing else in it; http:// is the same repository.
+    plain = OLD_LIST.replace("https://", "http://")
+    assert without("/etc/apt/sources.list", plain, DOCKER_URIS, DOCKER_SOURCES) == \
+        f"# replaced by {DOCKER_SOURCES} (sdinfra): {plain}"
+    # Another repository whose URI only starts alike is not Docker's.
+    other = "deb https://download.docker.com/linuxfoo jammy stable\n"
+    assert without("/etc/apt/sources.list.d/x.list", other, DOCKER_URIS, DOCKER_SOURCES) == other
+
+
+def test_a_deb822_file_loses_the_docker_stanza_only():
+    ubuntu = ("Types: deb\nURIs: http://archive.ubuntu.com/ubuntu\nSuites: noble\n"
+              "Components: main\nSigned-By: /usr/share/keyrings/ubuntu-archive-keyring.gpg\n")
+    docker = ("Types: deb\nURIs: https://download.docker.com/linux/ubuntu\nSuites: noble\n"
+              "Components: stable\nSigned-By: /etc/apt/keyrings/docker.gpg\n")
+    assert without("/etc/apt/sources.list.d/mixed.sources", f"{ubuntu}\n{docker}", DOCKER_URIS,
+                   DOCKER_SOURCES) == ubuntu
+    assert without("/etc/apt/sources.list.d/old-docker.sources", docker, DOCKER_URIS,
+                   DOCKER_SOURCES) is None
+
+
+def test_the_other_sources_are_found_by_the_shell(tmp_path):
+    etc = tmp_path / "etc/apt"
+    (etc / "sources.list.d").mkdir(parents=True)
+    (etc / "sources.list").write_text(UBUNTU_LIST + OLD_LIST)
+    (etc / "sources.list.d/docker.list").write_text(OLD_LIST.rstrip("\n"))  # no final newline
+    (etc / "sources.list.d/other.list").write_text("deb http://example.org/x stable main\n")
+    (etc / "sources.list.d/docker.sources").write_text("URIs: https://download.docker.com/x\n")
+    fact = OtherSources()
+    command = fact.command(DOCKER_SOURCES, " ".join(DOCKER_URIS)).replace(
+        "/etc/apt/", f"{etc}/")
+    out = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True)
+    found = fact.process(out.stdout.splitlines())
+    assert found["source"] == {"text": "URIs: https://download.docker.com/x\n", "mode": "644"}
+    assert found["others"] == {f"{etc}/sources.list": UBUNTU_LIST + OLD_LIST,
+                               f"{etc}/sources.list.d/docker.list": OLD_LIST}
+    (etc / "sources.list").write_text(UBUNTU_LIST)
+    (etc / "sources.list.d/docker.list").unlink()
+    out = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True)
+    assert fact.process(out.stdout.splitlines())["others"] == {}
+
+
+def apt_reads(etc: Path) -> subprocess.CompletedProcess:
+    """apt's own parse of the sources under ``etc`` (no network: apt-cache policy)."""
+    state = etc.parent / "state"
+    (state / "lists/partial").mkdir(parents=True, exist_ok=True)
+    return subprocess.run(
+        ["apt-cache", f"-oDir::Etc::SourceList={etc}/sources.list",
+         f"-oDir::Etc::SourceParts={etc}/sources.list.d", f"-oDir::State::Lists={state}/lists",
+         f"-oDir::Cache={state}", "-oDir::State::status=/dev/null", "policy"],
+        capture_output=True, text=True)
+
+
+@pytest.mark.skipif(not shutil.which("apt-cache"), reason="needs apt")
+def test_apt_refuses_both_sources_and_reads_what_replaces_them(tmp_path):
+    from roles.apt import deb822
+
+    etc = tmp_path / "etc"
+    (etc / "sources.list.d").mkdir(parents=True)
+    (etc / "sources.list").write_text(UBUNTU_LIST + OLD_LIST)
+    (etc / "sources.list.d/docker.list").write_text(OLD_LIST)
+    (etc / "sources.list.d/docker.sources").write_text(deb822(
+        "https://download.docker.com/linux/ubuntu", "jammy", "stable",
+        "/etc/apt/keyrings/docker.asc"))
+    refused = apt_reads(etc)
+    assert refused.returncode != 0
+    assert "Conflicting values set for option Signed-By" in refused.stderr
+    for name in ("sources.list", "sources.list.d/docker.list"):
+        path = f"/etc/apt/{name}"
+        kept = without(path, (etc / name).read_text(), DOCKER_URIS, DOCKER_SOURCES)
+        if kept is None:
+            (etc / name).unlink()
+        else:
+            (etc / name).write_text(kept)
+    read = apt_reads(etc)
+    assert read.returncode == 0 and read.stderr == "", read.stderr
+
+
+def old_sources(host: FakeHost, ours: str | None, **others: str) -> FakeHost:
+    """The OtherSources answer: our .sources file (None: absent) and other files by name."""
+    lines = [f"{TextFile.MARK} {DOCKER_SOURCES}"]
+    if ours is not None:
+        lines += [*ours.splitlines(), f"{TextFile.MARK}-mode=644"]
+    lines.append(f"{OtherSources.MARK}s")
+    for path, text in others.items():
+        lines += [f"{OtherSources.MARK} {path}", *text.splitlines()]
+    return host.override(f"{OtherSources.MARK}s'", lines)
+
+
+def test_an_old_docker_list_goes_before_any_apt_update_reads_it():
+    host = old_sources(FakeHost("h").os("ubuntu22"), None,
+                       **{"/etc/apt/sources.list.d/docker.list": OLD_LIST,
+                          "/etc/apt/sources.list": UBUNTU_LIST + OLD_LIST})
+    result = plan("deploy/docker.py", [host])
+    assert result.returncode == 0, result.output
+    changes = result.changes("h")
+    repo = "Docker Engine | Signed apt repository"
+    removed = f"{repo} | Remove /etc/apt/sources.list.d/docker.list (replaced by {DOCKER_SOURCES})"
+    edited = (f"{repo} | /etc/apt/sources.list without its docker entries (replaced by "
+              f"{DOCKER_SOURCES})")
+    assert removed in changes and edited in changes
+    first_update = next(i for i, c in enumerate(changes) if c.endswith("Refresh package lists"))
+    assert changes.index(removed) < first_update and changes.index(edited) < first_update
+    assert f"{repo} | Source of the docker repository" in changes
+
+
+def converged_docker(host: FakeHost) -> FakeHost:
+    from roles.apt import deb822
+    from roles.docker import DOCKER_CE
+    from roles.docker.settings import DOCKER_KEY_FINGERPRINT
+
+    host.package("ca-certificates", "curl", "gpg", *DOCKER_CE)
+    host.respond("gpg --show-keys", DOCKER_KEY_FINGERPRINT)
+    host.file("/etc/docker/daemon.json", '{"log-driver": "json-file", "log-opts": '
+              '{"max-size": "10m", "max-file": "3"}}')
+    host.service("docker")
+    return host, deb822("https://download.docker.com/linux/ubuntu", "jammy", "stable",
+                        "/etc/apt/keyrings/docker.asc")
+
+
+def test_a_converged_host_with_docker_entries_commented_out_plans_nothing():
+    host, ours = converged_docker(FakeHost("h").os("ubuntu22"))
+    commented = without("/etc/apt/sources.list", UBUNTU_LIST + OLD_LIST, DOCKER_URIS,
+                        DOCKER_SOURCES)
+    result = plan("deploy/docker.py", [old_sources(host, ours,
+                                                   **{"/etc/apt/sources.list": commented})])
+    assert result.returncode == 0, result.output
+    assert result.changes("h") == []
+
+
+def test_a_docker_list_added_to_a_converged_host_goes_and_the_lists_are_refreshed():
+    host, ours = converged_docker(FakeHost("h").os("ubuntu22"))
+    result = plan("deploy/docker.py", [old_sources(
+        host, ours, **{"/etc/apt/sources.list.d/docker.list": OLD_LIST})])
+    assert result.changes("h") == [
+        "Docker Engine | Signed apt repository | Remove /etc/apt/sources.list.d/docker.list "
+        f"(replaced by {DOCKER_SOURCES})",
+        "Docker Engine | Signed apt repository | Install missing packages | Refresh package lists",
+    ]

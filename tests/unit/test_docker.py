@@ -142,7 +142,7 @@ def test_the_state_fact_reads_each_part_with_that_facts_parser():
         f"{mark}users", "alice:x:1000:1000::/home/alice:/bin/bash|alice|alice docker||",
     ])
     assert state == {
-        "dpkg": {"packages": {"docker.io": {"20.10.24"}}, "interrupted": True},
+        "dpkg": {"packages": {"docker.io": {"20.10.24"}}, "interrupted": True, "running": None},
         "daemon": {"log-driver": "json-file"},
         "service": {"running": True, "enabled": True},
         "users": {"alice": {"group": "alice", "groups": ["docker"]}},
