@@ -303,13 +303,19 @@ def pyinfra_keys() -> set[str]:
     return keys
 
 
-def all_settings() -> list[Setting]:
-    """Every setting of every role, and the common ones."""
+def role_settings(role: str) -> list[Setting]:
+    """A role's SETTINGS: from its package's settings.py, or a module's own (roles/apt.py)."""
     import importlib
 
+    module = importlib.import_module(f"roles.{role}")
+    return getattr(module, "settings", module).SETTINGS
+
+
+def all_settings() -> list[Setting]:
+    """Every setting of every role, and the common ones."""
     found = list(COMMON)
     for role in ROLES_WITH_SETTINGS:
-        found += importlib.import_module(f"roles.{role}.settings").SETTINGS
+        found += role_settings(role)
     return found
 
 
@@ -389,17 +395,13 @@ ROLES_WITH_SETTINGS = ("apt", "preflight", "docker", "rocm", "nvidia", "webui")
 
 def readme_tables(readme: str) -> str:
     """``readme`` with each ``<!-- settings:ROLE -->`` block replaced by the role's table."""
-    import importlib
-
     for role in ROLES_WITH_SETTINGS:
         start, end = f"<!-- settings:{role} -->", f"<!-- /settings:{role} -->"
         if start not in readme:
             continue
-        module = importlib.import_module(f"roles.{role}")  # a role's package or module
-        module = getattr(module, "settings", module)
         before, rest = readme.split(start, 1)
         _, after = rest.split(end, 1)
-        readme = f"{before}{start}\n{markdown_table(module.SETTINGS)}\n{end}{after}"
+        readme = f"{before}{start}\n{markdown_table(role_settings(role))}\n{end}{after}"
     return readme
 
 
