@@ -29,6 +29,14 @@ def record(backend: str, url: str = "", note: str = "") -> None:
         atexit.register(_print, state)
 
 
+def detail(text: str) -> None:
+    """A line about the current host printed under the summary table (the ROCm kernel driver
+    and why); nothing when the run records no summary for it (deploy/rocm.py)."""
+    plan = _planned.get(current_host.name)
+    if plan is not None:
+        plan.setdefault("details", []).append(text)
+
+
 def _failure(state, host) -> str:
     for op_hash in state.get_op_order():
         if op_hash not in state.ops.get(host, {}):
@@ -81,4 +89,10 @@ def _print(state) -> None:
     for name, backend, url, status in table:
         out.write(f"    {name:<{widths[0]}}  {backend:<{widths[1]}}  {url:<{widths[2]}}  "
                   f"{status}\n")
+    details = [(name, text) for name, plan in _planned.items()
+               for text in plan.get("details", [])]
+    if details:
+        out.write("\n")
+        for name, text in details:
+            out.write(f"    {name}: {text}\n")
     out.flush()

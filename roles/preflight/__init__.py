@@ -117,9 +117,25 @@ def preflight(stack_dir: str = DEFAULT_STACK_DIR, docker_dir: str = DEFAULT_DOCK
     """Gather the facts, print the report, return the decision. Changes nothing on the host."""
     ssh.low_latency()
     made, found = decision_for(current_host, stack_dir, docker_dir, rocm_release)
-    for line in report(current_host.name, made, found).splitlines():
+    for line in report(current_host.name, made, found, _rocm_driver(made, found)).splitlines():
         if line.startswith("  ! "):
             logger.warning("%s%s", current_host.print_prefix, line)
         else:
             logger.info("%s%s", current_host.print_prefix, line)
     return made
+
+
+def _rocm_driver(made: Decision, found: dict) -> str | None:
+    """For a rocm host, the kernel driver the rocm role will choose and why (its rocm_*
+    settings, the running kernel, Secure Boot): roles.rocm.driver."""
+    if made.backend != "rocm":
+        return None
+    from roles.rocm import driver
+    from roles.rocm.settings import SETTINGS as ROCM
+
+    values = read(current_host, ROCM)
+    secure = "\n".join(line for line in found.get("raw", {}).get("secureboot", "").splitlines()
+                       if not line.startswith("#! "))
+    setting = values["rocm_dkms"] if isinstance(values["rocm_dkms"], bool) else "auto"
+    return driver.choose(setting, str(values["rocm_release"]), found["os"].get("kernel"),
+                         secure or None, values["rocm_source"]).line()

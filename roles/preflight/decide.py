@@ -265,7 +265,7 @@ def evaluate_amd(gpu: dict, facts: dict, release: str) -> dict:
             cautions.append(f"{label}: the kernel drives it now, but ROCm {release}'s amdgpu "
                             f"kernel driver predates {family.get('gfx')} (ROCm "
                             f"{family['driver_from']} or newer): keep the kernel's own driver "
-                            "(rocm_no_dkms) or set rocm_release to "
+                            "(rocm_dkms: false) or set rocm_release to "
                             f"{family['driver_from']} or newer")
         else:
             blockers.append(f"the amdgpu kernel driver of ROCm {release} predates "

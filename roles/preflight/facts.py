@@ -43,6 +43,7 @@ SECTIONS = (
     "uname",
     "df",
     "drm-vram",
+    "secureboot",
 )
 
 MARKER = "### "
@@ -132,6 +133,10 @@ def command(stack_dir: str = DEFAULT_STACK_DIR, docker_dir: str = DEFAULT_DOCKER
         "for f in /sys/class/drm/card[0-9]/device/mem_info_vram_total "
         "/sys/class/drm/card[0-9][0-9]/device/mem_info_vram_total; do [ -r \"$f\" ] && "
         "echo \"$(basename \"$(readlink -f \"${f%/mem_info_vram_total}\")\") $(cat \"$f\")\"; done",
+        # Secure Boot, for the rocm role's choice of kernel driver (roles/rocm/driver.py): asked
+        # where an AMD GPU may be ($amd, from the dmesg section), nothing elsewhere.
+        "sec secureboot",
+        "if [ -n \"$amd\" ] && have mokutil; then mokutil --sb-state 2>&1; fi",
         "true",
     ]
     return "; ".join(parts)

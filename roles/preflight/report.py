@@ -13,7 +13,9 @@ def _gb(value) -> str:
     return "?" if value is None else f"{value:g} GB"
 
 
-def report(host_name: str, decision: Decision, facts: dict) -> str:
+def report(host_name: str, decision: Decision, facts: dict,
+           rocm_driver: str | None = None) -> str:
+    """The report; ``rocm_driver``: the rocm role's kernel driver choice and why, when known."""
     lines = [f"Hardware preflight: {host_name}"]
     cpu = facts["cpu"]
     if cpu.get("model") or cpu.get("threads"):
@@ -106,6 +108,8 @@ def report(host_name: str, decision: Decision, facts: dict) -> str:
         lines.append("Web UI args: " + " ".join(decision.webui_args))
     if decision.cpu_threads:
         lines.append(f"CPU threads: {decision.cpu_threads}")
+    if rocm_driver:
+        lines.append(f"ROCm kernel driver: {rocm_driver}")
     if decision.warnings:
         lines.append("Warnings:")
         lines.extend(f"  ! {warning}" for warning in decision.warnings)

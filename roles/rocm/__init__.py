@@ -7,7 +7,8 @@ What the seed did by hand (ROCm 5.3, Ubuntu 22.04), done so that a second run ch
    host; a derivative such as Mint 21 counts as its base, jammy), downloaded to a temporary name,
    checked against a pinned sha256 and only then installed. A host whose installer has no known
    sha256 stops the run before any change.
-2. ``amdgpu-install -y --usecase=...`` (``--no-dkms`` when set), only while that release is not
+2. ``amdgpu-install -y --usecase=...`` (``--no-dkms`` unless the kernel module can be built and
+   loaded on the running kernel: roles.rocm.driver, ``rocm_dkms``), only while that release is not
    installed; another installed release is left alone with a warning unless
    ``rocm_change_release`` says to replace it. Before anything is installed, a dpkg run left
    interrupted (a run killed in apt-get or amdgpu-install) is finished (``dpkg --configure
@@ -44,8 +45,8 @@ from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.operations import files, server
 
-from roles import apt, distro, download, ssh
-from roles.rocm import configfiles, releases
+from roles import apt, distro, download, ssh, summary
+from roles.rocm import configfiles, driver, releases
 from roles.rocm.facts import (GPU_AGENT_ERE, INSTALL_RECORD, REBOOT_MARKER, ROCMINFO, RocmState,
                               atomics_rejected, gpu_agents, kernel_lines)
 from roles.rocm.settings import SETTINGS, VENDOR_REPO
@@ -91,12 +92,15 @@ class Decision:
     run_installer: bool = False
     kernel_driver: bool = False  # this run installs the amdgpu kernel module: reboot after
     distro_packages: list = field(default_factory=list)
+    driver: driver.Driver | None = None  # DKMS module or the kernel's own amdgpu, and why
 
 
 def decide(values: dict, os: distro.Distro, state: dict) -> Decision:
     """Pure decision, tested directly: see tests/unit/test_rocm.py."""
     d = Decision()
     unsupported = ""
+    d.driver = driver.choose(values["rocm_dkms"], values["rocm_release"], state.get("uname"),
+                             state.get("sb_state"), values["rocm_source"])
     if values["rocm_source"] == "distro":
         d.distro_packages = [p for p in DISTRO_PACKAGES if p not in state["packages"]]
         return d
@@ -129,8 +133,11 @@ def decide(values: dict, os: distro.Distro, state: dict) -> Decision:
     d.installed = (releases.release_of_rocm(state["rocm_version"])
                    or releases.release_of_rocm(state["packages"].get("rocm-core", "")))
     installer_pkg = state["packages"].get("amdgpu-install")
-    dkms = not values["rocm_no_dkms"]
+    dkms = d.driver.dkms
     record = state["record"]
+    # rocm_dkms: auto keeps what an install chose for the kernel of its day; a forced value
+    # that differs runs amdgpu-install again.
+    forced = isinstance(values["rocm_dkms"], bool)
 
     if d.installed is not None and d.installed != wanted:
         older = "older" if d.installed < wanted else "newer"
@@ -159,9 +166,20 @@ def decide(values: dict, os: distro.Distro, state: dict) -> Decision:
         # record still says complete=no); an install by hand is left as it is.
         d.run_installer = bool(record) and (
             record.get("usecases") != ",".join(values["rocm_usecases"])
-            or record.get("dkms") != ("yes" if dkms else "no")
+            or (forced and record.get("dkms") != ("yes" if dkms else "no"))
             or record.get("complete") == "no"
         )
+        installed_dkms = record.get("dkms") != "no"
+        if record and not forced and installed_dkms != dkms:
+            today = d.driver
+            dkms = installed_dkms
+            d.driver = driver.Driver(dkms, f"as installed; rocm_dkms: auto would now choose "
+                                           f"{today.line()}")
+            if installed_dkms:
+                d.warnings.append(f"amdgpu-dkms was installed for an earlier kernel; now: "
+                                  f"{today.reason}. Set rocm_dkms: false to run amdgpu-install "
+                                  "--no-dkms (the module stays installed: remove amdgpu-dkms "
+                                  "by hand if it fails to build)")
         d.install_installer = d.run_installer and installer_pkg != d.version
     else:
         d.install_installer = installer_pkg != d.version
@@ -239,15 +257,15 @@ def mirror_command(repo: str) -> str:
             f'do [ -f "$f" ] && sed -i {expression} "$f"; done; true')
 
 
-def installer_command(values: dict) -> str:
+def installer_command(values: dict, dkms: bool) -> str:
     flags = [f"--usecase={','.join(values['rocm_usecases'])}"]
-    if values["rocm_no_dkms"]:
+    if not dkms:
         flags.append("--no-dkms")
     flags += values["rocm_installer_options"]
     version = values["rocm_installer_version"] or releases.installer_version(values["rocm_release"])
     record = [f"release={values['rocm_release']}", f"installer={version}",
               f"usecases={','.join(values['rocm_usecases'])}",
-              f"dkms={'no' if values['rocm_no_dkms'] else 'yes'}"]
+              f"dkms={'yes' if dkms else 'no'}"]
     lines = " ".join(shlex.quote(line) for line in record)
     # The record says complete=no while amdgpu-install runs: a run killed in it is taken up
     # again by the next one (after dpkg --configure -a), even when part of ROCm is there.
@@ -309,6 +327,8 @@ def install():
         raise host_error(missing_checksum(values, d))
     for warning in d.warnings:
         logger.warning(f"{host.print_prefix}{warning}")
+    logger.info(f"{host.print_prefix}ROCm kernel driver: {d.driver.line()}")
+    summary.detail(f"ROCm kernel driver: {d.driver.line()}")
 
     _groups_and_files(values, state, env)
 
@@ -341,7 +361,8 @@ def install():
     if d.run_installer:
         install_op = server.shell(
             name=f"amdgpu-install --usecase={','.join(values['rocm_usecases'])}",
-            commands=[apt.locked(f"{apt.APT_CONFIG_WAIT}; {installer_command(values)}")],
+            commands=[apt.locked(f"{apt.APT_CONFIG_WAIT}; "
+                                 f"{installer_command(values, d.driver.dkms)}")],
         )
 
     pending = d.kernel_driver or (state["reboot_required"]
@@ -381,9 +402,16 @@ def _state(values: dict, env: dict) -> dict:
     seen = [line for line in raw.get("rocminfo", "").splitlines() if not line.startswith("#! ")]
     rocminfo = (sections.get("rocminfo") in ("present", "missing")
                 and same_agents_as_preflight(env, seen))
+    # The running kernel and Secure Boot (roles.rocm.driver): the preflight's uname and
+    # secureboot sections when it ran, else asked in the same command.
+    uname = "uname" in raw and (found or {}).get("os", {}).get("kernel")
     state = host.get_fact(RocmState, users=" ".join(values["rocm_users"]),
                           verify=values["rocm_verify"], env=env_assignments(env),
-                          rocminfo=not rocminfo, kernel=not kernel)
+                          rocminfo=not rocminfo, kernel=not kernel, driver=not uname)
+    if uname:
+        state = {**state, "uname": uname,
+                 "sb_state": "\n".join(line for line in raw.get("secureboot", "").splitlines()
+                                       if not line.startswith("#! ")).strip() or None}
     if values["rocm_verify"] and kernel:
         state = {**state, "kernel": kernel_lines(raw["dmesg"])}
     if values["rocm_verify"] and rocminfo:

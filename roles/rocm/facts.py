@@ -96,13 +96,14 @@ class RocmState(FactBase):
          "users": {"sd": ["sd", "video"]}, "reboot_pkgs": ["amdgpu-dkms"],
          "reboot_required": True, "rocminfo": [...], "rocminfo_found": True,
          "kernel": ["... kfd kfd: amdgpu: skipped device 1002:67ef, PCI rejects atomics 730<0"],
-         "apt_uris": ["https://repo.radeon.com/amdgpu/5.3/ubuntu"]}
+         "apt_uris": ["https://repo.radeon.com/amdgpu/5.3/ubuntu"],
+         "uname": "5.15.0-56-generic", "sb_state": "SecureBoot disabled"}
     """
 
     # Reads use a shell function rather than "cat PATH" so that the command shares no text with
     # the one-file facts other roles read (tests answer commands by the text they contain).
     def command(self, users: str = "", verify: bool = False, env: str = "",
-                rocminfo: bool = True, kernel: bool = True):
+                rocminfo: bool = True, kernel: bool = True, driver: bool = False):
         # rocminfo=False, kernel=False: the caller has that part from this run already (the
         # preflight's fact ran rocminfo, under preflight.facts.ROCMINFO_ENV, and read the kernel
         # log).
@@ -130,6 +131,10 @@ class RocmState(FactBase):
                          f"echo '{MARK}rocminfo-found'; {env} timeout 120 \"$R\" 2>&1; fi")
         if verify and kernel:
             parts.append(f"echo '{MARK}kernel'; {KERNEL}")
+        if driver:
+            # What roles.rocm.driver decides from, when the preflight did not read it already.
+            parts.append(f"echo '{MARK}uname'; uname -r; echo '{MARK}sb-state'; "
+                         "command -v mokutil >/dev/null 2>&1 && mokutil --sb-state 2>&1")
         parts.append(f"echo '{MARK}end'; true")
         return "; ".join(parts)
 
@@ -138,7 +143,8 @@ class RocmState(FactBase):
         return {"rocm_version": "", "packages": {}, "record": {}, "adduser": "",
                 "adduser_exists": False, "environment": "", "groups": {}, "users": {},
                 "reboot_pkgs": [], "reboot_required": False, "rocminfo": [],
-                "rocminfo_found": False, "kernel": [], "apt_uris": []}
+                "rocminfo_found": False, "kernel": [], "apt_uris": [], "uname": None,
+                "sb_state": None}
 
     def process(self, output):
         sections: dict[str, list[str]] = {}
@@ -175,4 +181,7 @@ class RocmState(FactBase):
         state["rocminfo"] = sections.get("rocminfo", [])
         state["kernel"] = sections.get("kernel", [])
         state["apt_uris"] = [u.strip() for u in sections.get("apt", []) if u.strip()]
+        uname = [line.strip() for line in sections.get("uname", []) if line.strip()]
+        state["uname"] = uname[0] if uname else None
+        state["sb_state"] = "\n".join(sections.get("sb-state", [])).strip() or None
         return state

@@ -41,6 +41,11 @@ def _sha256s(value):
     return None
 
 
+def _dkms(value):
+    # one_of would take 1 and 0 for true and false (1 == True).
+    return None if value == "auto" or isinstance(value, bool) else "'auto', true or false"
+
+
 SETTINGS = [
     Setting("rocm_source", "amdgpu-install", one_of("amdgpu-install", "distro"),
             "`amdgpu-install`: AMD's installer and repositories (Ubuntu 20.04/22.04 for 5.3); "
@@ -68,9 +73,11 @@ SETTINGS = [
             "installed"),
     Setting("rocm_usecases", ["rocm"], list_of(matches(USECASE, "a use case"), "use cases"),
             "amdgpu-install `--usecase` values (rocm, hip, hiplibsdk, opencl, dkms, ...)"),
-    Setting("rocm_no_dkms", False, boolean,
-            "pass `--no-dkms`: keep the kernel's own amdgpu driver (no kernel module built, no "
-            "reboot)"),
+    Setting("rocm_dkms", "auto", _dkms,
+            "`auto`: amdgpu-install builds its kernel module (DKMS) only on a kernel AMD "
+            "validated the release for (5.15/5.17 for 5.3) and without Secure Boot, else "
+            "`--no-dkms` keeps the kernel's own amdgpu (no module, no reboot); `true`/`false` "
+            "force either"),
     Setting("rocm_installer_options", [], strings,
             "more amdgpu-install flags, e.g. `--accept-eula` for releases that ask for it"),
     Setting("rocm_change_release", False, boolean,
@@ -109,8 +116,8 @@ def check(host, values) -> list[str]:
     if given and release_of_installer(given) != release_of_installer(wanted):
         found.append(f"rocm_installer_version = {given!r}: belongs to another release than "
                      f"rocm_release = {values['rocm_release']!r} (which is {wanted})")
-    if values["rocm_usecases"] == ["dkms"] and values["rocm_no_dkms"]:
-        found.append("rocm_usecases = ['dkms'] with rocm_no_dkms = True installs nothing")
+    if values["rocm_usecases"] == ["dkms"] and values["rocm_dkms"] is False:
+        found.append("rocm_usecases = ['dkms'] with rocm_dkms = False installs nothing")
     if not values["rocm_usecases"]:
         found.append("rocm_usecases = []: allowed is at least one use case, like ['rocm']")
     return found

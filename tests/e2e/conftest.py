@@ -88,7 +88,7 @@ def settings_for(fleet, stand_ins, server, name: str) -> dict:
             "rocm_allow_unsupported_distro": True,
             "rocm_repo_url": stand_ins.url(base, stand_ins.amdgpu_base_path),
             "rocm_installer_sha256": stand_ins.amdgpu_sha256,
-            "rocm_no_dkms": True,
+            "rocm_dkms": False,
             "rocm_pre_vega": True,
             "rocm_users": [USER],
             # As in inventories/home.py. Left to the preflight, the VRAM flag would follow the

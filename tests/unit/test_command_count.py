@@ -86,7 +86,7 @@ def settings(backend: str, source: str) -> dict:
               "webui_image": IMAGE}
     per_backend = {
         "cpu": {},
-        "rocm": {"rocm_allow_unsupported_distro": True, "rocm_no_dkms": True,
+        "rocm": {"rocm_allow_unsupported_distro": True, "rocm_dkms": False,
                  "rocm_pre_vega": True, "rocm_users": [USER]},
         "cuda": {},
     }

@@ -49,8 +49,10 @@ KFD_ATOMICS = fixture("dmesg-kfd-atomics.txt")
 
 def state_output(version="", dpkg="", record="", adduser=UBUNTU_ADDUSER, environment="",
                  groups=("video:x:44:", "render:x:109:sd"), users=None, reboot_pkgs=None, apt_uris=(),
-                 rocminfo=None, kernel="") -> list[str]:
-    """What the RocmState fact's command prints on a host in the given state."""
+                 rocminfo=None, kernel="", uname="5.15.0-56-generic",
+                 sb_state="SecureBoot disabled") -> list[str]:
+    """What the RocmState fact's command prints on a host in the given state (by default the
+    Ubuntu 22.04.1 kernel AMD validated ROCm 5.3 for, without Secure Boot)."""
     mark = "##sdinfra:"
     lines = [f"{mark}rocm-state", f"{mark}version", *version.splitlines(), f"{mark}dpkg",
              *dpkg.splitlines(), f"{mark}record", *record.splitlines(), f"{mark}adduser"]
@@ -66,7 +68,9 @@ def state_output(version="", dpkg="", record="", adduser=UBUNTU_ADDUSER, environ
     lines += [f"{mark}apt", *apt_uris, f"{mark}rocminfo"]
     if rocminfo is not None:
         lines += [f"{mark}rocminfo-found", *rocminfo.splitlines()]
-    lines += [f"{mark}kernel", *kernel.splitlines(), f"{mark}end"]
+    lines += [f"{mark}kernel", *kernel.splitlines(), f"{mark}uname",
+              *([uname] if uname else []), f"{mark}sb-state", *(sb_state or "").splitlines(),
+              f"{mark}end"]
     return lines
 
 
@@ -133,7 +137,7 @@ def test_reboot_allowed_reboots_and_then_verifies():
 
 
 def test_no_dkms_needs_no_reboot_and_verifies_at_once():
-    result = plan(DEPLOY, [fresh(rocm_no_dkms=True, rocm_usecases=["rocm", "hip"])])
+    result = plan(DEPLOY, [fresh(rocm_dkms=False, rocm_usecases=["rocm", "hip"])])
     changes = rocm_changes(result)
     assert "amdgpu-install --usecase=rocm,hip" in changes
     assert changes[-1] == "rocminfo lists a GPU agent"
@@ -142,7 +146,7 @@ def test_no_dkms_needs_no_reboot_and_verifies_at_once():
 
 
 def test_without_rocm_verify_nothing_is_verified():
-    changes = rocm_changes(plan(DEPLOY, [fresh(rocm_no_dkms=True, rocm_verify=False)]))
+    changes = rocm_changes(plan(DEPLOY, [fresh(rocm_dkms=False, rocm_verify=False)]))
     assert "rocminfo lists a GPU agent" not in changes
 
 
@@ -222,7 +226,7 @@ def dpkg_interrupted(host: FakeHost) -> FakeHost:
 
 
 def test_an_interrupted_dpkg_run_is_finished_before_the_installer_is_installed():
-    result = plan(DEPLOY, [dpkg_interrupted(fresh(rocm_no_dkms=True))])
+    result = plan(DEPLOY, [dpkg_interrupted(fresh(rocm_dkms=False))])
     changes = rocm_changes(result)
     assert changes[changes.index(FINISH) + 1:] == [
         "Download amdgpu-install 5.3.50300-1 for jammy",
@@ -257,7 +261,7 @@ def test_a_converged_host_is_not_asked_for_dpkg_state():
 def test_the_install_record_says_complete_no_until_amdgpu_install_succeeded():
     from roles.rocm import installer_command
 
-    command = installer_command({**DEFAULTS, "rocm_release": "5.3"})
+    command = installer_command({**DEFAULTS, "rocm_release": "5.3"}, dkms=True)
     started = command.index("complete=no")
     assert started < command.index("apt-get update") < command.index("amdgpu-install -y")
     last = command.rindex("printf")
@@ -363,7 +367,7 @@ def test_debian_with_the_distro_source_gets_debians_packages():
 
 @pytest.mark.parametrize("codename", ["jammy", "focal"])
 def test_debian_with_the_override_gets_the_ubuntu_installer_and_a_warning(codename):
-    host = fresh("d", "debian12", rocm_allow_unsupported_distro=True, rocm_no_dkms=True,
+    host = fresh("d", "debian12", rocm_allow_unsupported_distro=True, rocm_dkms=False,
                  rocm_ubuntu_codename=codename)
     result = plan(DEPLOY, [host])
     assert f"Download amdgpu-install 5.3.50300-1 for {codename}" in rocm_changes(result, "d")
@@ -400,7 +404,7 @@ def test_mirror_rewrites_amds_apt_sources_when_they_name_the_vendor():
     ({"rocm_installer_url": "{repo}/x/{arch}.deb"}, "only placeholders are"),
     ({"rocm_installer_sha256s": {"jammy": SHA}}, 'keys are "release/codename"'),
     ({"rocm_hsa_override_gfx_version": "gfx1030"}, "a gfx version like 10.3.0"),
-    ({"rocm_usecases": ["dkms"], "rocm_no_dkms": True}, "installs nothing"),
+    ({"rocm_usecases": ["dkms"], "rocm_dkms": False}, "installs nothing"),
     ({"rocm_relase": "5.4"}, "did you mean rocm_release?"),
 ])
 def test_bad_settings_are_refused_before_any_fact_is_read(settings, expected):
