@@ -26,7 +26,8 @@ What is built (see :func:`build_all`)::
                                              wrong key
         radeon/amdgpu-install/5.3/ubuntu/{focal,jammy}/amdgpu-install_5.3.50300-1_all.deb
         radeon-cpuonly/...                   the same path; its rocminfo shows CPU agents only
-        images/webui-standin.tar             `docker load -i` archive (legacy docker save format)
+        images/webui-standin.tar             `docker load -i` archive (legacy docker save format):
+                                             the web UI stand-in, see below
         models/standin.safetensors           a few KB, valid safetensors header
         models/checksums.sha256              "<sha256>  standin.safetensors"
       private/                               secret keys (never served)
@@ -34,8 +35,70 @@ What is built (see :func:`build_all`)::
 Every stand-in says it is one (package descriptions, program output, the web page), so that
 nobody mistakes a test host for a real GPU host.
 
+The web UI stand-in image (images/webui-standin.tar, :func:`build_webui_image`)
+------------------------------------------------------------------------------
+Laid out as the real image (roles/webui/templates/Dockerfile.j2): ``WORKDIR /webui``,
+``ENTRYPOINT ["/bin/sh", "/start.sh"]`` with the deploy's own start.sh, ``python launch.py``.
+Its Python files are tests/standin_webui/ (launch.py, webui.py, modules/, torch/), run by the
+build machine's Debian python3 with a zip of the standard library modules they import, plus
+a static busybox (sh, wget for the healthcheck); about 14 MB. It generates no images. What it
+copies from AUTOMATIC1111's web UI v1.10.1 (commit 82a973c), each cited beside its code:
+
+- ``COMMANDLINE_ARGS`` split with shlex.split and appended to sys.argv (paths_internal.py);
+  ``--data-dir``/``--models-dir`` read first by their own parser (paths_internal.py).
+- One argparse parser with the release's flags (roles/webui/webui_flags.txt, cmd_args.py):
+  a flag without its value or a bad ``--port`` stops it at the launcher's parse_known_args
+  (launch_utils.py, exit 2); an unknown flag stops it after the launch line at
+  shared_cmd_options.py's parse_args, with argparse's ``usage: launch.py ...`` and
+  ``launch.py: error: unrecognized arguments: ...`` (exit 2); abbreviations are argparse's.
+- ``Python ...``, ``Version: <version>``, ``Commit hash: ...``, then the torch GPU test
+  (``import torch; assert torch.cuda.is_available()`` in a child python) that stops the start
+  with ``RuntimeError: Torch is not able to use GPU; add --skip-torch-cuda-test ...`` unless
+  ``--skip-torch-cuda-test`` (launch_utils.py prepare_environment), ``--exit``, then
+  ``Launching Web UI with arguments: <every argument>`` (launch_utils.py start()): an
+  ``--api-auth`` given as an argument is printed there, as upstream prints it.
+- Logins: ``--gradio-auth``/``--gradio-auth-path`` split at commas, each login at its first
+  colon (initialize_util.py get_gradio_auth_creds); a login without a colon stops the start
+  (gradio's ``{a[0]: a[1] ...}``: IndexError). The UI is gradio's: ``GET /`` is a login page
+  until ``POST /login`` (form fields username, password) set the ``access-token`` cookie; other
+  UI paths (``/standin.json``: what the stand-in saw) answer 401 without it. ``--api-auth``
+  split at commas, each at every colon into exactly two (api.py Api.__init__: ValueError
+  stops the web UI, after it began to listen, as upstream); ``/sdapi/v1/*`` exist with
+  ``--api`` only and want HTTP Basic with one of those logins when ``--api-auth`` is set.
+  ``/internal/ping`` answers ``{}`` without any login (ui.py).
+- Listens on ``--server-name``, else 0.0.0.0 with ``--listen``, else 127.0.0.1
+  (initialize_util.py gradio_server_name), port ``--port`` or 7860, and prints
+  ``Running on local URL:  http://ADDRESS:PORT`` once it does.
+- Settings in ``--ui-settings-file`` (default DATA/config.json) loaded at start
+  (shared_init.py) and saved by ``POST /sdapi/v1/options`` with a JSON object (api.py
+  set_config; ``GET`` returns them); DATA/ui-config.json written at start when missing
+  (ui_loadsave.py). DATA is ``--data-dir`` (default /webui, the script's directory).
+- ``torch`` (in /usr/lib/python3/dist-packages): ``torch.cuda.is_available()`` is true only
+  when the devices a real build would use are in the container: rocm (SDINFRA_BACKEND=rocm)
+  ``/dev/kfd`` and a ``/dev/dri/renderD*``; cuda ``/dev/nvidiactl`` and a ``/dev/nvidiaN``;
+  cpu never. ``torch.version.hip``/``.cuda`` say the build. Ask it as status tooling would:
+  ``docker exec CTR python3 -c "import torch; print(torch.cuda.is_available())"``.
+
+Knobs: the control file ``DATA/sdinfra-standin.json`` (on a deployed host
+``<webui_dir>/data/sdinfra-standin.json`` once the data directory is mounted there), read
+once at each start, a JSON object::
+
+    {"start_delay": 2,             # seconds between the launch line and listening (default 2)
+     "exit": {"code": 3,           # exit at start with this status (default 1) ...
+              "log": "line"},      # ... after printing this line on stderr
+     "unhealthy_after": 30,        # /internal/ping answers 503 from N s after listening on
+                                   # (printing "sdinfra stand-in: turned unhealthy ..." once)
+     "versions": {"v1.10.2": {"exit": {"code": 1, "log": "..."}}}}
+
+``versions`` maps a release to keys that replace the top-level ones when the image is that
+release: ``build_webui_image(version=...)`` (default v1.10.1; the image's
+``SDINFRA_STANDIN_VERSION`` and its ``Version:`` line), so one control file stages a good
+old release and a bad new one. A missing file means the defaults; a file that is not JSON
+stops the start with Python's error. Without ``start_delay`` the stand-in still takes 2 s.
+
 Debian packages this module needs on the machine that builds: dpkg (dpkg-deb), apt-utils
-(apt-ftparchive), gnupg and gpgv, busybox-static (its /bin/busybox goes into the image).
+(apt-ftparchive), gnupg and gpgv, busybox-static (its /bin/busybox goes into the image),
+python3 (Debian's /usr/bin/python3 and its libraries go into the image).
 The tests also use apt (apt-get), util-linux (unshare) and coreutils (chroot), all priority
 required/important on Debian.
 """
@@ -52,6 +115,7 @@ import ipaddress
 import json
 import os
 import posixpath
+import re
 import shutil
 import socket
 import stat
@@ -1019,231 +1083,93 @@ def build_amdgpu_install_deb(dest_dir: os.PathLike | str, *, gpu: bool = True) -
 # --------------------------------------------------------------------------------------------
 # 4. web UI stand-in image
 
-ENTRYPOINT = r'''#!/bin/sh
-# sdinfra web UI STAND-IN (TEST ONLY; not AUTOMATIC1111's stable-diffusion-webui).
-# Contract it shares with the real image:
-#   - reads the web UI's arguments from COMMANDLINE_ARGS (plus its own arguments, appended);
-#   - serves HTTP on port 7860 inside the container (--port N changes it);
-#   - --gradio-auth-path FILE (or --gradio-auth user:pass): FILE holds user:password entries,
-#     separated by newlines or commas; requests without one of them get 401;
-#   - GET /internal/ping answers {} without credentials (the real web UI registers that route
-#     outside gradio's login; use it for a healthcheck).
-# Differences: it always listens on all addresses (the real one binds 127.0.0.1 without
-# --listen); it refuses to start when auth was asked for but the file has no usable entry.
-set -eu
-set -f
-STATE="${SDINFRA_STANDIN_STATE:-/tmp/sdinfra}"
-PORT=7860
-auth_path=""
-auth_inline=""
-auth_wanted=no
-listen=no
-shown=""
-die() { echo "sdinfra stand-in: $*" >&2; exit 1; }
+# The stand-in web UI: tests/standin_webui/ (launch.py, webui.py, modules/, torch/), Python
+# files laid out as the real image lays out AUTOMATIC1111's (/webui, run as `python launch.py`
+# by /start.sh), run by the build machine's Debian python3 with only the standard library
+# modules they import (see STANDIN_DOC at the top of this module for what it does).
+STANDIN_SOURCES = Path(__file__).with_name("standin_webui")
+FLAGS_FILE = Path(__file__).resolve().parents[1] / "roles" / "webui" / "webui_flags.txt"
+START_SH = Path(__file__).resolve().parents[1] / "roles" / "webui" / "templates" / "start.sh"
+DEBIAN_PYTHON = Path("/usr/bin/python3")
+# What the stand-in's interpreter needs beyond what its sources import: start-up (site,
+# encodings), the deploy's own launcher wrapper (runpy) and the tests' requests (urllib.request).
+PYTHON_EXTRA_MODULES = ["site", "sysconfig", "encodings", "runpy", "gettext", "locale", "urllib.request",
+                        "_sysconfigdata__x86_64-linux-gnu", "_sysconfigdata__linux_x86_64-linux-gnu"]
 
-set -- ${COMMANDLINE_ARGS:-} "$@"
-while [ $# -gt 0 ]; do
-    a=$1
-    shift
-    case "$a" in
-        --gradio-auth-path)
-            [ $# -gt 0 ] || die "--gradio-auth-path needs a file"
-            auth_path=$1; auth_wanted=yes; shown="$shown $a $1"; shift ;;
-        --gradio-auth-path=*)
-            auth_path=${a#*=}; auth_wanted=yes; shown="$shown $a" ;;
-        --gradio-auth)
-            [ $# -gt 0 ] || die "--gradio-auth needs user:password"
-            auth_inline=$1; auth_wanted=yes; shown="$shown $a ***"; shift ;;
-        --gradio-auth=*)
-            auth_inline=${a#*=}; auth_wanted=yes; shown="$shown --gradio-auth=***" ;;
-        --api-auth)
-            [ $# -gt 0 ] && shift; shown="$shown $a ***" ;;
-        --api-auth=*)
-            shown="$shown --api-auth=***" ;;
-        --port)
-            [ $# -gt 0 ] || die "--port needs a number"
-            PORT=$1; shown="$shown $a $1"; shift ;;
-        --port=*)
-            PORT=${a#*=}; shown="$shown $a" ;;
-        --listen)
-            listen=yes; shown="$shown $a" ;;
-        *)
-            shown="$shown $a" ;;
-    esac
-done
-case "$PORT" in ''|*[!0-9]*) die "invalid --port: $PORT" ;; esac
-
-umask 077
-rm -rf "$STATE"
-mkdir -p "$STATE/www"
-AUTHFILE=""
-if [ "$auth_wanted" = yes ]; then
-    : > "$STATE/auth.raw"
-    if [ -n "$auth_path" ]; then
-        [ -f "$auth_path" ] && [ -r "$auth_path" ] || \
-            die "cannot read --gradio-auth-path file: $auth_path"
-        tr ',' '\n' < "$auth_path" >> "$STATE/auth.raw"
-        echo >> "$STATE/auth.raw"
-    fi
-    [ -n "$auth_inline" ] && printf '%s\n' "$auth_inline" | tr ',' '\n' >> "$STATE/auth.raw"
-    awk '{ sub(/^[ \t\r]+/, ""); sub(/[ \t\r]+$/, "") }
-         $0 == "" { next }
-         index($0, ":") < 2 { bad = 1; next }
-         { print }
-         END { exit bad }' "$STATE/auth.raw" > "$STATE/auth" \
-        || die "malformed credential entry (want user:password per line or comma-separated)"
-    rm -f "$STATE/auth.raw"
-    [ -s "$STATE/auth" ] || die "--gradio-auth given but no user:password entry found"
-    AUTHFILE="$STATE/auth"
-fi
-
-devices=""
-for d in /dev/kfd /dev/dri /dev/nvidiactl /dev/nvidia0; do
-    [ -e "$d" ] && devices="$devices $d"
-done
-umask 022
-printf '{}' > "$STATE/ping.json"
-SD_BACKEND="${SDINFRA_BACKEND:-unset}" SD_ARGS="${shown# }" SD_DEVICES="${devices# }" \
-SD_AUTH=$([ -n "$AUTHFILE" ] && echo on || echo off) SD_LISTEN="$listen" SD_PORT="$PORT" \
-SD_STATE="$STATE" awk '
-function esc(s) { gsub(/&/, "\\&amp;", s); gsub(/</, "\\&lt;", s); gsub(/>/, "\\&gt;", s);
-                  gsub(/"/, "\\&quot;", s); return s }
-function jesc(s) { gsub(/\\/, "\\\\", s); gsub(/"/, "\\\"", s); gsub(/\t/, " ", s); return s }
-function subst(line, tok, val,    i, out) {
-    out = ""
-    while ((i = index(line, tok)) > 0) {
-        out = out substr(line, 1, i - 1) val
-        line = substr(line, i + length(tok))
-    }
-    return out line
-}
-BEGIN {
-    n = split("HSA_OVERRIDE_GFX_VERSION ROC_ENABLE_PRE_VEGA NVIDIA_VISIBLE_DEVICES " \
-              "NVIDIA_DRIVER_CAPABILITIES CUDA_VISIBLE_DEVICES TORCH_COMMAND", names, " ")
-    envh = ""; envj = ""
-    for (k = 1; k <= n; k++) if (names[k] in ENVIRON) {
-        envh = envh "<li><code>" names[k] "=" esc(ENVIRON[names[k]]) "</code></li>\n"
-        envj = envj (envj == "" ? "" : ", ") "\"" names[k] "\": \"" jesc(ENVIRON[names[k]]) "\""
-    }
-    json = "{\"standin\": true, \"backend\": \"" jesc(ENVIRON["SD_BACKEND"]) "\", " \
-           "\"args\": \"" jesc(ENVIRON["SD_ARGS"]) "\", \"auth\": \"" ENVIRON["SD_AUTH"] "\", " \
-           "\"listen\": \"" ENVIRON["SD_LISTEN"] "\", \"port\": " ENVIRON["SD_PORT"] ", " \
-           "\"devices\": \"" jesc(ENVIRON["SD_DEVICES"]) "\", \"env\": {" envj "}}"
-    print json > (ENVIRON["SD_STATE"] "/www/standin.json")
-}
-{
-    line = $0
-    line = subst(line, "@BACKEND@", esc(ENVIRON["SD_BACKEND"]))
-    line = subst(line, "@ARGS@", esc(ENVIRON["SD_ARGS"]))
-    line = subst(line, "@AUTH@", ENVIRON["SD_AUTH"])
-    line = subst(line, "@LISTEN@", ENVIRON["SD_LISTEN"])
-    line = subst(line, "@DEVICES@", ENVIRON["SD_DEVICES"] == "" ? "none" : esc(ENVIRON["SD_DEVICES"]))
-    line = subst(line, "@ENV@", envh)
-    print line
-}' /www/index.html > "$STATE/www/index.html"
-
-export SDINFRA_DOCROOT="$STATE/www" SDINFRA_AUTHFILE="$AUTHFILE" SDINFRA_PING="$STATE/ping.json"
-echo "sdinfra web UI STAND-IN (not AUTOMATIC1111): backend=${SDINFRA_BACKEND:-unset} auth=$([ -n "$AUTHFILE" ] && echo on || echo off)"
-echo "Launching Web UI with arguments:$shown"
-[ "$listen" = yes ] || echo "WARNING (stand-in): no --listen; the real web UI would bind 127.0.0.1 inside the container, this stand-in listens on 0.0.0.0 anyway"
-echo "Running on local URL:  http://0.0.0.0:$PORT"
-
-pid=""
-trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; exit 0' TERM INT
-nc -ll -p "$PORT" -e "${SDINFRA_HANDLER:-/sdinfra/handler}" &
-pid=$!
-wait "$pid"
-'''
-
-HANDLER = r'''#!/bin/sh
-# sdinfra web UI STAND-IN: answers one HTTP request on stdin/stdout (run by busybox nc -ll -e).
-set -f
-DOCROOT="${SDINFRA_DOCROOT:-/tmp/sdinfra/www}"
-AUTHFILE="${SDINFRA_AUTHFILE:-}"
-PING="${SDINFRA_PING:-/tmp/sdinfra/ping.json}"
-CR=$(printf '\r')
-method="-"
-path="-"
-
-reply() {  # CODE REASON [FILE [TYPE]]
-    len=0
-    [ -n "${3:-}" ] && len=$(wc -c < "$3")
-    printf 'HTTP/1.0 %s %s\r\nServer: sdinfra-webui-standin\r\nContent-Type: %s\r\nContent-Length: %s\r\nConnection: close\r\n' \
-        "$1" "$2" "${4:-text/plain}" "$len"
-    [ "$1" = 401 ] && printf 'WWW-Authenticate: Basic realm="sdinfra web UI stand-in"\r\n'
-    printf '\r\n'
-    [ "$method" != HEAD ] && [ -n "${3:-}" ] && cat "$3"
-    echo "stand-in: $method $path $1" >&2
-    exit 0
-}
-
-authorized() {
-    [ -n "$AUTHFILE" ] || return 0
-    case "$auth" in
-        [Bb][Aa][Ss][Ii][Cc]\ *) b64=${auth#* } ;;
-        *) return 1 ;;
-    esac
-    b64=$(printf '%s' "$b64" | tr -d ' \t')
-    cred=$(printf '%s' "$b64" | base64 -d 2>/dev/null) || return 1
-    [ -n "$cred" ] || return 1
-    while IFS= read -r line || [ -n "$line" ]; do
-        [ "$line" = "$cred" ] && return 0
-    done < "$AUTHFILE"
-    return 1
-}
-
-IFS= read -r -t 10 request || exit 0
-request=${request%"$CR"}
-method=${request%% *}
-rest=${request#* }
-path=${rest%% *}
-auth=""
-while IFS= read -r -t 10 h; do
-    h=${h%"$CR"}
-    [ -z "$h" ] && break
-    case "$h" in
-        [Aa][Uu][Tt][Hh][Oo][Rr][Ii][Zz][Aa][Tt][Ii][Oo][Nn]:*)
-            auth=${h#*:}
-            auth=${auth# } ;;
-    esac
-done
-case "$method" in GET|HEAD) ;; *) reply 405 "Method Not Allowed" ;; esac
-p=${path%%\?*}
-case "$p" in /*) ;; *) reply 400 "Bad Request" ;; esac
-[ "$p" = /internal/ping ] && reply 200 OK "$PING" application/json
-authorized || reply 401 Unauthorized
-case "$p" in *..*|*//*|*\\*) reply 400 "Bad Request" ;; esac
-[ "$p" = / ] && p=/index.html
-f="$DOCROOT$p"
-[ -f "$f" ] || reply 404 "Not Found"
-case "$f" in
-    *.html) type="text/html; charset=utf-8" ;;
-    *.json) type=application/json ;;
-    *) type=application/octet-stream ;;
-esac
-reply 200 OK "$f" "$type"
-'''
-
-INDEX_HTML = """\
-<!DOCTYPE html>
-<html lang="en">
-<head><meta charset="utf-8"><title>Stable Diffusion web UI (sdinfra stand-in)</title></head>
-<body>
-<h1>sdinfra web UI stand-in</h1>
-<p>This is a <strong>stand-in</strong> for the AUTOMATIC1111 Stable Diffusion web UI, used by
-sdinfra's tests. It generates no images.</p>
-<ul>
-<li>backend: <code id="backend">@BACKEND@</code></li>
-<li>arguments: <code id="args">@ARGS@</code></li>
-<li>authentication: <code id="auth">@AUTH@</code></li>
-<li>--listen given: <code id="listen">@LISTEN@</code></li>
-<li>devices: <code id="devices">@DEVICES@</code></li>
-</ul>
-<ul id="env">
-@ENV@</ul>
-</body>
-</html>
+_STDLIB_ZIP = r"""
+import modulefinder, os, py_compile, sys, tempfile, zipfile
+out, sources, extra = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
+stdlib = os.path.dirname(os.__file__)
+finder = modulefinder.ModuleFinder(path=[sources, os.path.join(sources, "modules"), stdlib],
+                                   excludes=["torch", "webui", "modules", "tkinter", "test",
+                                             "unittest", "pydoc", "doctest", "_pydecimal"])
+for root, _, files in os.walk(sources):
+    for name in sorted(files):
+        if name.endswith(".py"):
+            finder.run_script(os.path.join(root, name))
+for name in extra:
+    try:
+        finder.import_hook(name)
+    except ImportError:
+        pass
+    if name == "encodings":
+        for file in sorted(os.listdir(os.path.join(stdlib, "encodings"))):
+            if file.endswith(".py") and not file.startswith("mac_"):
+                finder.import_hook("encodings." + file[:-3])
+paths = {}
+for name, module in finder.modules.items():
+    file = module.__file__
+    if not file or not file.endswith(".py") or not file.startswith(stdlib + "/"):
+        continue
+    arc = os.path.relpath(file, stdlib) + "c"
+    paths[arc] = file
+with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf, tempfile.TemporaryDirectory() as tmp:
+    for arc in sorted(paths):
+        pyc = os.path.join(tmp, "m.pyc")
+        py_compile.compile(paths[arc], cfile=pyc, dfile=arc[:-1], doraise=True,
+                           invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+        info = zipfile.ZipInfo(arc, date_time=(2023, 11, 14, 22, 13, 20))
+        info.compress_type = zipfile.ZIP_DEFLATED
+        zf.writestr(info, open(pyc, "rb").read())
+print(sys.version_info[0], sys.version_info[1])
 """
+
+
+def _python_runtime(python: Path = DEBIAN_PYTHON) -> dict[str, tuple[bytes, int]]:
+    """Debian's python3 for the image: the binary, the shared libraries ``ldd`` names, and a
+    zip of the compiled standard library modules the stand-in imports, by path in the image."""
+    binary = python.resolve()
+    if not binary.exists():
+        raise RuntimeError(f"{python} not found: install the Debian package python3")
+    files: dict[str, tuple[bytes, int]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        zip_path = Path(tmp) / "stdlib.zip"
+        out = _run([str(binary), "-I", "-c", _STDLIB_ZIP, str(zip_path), str(STANDIN_SOURCES),
+                    ",".join(PYTHON_EXTRA_MODULES)]).stdout.split()
+        major, minor = out[-2:]
+        files[f"usr/lib/python{major}{minor}.zip"] = (zip_path.read_bytes(), 0o644)
+    files[f"usr/bin/python{major}.{minor}"] = (binary.read_bytes(), 0o755)
+    for line in _run(["ldd", str(binary)]).stdout.splitlines():
+        parts = line.split()
+        path = next((p for p in parts if p.startswith("/")), None)
+        if path:
+            files[path.lstrip("/")] = (Path(path).resolve().read_bytes(), 0o755)
+    return files
+
+
+def _standin_tree(version: str) -> dict[str, tuple[bytes, int]]:
+    """The stand-in web UI's files by path in the image."""
+    files = {}
+    for source in sorted(STANDIN_SOURCES.rglob("*.py")):
+        rel = source.relative_to(STANDIN_SOURCES).as_posix()
+        # torch sits where Debian's python3 looks for installed packages.
+        dest = (f"usr/lib/python3/dist-packages/{rel}" if rel.startswith("torch/")
+                else f"webui/{rel}")
+        files[dest] = (source.read_bytes(), 0o644)
+    files["webui/modules/webui_flags.txt"] = (FLAGS_FILE.read_bytes(), 0o644)
+    # The deploy's own start.sh, where the real image's Dockerfile COPYs it.
+    files["start.sh"] = (START_SH.read_bytes(), 0o755)
+    return files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1309,15 +1235,20 @@ def _tar_add(tf: tarfile.TarFile, name: str, *, data: bytes | None = None, mode:
         tf.addfile(ti)
 
 
-def build_rootfs_layer(busybox: Path | None = None) -> bytes:
+def build_rootfs_layer(busybox: Path | None = None, version: str = "v1.10.1") -> bytes:
     """The image's single layer (an uncompressed tar), reproducible."""
     busybox = busybox or find_static_busybox()
     applets = _busybox_applets(busybox)
+    files = {**_python_runtime(), **_standin_tree(version)}
+    python = next(p for p in files if re.fullmatch(r"usr/bin/python3\.\d+", p))
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
         dirs = {"bin": 0o755, "dev": 0o755, "etc": 0o755, "proc": 0o755, "root": 0o700,
-                "sdinfra": 0o755, "sys": 0o755, "tmp": 0o1777, "usr": 0o755, "usr/bin": 0o755,
-                "www": 0o755}
+                "sys": 0o755, "tmp": 0o1777, "usr": 0o755, "usr/bin": 0o755, "data": 0o755}
+        for path in files:
+            parts = path.split("/")[:-1]
+            for i in range(1, len(parts) + 1):
+                dirs.setdefault("/".join(parts[:i]), 0o755)
         for d in sorted(dirs):
             _tar_add(tf, d, mode=dirs[d], kind=tarfile.DIRTYPE)
         _tar_add(tf, "bin/busybox", data=busybox.read_bytes(), mode=0o755)
@@ -1329,17 +1260,22 @@ def build_rootfs_layer(busybox: Path | None = None) -> bytes:
         _tar_add(tf, "etc/passwd", data=(
             b"root:x:0:0:root:/root:/bin/sh\n"
             b"nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"))
-        _tar_add(tf, "sdinfra/entrypoint", data=ENTRYPOINT.encode(), mode=0o755)
-        _tar_add(tf, "sdinfra/handler", data=HANDLER.encode(), mode=0o755)
+        for path in sorted(files):
+            data, mode = files[path]
+            _tar_add(tf, path, data=data, mode=mode)
+        # `python` and `python3`, as in the python:3.10-slim base of the real image.
+        for name in ("python", "python3"):
+            _tar_add(tf, f"usr/bin/{name}", kind=tarfile.SYMTYPE, linkname=python.split("/")[-1])
         _tar_add(tf, "usr/bin/env", kind=tarfile.SYMTYPE, linkname="/bin/busybox")
-        _tar_add(tf, "www/index.html", data=INDEX_HTML.encode())
     return buf.getvalue()
 
 
 def build_webui_image(dest: os.PathLike | str, *, tag: str = DEFAULT_IMAGE_TAG,
-                      busybox: Path | None = None) -> WebuiImage:
-    """Write a ``docker load -i`` archive (legacy ``docker save`` layout) to ``dest``."""
-    layer = build_rootfs_layer(busybox)
+                      busybox: Path | None = None, version: str = "v1.10.1") -> WebuiImage:
+    """Write a ``docker load -i`` archive (legacy ``docker save`` layout) to ``dest``.
+    ``version`` is the web UI release the stand-in says it is (``Version:`` line, the control
+    file's ``versions`` entry)."""
+    layer = build_rootfs_layer(busybox, version)
     diff_hex = hashlib.sha256(layer).hexdigest()
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(EPOCH))
     config = {
@@ -1348,15 +1284,21 @@ def build_webui_image(dest: os.PathLike | str, *, tag: str = DEFAULT_IMAGE_TAG,
         "created": created,
         "author": STANDIN_MAINTAINER,
         "config": {
-            "Env": ["PATH=/bin:/usr/bin"],
-            "Entrypoint": ["/sdinfra/entrypoint"],
+            # PYTHONHOME: the standard library is a zip only, which python's own search for
+            # its prefix does not take for a landmark.
+            "Env": ["PATH=/usr/bin:/bin", "PYTHONHOME=/usr", "PYTHONUNBUFFERED=1",
+                    "PYTHONDONTWRITEBYTECODE=1", f"SDINFRA_STANDIN_VERSION={version}"],
+            # As the real image (roles/webui/templates/Dockerfile.j2): WORKDIR /webui and
+            # /bin/sh /start.sh.
+            "Entrypoint": ["/bin/sh", "/start.sh"],
             "Cmd": [],
             "ExposedPorts": {f"{WEBUI_PORT}/tcp": {}},
-            "WorkingDir": "/",
+            "WorkingDir": "/webui",
             "Labels": {
                 "org.opencontainers.image.title": "sdinfra web UI stand-in (TEST ONLY)",
                 "org.opencontainers.image.description":
-                    "Not AUTOMATIC1111's web UI: busybox, an HTTP stand-in on port 7860",
+                    "Not AUTOMATIC1111's web UI: an HTTP stand-in in Python on port 7860",
+                "org.opencontainers.image.version": version,
             },
         },
         "rootfs": {"type": "layers", "diff_ids": [f"sha256:{diff_hex}"]},

@@ -102,6 +102,9 @@ def settings_for(fleet, stand_ins, server, name: str) -> dict:
             "nvidia_key_fingerprint": stand_ins.key.fingerprint,
             "nvidia_verify": False,  # no GPU here: the stand-in hook mounts nothing
             "webui_vram": "low",
+            # No /dev/nvidia* reaches the container (the stand-in hook injects nothing): the
+            # web UI's launcher would stop on its torch GPU test, as the real one does.
+            "webui_extra_args": ["--skip-torch-cuda-test"],
         },
     }
     return {**common, **per_backend[backend_of(name)]}

@@ -13,6 +13,7 @@ import base64
 import os
 import shlex
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -44,6 +45,21 @@ def get(url: str, auth: str = "") -> int:
         return error.code
 
 
+def login(base: str, auth: str) -> int:
+    """gradio's login form, then the app's info path with the cookie it set: the status of
+    the login when it failed, else that of the app's page."""
+    user, _, password = auth.partition(":")
+    form = urllib.parse.urlencode({"username": user, "password": password}).encode()
+    try:
+        answer = urllib.request.urlopen(urllib.request.Request(f"{base}/login", data=form),
+                                        timeout=5)
+    except urllib.error.HTTPError as error:
+        return error.code
+    request = urllib.request.Request(f"{base}/standin.json")
+    request.add_header("Cookie", answer.headers["set-cookie"].split(";")[0])
+    return urllib.request.urlopen(request, timeout=5).status
+
+
 def deploy(fleet, settings, **more):
     write_settings(fleet, {"cpu1": {**settings, **more}})
     os.environ[ENV] = LOGIN
@@ -69,16 +85,21 @@ def test_lan_exposure_needs_the_login_and_never_shows_it(lan_fleet):
     result = deploy(fleet, settings, webui_listen=True, webui_auth_env=ENV, webui_api=True)
     assert result.returncode == 0, result.stderr[-3000:]
 
-    url = f"http://{address}:7860/"
+    base = f"http://{address}:7860"
     statuses = []
     for _ in range(20):  # the container may still be starting
         try:
-            statuses = [get(url), get(url, "ada:wrong"), get(url, LOGIN)]
+            # gradio's login: the app's paths want the cookie of POST /login (HTTP Basic is
+            # not gradio's); the API wants its own login (--api-auth), HTTP Basic.
+            statuses = [get(f"{base}/standin.json"), login(base, "ada:wrong"),
+                        login(base, LOGIN), get(f"{base}/sdapi/v1/options"),
+                        get(f"{base}/sdapi/v1/options", "ada:wrong"),
+                        get(f"{base}/sdapi/v1/options", LOGIN)]
             break
         except OSError:
             import time
             time.sleep(1)
-    assert statuses == [401, 401, 200]
+    assert statuses == [401, 400, 200, 401, 401, 200]
 
     host = remote(fleet, "cpu1")
     secret = host.file("/opt/stable-diffusion/secrets/webui-auth")
