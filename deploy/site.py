@@ -26,13 +26,13 @@ if backend == "none":
     summary.record("none", note="; ".join(decision.reasons))
 else:
     summary.record(backend, url=webui.url(values))
-    env = dict(decision.env)
+    env = {}  # the settings' own environment; the decision's comes with it as the plan
     if backend == "rocm":
         rocm.install()
-        env.update(rocm.container_env())
+        env = rocm.container_env()
     elif backend == "cuda":
         nvidia.install()
     docker.install()
     if backend == "cuda":
         nvidia.configure_docker()
-    webui.stack(backend=backend, env=env, extra_args=decision.webui_args)
+    webui.stack(backend=backend, env=env, plan=decision)

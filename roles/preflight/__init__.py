@@ -65,28 +65,34 @@ _decisions: dict = {}
 
 def decision_for(host=None, stack_dir: str = DEFAULT_STACK_DIR,
                  docker_dir: str = DEFAULT_DOCKER_DIR,
-                 rocm_release: str = DEFAULT_ROCM_RELEASE) -> tuple[Decision, dict]:
+                 rocm_release: str = DEFAULT_ROCM_RELEASE,
+                 requested: str | None = None) -> tuple[Decision, dict]:
     """
     (decision, facts) for a host (the current one by default), from its settings and the
     HardwareFacts fact. Gathered once per host and run: later calls reuse it, so wiring the
-    decision into several roles costs no extra remote command.
+    decision into several roles costs no extra remote command. ``requested``: the backend a
+    deploy runs whatever the accelerator setting says (deploy/cpu.py: cpu).
     """
     from pyinfra import state
 
     if host is None:
         host = current_host
-    key = (id(state), host.name, stack_dir, docker_dir, str(rocm_release))
+    values = read(host, settings.SETTINGS)
+    requested = requested or values["accelerator"]
+    key = (id(state), host.name, stack_dir, docker_dir, str(rocm_release), requested)
     if key not in _decisions:
-        values = read(host, settings.SETTINGS)
-        found = host.get_fact(HardwareFacts, stack_dir=stack_dir, docker_dir=docker_dir)
+        gathered_before = _gathered.get((id(state), host.name))
+        found = gathered_before or host.get_fact(HardwareFacts, stack_dir=stack_dir,
+                                                 docker_dir=docker_dir)
         made = decide(
             found,
-            requested=values["accelerator"],
+            requested=requested,
             rocm_release=rocm_release,
             min_ram_gb=values["preflight_min_ram_gb"],
             lowvram_below_gb=values["preflight_lowvram_below_gb"],
             medvram_below_gb=values["preflight_medvram_below_gb"],
             min_free_disk_gb=values["preflight_min_free_disk_gb"] or None,
+            cuda_build=values["cuda_torch_build"],
         )
         _decisions[key] = (made, found)
         _gathered[(id(state), host.name)] = found

@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     explain.add_argument("--rocm-release", default=DEFAULT_ROCM_RELEASE,
                          help=f"ROCm release to judge AMD GPUs against "
                               f"(default: {DEFAULT_ROCM_RELEASE})")
+    explain.add_argument("--cuda-build", default="auto", choices=("auto", "cu121", "cu118"),
+                         help="the cuda_torch_build setting to apply (default: auto)")
     explain.add_argument("--name", default=None, help="host name shown in the report")
     args = parser.parse_args(argv)
 
@@ -59,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
               + ", ".join(f"{name}.txt" for name in SECTIONS), file=sys.stderr)
         return 2
     facts = parse(sections)
-    decision = decide(facts, requested=args.accelerator, rocm_release=args.rocm_release)
+    decision = decide(facts, requested=args.accelerator, rocm_release=args.rocm_release,
+                      cuda_build=args.cuda_build)
     if args.json:
         print(json.dumps(decision.to_json(), indent=2))
     else:

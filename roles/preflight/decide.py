@@ -481,7 +481,7 @@ def decide(facts: dict, requested: str = "auto", rocm_release: str = DEFAULT_ROC
 
     if chosen is not None:
         _gpu_settings(decision, chosen, lowvram_below_gb, medvram_below_gb)
-        _hide_others(decision, chosen, candidates)
+        _hide_others(decision, chosen, candidates, facts["kfd"]["rejected"])
     if decision.backend == "cpu":
         _cpu_settings(decision, facts)
         decision.torch_build = "cpu"
@@ -582,7 +582,8 @@ def _gpu_settings(decision: Decision, chosen: dict, lowvram_below: float,
                                  f"of this card ({vram} GB)")
 
 
-def _hide_others(decision: Decision, chosen: dict, candidates: list[dict]) -> None:
+def _hide_others(decision: Decision, chosen: dict, candidates: list[dict],
+                 rejected: list[str]) -> None:
     """
     With more than one GPU of the chosen vendor the runtime would see, show it only the chosen
     one: a runtime that meets a GPU its build has no code for aborts ("hipErrorNoBinaryForGpu"),
@@ -596,21 +597,21 @@ def _hide_others(decision: Decision, chosen: dict, candidates: list[dict]) -> No
     counts what ROCr left visible, so the same number would point past the one GPU left.
     """
     vendor = chosen["vendor"]
+    # What the runtime lists: not a card bound to vfio-pci, not one kfd skipped.
     seen = [c for c in candidates if c["vendor"] == vendor and c["gpu"].get("driver") != "vfio-pci"
-            and not (vendor == "amd" and c["gpu"].get("pci_id") and
-                     c["gpu"]["pci_id"] in _rejected_ids(c))]
+            and not (vendor == "amd" and c["gpu"].get("pci_id") in rejected)]
     if len(seen) < 2 or chosen not in seen:
         return
     others = ", ".join(c["label"] for c in seen if c is not chosen)
     gpu = chosen["gpu"]
+    slots = sorted(c["gpu"].get("slot") or "~" for c in seen)
+    rank = slots.index(gpu.get("slot") or "~")
     if vendor == "nvidia":
         index = gpu.get("nvidia_index")
         how = "nvidia-smi's index"
         if index is None:
-            slots = sorted(c["gpu"].get("slot") or "~" for c in seen)
-            index = slots.index(gpu.get("slot") or "~")
-            how = "its rank in PCI bus order"
-            if any(not c["gpu"].get("slot") for c in seen):
+            index, how = rank, "its rank in PCI bus order"
+            if "~" in slots:
                 decision.warnings.append("CUDA_VISIBLE_DEVICES: a GPU's PCI slot is unknown, so "
                                          "its index is a guess; check with nvidia-smi -L")
         decision.env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
@@ -621,9 +622,7 @@ def _hide_others(decision: Decision, chosen: dict, candidates: list[dict]) -> No
     index = gpu.get("rocm_index")
     how = "its place among rocminfo's GPU agents"
     if index is None:
-        slots = sorted(c["gpu"].get("slot") or "~" for c in seen)
-        index = slots.index(gpu.get("slot") or "~")
-        how = "its rank in PCI bus order, the order amdgpu probes cards in"
+        index, how = rank, "its rank in PCI bus order, the order amdgpu probes cards in"
         decision.warnings.append(
             "ROCR_VISIBLE_DEVICES: ROCm counts GPUs in KFD's topology order, estimated here from "
             "the PCI bus order (no rocminfo); check with rocminfo that agent "
@@ -631,10 +630,6 @@ def _hide_others(decision: Decision, chosen: dict, candidates: list[dict]) -> No
     decision.env["ROCR_VISIBLE_DEVICES"] = str(index)
     decision.reasons.append(f"env ROCR_VISIBLE_DEVICES={index} ({how}): ROCm sees only "
                             f"{chosen['label']}, not {others}")
-
-
-def _rejected_ids(candidate: dict) -> list[str]:
-    return candidate.get("rejected_ids", [])
 
 
 def _cpu_settings(decision: Decision, facts: dict) -> None:

@@ -14,6 +14,9 @@ SETTINGS = [
             "add --lowvram when the chosen GPU has less VRAM than this many GB"),
     Setting("preflight_medvram_below_gb", 7, integer(1, 64),
             "add --medvram when the chosen GPU has less VRAM than this many GB"),
+    Setting("cuda_torch_build", "auto", one_of("auto", "cu121", "cu118"),
+            "torch build of the cuda image; auto: the newest the host's NVIDIA driver runs "
+            "(cu121 needs driver 525+, cu118 450.80.02+)"),
 ]
 
 

@@ -39,21 +39,20 @@ BACKENDS = ("cpu", "rocm", "cuda")
 PROJECT = "sdinfra"  # compose project name: labels the containers this role manages
 MODELS = "models/Stable-diffusion"
 
-# The launch flags each backend needs (from the seed's stack and AUTOMATIC1111's wiki).
-BACKEND_ARGS = {
-    "cpu": ["--no-half", "--precision", "full", "--skip-torch-cuda-test"],
-    "rocm": ["--precision", "full", "--no-half"],
-    "cuda": [],
-}
-# The torch build matching each backend, pinned to what the web UI release expects.
+# The torch builds the image can install, pinned to what the web UI release expects; the
+# preflight's decision names the one a host gets (Decision.torch_build: which CUDA build its
+# driver runs), the others' Dockerfiles get their backend's default.
 TORCH_COMMANDS = {
     "cpu": "pip install torch==2.1.2+cpu torchvision==0.16.2+cpu "
            "--extra-index-url https://download.pytorch.org/whl/cpu",
-    "rocm": "pip install torch==2.1.2+rocm5.6 torchvision==0.16.2+rocm5.6 "
-            "--extra-index-url https://download.pytorch.org/whl/rocm5.6",
-    "cuda": "pip install torch==2.1.2+cu121 torchvision==0.16.2+cu121 "
-            "--extra-index-url https://download.pytorch.org/whl/cu121",
+    "rocm5.6": "pip install torch==2.1.2+rocm5.6 torchvision==0.16.2+rocm5.6 "
+               "--extra-index-url https://download.pytorch.org/whl/rocm5.6",
+    "cu121": "pip install torch==2.1.2+cu121 torchvision==0.16.2+cu121 "
+             "--extra-index-url https://download.pytorch.org/whl/cu121",
+    "cu118": "pip install torch==2.1.2+cu118 torchvision==0.16.2+cu118 "
+             "--extra-index-url https://download.pytorch.org/whl/cu118",
 }
+DEFAULT_BUILDS = {"cpu": "cpu", "rocm": "rocm5.6", "cuda": "cu121"}
 SECRET_IN_CONTAINER = "/run/secrets/webui-auth"
 
 TEMPLATES = templates(Path(__file__).with_name("templates"))
@@ -93,14 +92,15 @@ def merge_flags(*lists) -> list[str]:
 
 
 def launch_args(values: dict, backend: str, auth: bool, extra: list[str] = ()) -> list[str]:
-    """The web UI's flags: the backend's own, memory, login, API, then the user's extras."""
+    """The web UI's flags: the launch plan's (``extra``: the preflight's decision), memory,
+    login, API, then the user's extras. Nothing of the backend's own: the plan has it."""
     # --listen binds inside the container only; which host address publishes it is the compose
     # file's port mapping, 127.0.0.1 unless webui_listen.
     vram = {"low": ["--lowvram"], "med": ["--medvram"]}.get(values["webui_vram"], [])
     if vram:  # the user's choice wins over the preflight's
         extra = [t for g in _flag_groups(extra) if g[0] not in ("--lowvram", "--medvram")
                  for t in g]
-    args = merge_flags(["--listen", "--port", "7860"], BACKEND_ARGS[backend], vram, extra)
+    args = merge_flags(["--listen", "--port", "7860"], extra, vram)
     if auth:
         args += ["--gradio-auth-path", SECRET_IN_CONTAINER]
     if values["webui_api"]:
@@ -114,15 +114,20 @@ def launch_args(values: dict, backend: str, auth: bool, extra: list[str] = ()) -
 
 def render(values: dict, backend: str, *, auth: bool = False, env: dict | None = None,
            extra_args: list[str] = (), cpu_threads: int = 0,
-           gids: dict | None = None) -> dict[str, str]:
-    """Every file of the project directory, by path relative to it. Pure: no host is asked."""
+           gids: dict | None = None, torch_build: str | None = None) -> dict[str, str]:
+    """
+    Every file of the project directory, by path relative to it. Pure: no host is asked.
+    ``env``, ``extra_args``, ``cpu_threads`` and ``torch_build`` are the launch plan (the
+    preflight's decision, see ``render_plan``); the webui_cpu_threads setting, when set, wins
+    over the plan's thread count.
+    """
     version = values["webui_version"]
     environment = dict(env or {})
     if values["webui_api"] and auth:
         environment["SDINFRA_API_AUTH"] = "1"  # start.sh adds --api-auth from the secret
-    if backend == "cpu" and cpu_threads:
-        # PyTorch left half the seed's threads idle; say how many to use.
-        environment["OMP_NUM_THREADS"] = str(cpu_threads)
+    threads = values["webui_cpu_threads"] or cpu_threads
+    if backend == "cpu" and threads:
+        environment["OMP_NUM_THREADS"] = str(threads)
     publish = values["webui_bind_address"] if values["webui_listen"] else "127.0.0.1"
     rendered = {
         "docker-compose.yml": TEMPLATES.get_template("docker-compose.yml.j2").render(
@@ -139,11 +144,24 @@ def render(values: dict, backend: str, *, auth: bool = False, env: dict | None =
         "start.sh": TEMPLATES.get_template("start.sh").render(),
     }
     for name in BACKENDS:
+        build = (torch_build if name == backend else None) or DEFAULT_BUILDS[name]
         rendered[f"Dockerfile.{name}"] = TEMPLATES.get_template("Dockerfile.j2").render(
             backend=name, version=version, repo_url=values["webui_repo_url"],
-            torch_command=values["webui_torch_command"] or TORCH_COMMANDS[name],
+            torch_command=values["webui_torch_command"] or TORCH_COMMANDS[build],
         )
     return rendered
+
+
+def render_plan(values: dict, plan, *, auth: bool = False, env: dict | None = None,
+                gids: dict | None = None) -> dict[str, str]:
+    """
+    The project's files for a preflight decision (``plan``): its backend, environment, flags,
+    thread count and torch build, rendered as they are; ``env`` adds the settings' own
+    (rocm.container_env()).
+    """
+    return render(values, plan.backend, auth=auth, env={**plan.env, **(env or {})},
+                  extra_args=plan.webui_args, cpu_threads=plan.cpu_threads or 0, gids=gids,
+                  torch_build=plan.torch_build)
 
 
 # The files render() writes, by path relative to the project directory.
@@ -373,16 +391,22 @@ def local_sha256(path: str) -> str:
 
 
 @deploy("Stable Diffusion web UI")
-def stack(backend: str, env: dict | None = None, extra_args: list[str] = ()):
+def stack(backend: str, env: dict | None = None, plan=None):
     """
     The compose stack on this host, running ``backend``'s service.
 
     + backend: ``cpu``, ``rocm`` or ``cuda``
-    + env: more environment for the container (the rocm role's ROC_ENABLE_PRE_VEGA, ...)
-    + extra_args: more launch flags chosen for this host (the preflight's --medvram, ...)
+    + env: environment the settings add (the rocm role's HSA_OVERRIDE_GFX_VERSION setting, ...)
+    + plan: the preflight's decision for this host, the one source of the launch flags,
+      environment, thread count and torch build; by default the preflight decides for
+      ``backend`` from the facts this run read (gathered once per host and run)
     """
     if backend not in BACKENDS:
         raise host_error(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
+    if plan is None:
+        from roles import preflight
+
+        plan = preflight.decision_for(host, requested=backend)[0]
     values = read(host, SETTINGS)
     for warning in warnings(values):
         logger.warning(f"{host.print_prefix}{warning}")
@@ -407,12 +431,9 @@ def stack(backend: str, env: dict | None = None, extra_args: list[str] = ()):
     state = host.get_fact(ProjectState, directory=directory, paths=paths, images=[image],
                           models=models)
 
-    cpu_threads = values["webui_cpu_threads"] or state["nproc"]
-
     def wanted_files(gids):
         try:
-            rendered = render(values, backend, auth=bool(secret), env=env, extra_args=extra_args,
-                              cpu_threads=cpu_threads, gids=gids)
+            rendered = render_plan(values, plan, auth=bool(secret), env=env, gids=gids)
         except FormatError as error:
             raise host_error(f"the stack's files cannot be written: {error}") from None
         wanted = {f"{directory}/{name}": (text.encode(), "644") for name, text in rendered.items()}

@@ -130,8 +130,7 @@ SETTINGS = [
             "more web UI flags, read as the web UI reads them (split like a shell); flags a "
             "setting owns or that expose the host are refused", secret=True),
     Setting("webui_cpu_threads", 0, integer(0, MAX_CPU_THREADS), "CPU threads for the cpu "
-            "backend; 0 = all of "
-            "the host's"),
+            "backend; 0 = the preflight's choice (one per physical core)"),
     Setting("webui_timezone", "Etc/UTC", matches(r"[A-Za-z_]+(/[A-Za-z0-9_+-]+)*", "a tz name"),
             "TZ of the container"),
     Setting("webui_models", [], list_of(model_entry, "{name, url|src, sha256} mappings"),

@@ -109,12 +109,11 @@ def stack_files(backend: str, data: dict) -> dict[str, str]:
     facts = preflight.parse(load_dir(FIXTURES / "preflight" / CASES[backend]))
     decision = preflight.decide(facts)
     assert decision.backend == backend, decision.reasons
-    env = dict(decision.env)
+    env = {}
     if backend == "rocm":
-        env.update(rocm.container_env(values_of(data, rocm.settings.SETTINGS)))
+        env = rocm.container_env(values_of(data, rocm.settings.SETTINGS))
     values = values_of(data, webui.settings.SETTINGS)
-    return webui.render(values, backend, env=env, extra_args=decision.webui_args,
-                        cpu_threads=NPROC, gids=GIDS)
+    return webui.render_plan(values, decision, env=env, gids=GIDS)
 
 
 def project_state(backend: str, data: dict) -> list[str]:

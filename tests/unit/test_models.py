@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from roles import download
-from roles.webui import ProjectState, render
+from roles.webui import ProjectState, render_plan
 from tests.unit.fakehost import plan
 from tests.unit.test_docker import converged as docker_converged
-from tests.unit.test_webui import values
+from tests.unit.test_webui import unknown_host_plan, values
 
 NAME = "sd15.safetensors"
 CONTENT = b"stand-in checkpoint " * 4096
@@ -211,8 +211,7 @@ def laid_out(tmp_path: Path, server: str, watched) -> tuple:
         command = next(c for c in first.commands["h"] if c.startswith("echo nproc="))
         output = sh(command, path).stdout.splitlines()
         state = ProjectState().process(output)
-        rendered = render(values(**settings), "cpu", cpu_threads=state["nproc"],
-                          gids=state["gids"])
+        rendered = render_plan(values(**settings), unknown_host_plan("cpu"), gids=state["gids"])
         for name, text in rendered.items():
             if not (directory / name).exists() or (directory / name).read_text() != text:
                 (directory / name).write_text(text)

@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from roles import preflight
+from roles.preflight.__main__ import load_dir
 from roles.settings import read
-from roles.webui import FILES, GroupIds, render
+from roles.webui import DEFAULT_BUILDS, FILES, TORCH_COMMANDS, GroupIds, render, render_plan
 from roles.webui.settings import SETTINGS
-from tests.unit.fakehost import REPO, FakeHost, plan
+from tests.unit.fakehost import FIXTURES, REPO, FakeHost, plan
 from tests.unit.test_docker import converged as docker_converged
 
 DIR = "/opt/stable-diffusion"
@@ -30,6 +32,12 @@ def values(**overrides):
         data = Data(overrides)
 
     return read(Host(), SETTINGS)
+
+
+def unknown_host_plan(backend: str):
+    """The preflight's decision for ``backend`` on a host whose facts answer nothing (a fake
+    host that was told nothing about its hardware): deploy/cpu.py's plan there."""
+    return preflight.decide(preflight.parse({}), requested=backend)
 
 
 def project_lines(base: str, files: dict, nproc: int, gids: dict) -> list[str]:
@@ -74,8 +82,8 @@ def test_group_ids_read_what_getent_prints_here():
 
 def converged_cpu(name="h", running=("cpu",), os_key="debian12", source="distro", **settings):
     host = docker_converged(name, os_key, source).set(docker_source=source, **settings)
-    rendered = render(values(**settings), "cpu", cpu_threads=4,
-                      gids={"video": "44", "render": "110"})
+    rendered = render_plan(values(**settings), unknown_host_plan("cpu"),
+                           gids={"video": "44", "render": "110"})
     files = {path: (text, "644") for path, text in rendered.items()}
     return host.respond("echo nproc=", stack_state(files, running=running)), files
 
@@ -113,18 +121,40 @@ def test_compose_validates_its_file(tmp_path, settings):
     assert proc.returncode == 0, proc.stderr
 
 
-@pytest.mark.parametrize("backend,flags", [
-    ("cpu", "--no-half --precision full --skip-torch-cuda-test"),
-    ("rocm", "--precision full --no-half"),
-    ("cuda", ""),
+@pytest.mark.parametrize("case,backend,flags,build", [
+    ("xeon-e5-2680v3-cpu-server", "cpu",
+     "--use-cpu all --precision full --no-half --skip-torch-cuda-test", "+cpu"),
+    ("rx580-gfx803-rocminfo", "rocm", "--precision full --no-half", "+rocm5.6"),
+    ("rx6700xt-ryzen3700x", "rocm", "", "+rocm5.6"),
+    ("rtx3060-nvidia-smi", "cuda", "", "+cu121"),
+    ("rtx3060-smi-470-cut-name", "cuda", "", "+cu118"),
 ])
-def test_each_backend_gets_its_flags_and_torch_build(backend, flags):
-    rendered = render(values(webui_vram="low", webui_extra_args=["--xformers"]), backend)
+def test_the_preflights_plan_is_rendered_as_it_is(case, backend, flags, build):
+    # The flags, environment and torch build are the decision's alone: the webui role adds
+    # no flag of a backend's (full precision only where the GPU's family needs it), and the
+    # cuda image installs the build the host's driver runs.
+    found = preflight.parse(load_dir(FIXTURES / "preflight" / case))
+    decision = preflight.decide(found, requested=backend)
+    rendered = render_plan(values(webui_vram="low", webui_extra_args=["--xformers"]), decision)
     line = next(l for l in rendered["webui.env"].splitlines() if l.startswith("COMMANDLINE_ARGS="))
     assert line == "COMMANDLINE_ARGS='" + " ".join(filter(None, ["--listen --port 7860", flags,
                                                             "--lowvram --xformers"])) + "'"
-    torch = {"cpu": "+cpu", "rocm": "+rocm5.6", "cuda": "+cu121"}[backend]
-    assert torch in rendered[f"Dockerfile.{backend}"]
+    env = dict(l.split("=", 1) for l in rendered["webui.env"].splitlines() if "=" in l)
+    for key, value in decision.env.items():
+        assert env[key] == f"'{value}'"
+    assert build in rendered[f"Dockerfile.{backend}"]
+    others = {"cpu": "+cpu", "rocm": "+rocm5.6", "cuda": "+cu121"}
+    for name, default in others.items():
+        if name != backend:
+            assert default in rendered[f"Dockerfile.{name}"]
+
+
+def test_every_cuda_build_the_preflight_picks_has_a_torch_command():
+    builds = preflight.load_gpus()["torch"]["cuda"]
+    for name, build in builds.items():
+        assert f"torch=={build['torch']}" in TORCH_COMMANDS[name]
+    wheel = preflight.load_gpus()["torch"]["rocm"]["wheel"]
+    assert f"torch=={wheel}" in TORCH_COMMANDS[DEFAULT_BUILDS["rocm"]]
 
 
 def test_web_ui_is_pinned_to_the_release_or_commit_set():
@@ -133,9 +163,15 @@ def test_web_ui_is_pinned_to_the_release_or_commit_set():
     assert f"origin {commit}" in render(values(webui_version=commit), "cpu")["Dockerfile.cpu"]
 
 
-def test_cpu_threads_follow_the_hosts_cores():
-    assert "OMP_NUM_THREADS='24'" in render(values(), "cpu", cpu_threads=24)["webui.env"]
-    assert "OMP_NUM_THREADS" not in render(values(), "cuda", cpu_threads=24)["webui.env"]
+def test_cpu_threads_are_the_plans_unless_set():
+    # The preflight's count (physical cores), not nproc; the setting wins when set.
+    found = preflight.parse(load_dir(FIXTURES / "preflight" / "xeon-e5-2680v3-cpu-server"))
+    decision = preflight.decide(found)
+    assert decision.cpu_threads == 12
+    assert "OMP_NUM_THREADS='12'" in render_plan(values(), decision)["webui.env"]
+    assert "OMP_NUM_THREADS='6'" in render_plan(values(webui_cpu_threads=6), decision)["webui.env"]
+    cuda = preflight.decide(found, requested="cuda")
+    assert "OMP_NUM_THREADS" not in render_plan(values(), cuda)["webui.env"]
 
 
 def test_fresh_host_gets_files_but_no_start_without_a_model():
