@@ -23,7 +23,7 @@ from roles.settings import image_reference
 from roles.webui import render
 from roles.webui.flags import FLAGS_FILE, OWNED, known, parse
 from roles.webui.formats import FormatError, commandline, env_file
-from tests.unit.test_webui import values
+from tests.unit.test_webui import unknown_host_plan, values
 
 COMPOSE = Path(sys.executable).with_name("docker-compose")
 needs_compose = pytest.mark.skipif(not COMPOSE.exists(),
@@ -96,13 +96,15 @@ def test_commandline_refuses_words_the_env_file_cannot_carry(word):
 def test_the_rendered_stack_gives_the_web_ui_exactly_its_flags(tmp_path):
     settings = values(webui_extra_args=["--xformers --ckpt 'my model.safetensors'",
                                         "--opt-sdp-a", "--theme=dark"])
-    rendered = render(settings, "cpu", cpu_threads=3)
+    # The cpu launch plan's flags (the preflight's decision) with the user's.
+    rendered = render(settings, "cpu", cpu_threads=3,
+                      extra_args=unknown_host_plan("cpu").webui_args)
     config = compose_config(tmp_path, rendered)
     environment = config["services"]["cpu"]["environment"]
     assert set(environment) == {"COMMANDLINE_ARGS", "TZ", "SDINFRA_BACKEND", "OMP_NUM_THREADS"}
     # The launcher's split (modules/paths_internal.py: shlex.split(COMMANDLINE_ARGS)).
     assert shlex.split(environment["COMMANDLINE_ARGS"]) == [
-        "--listen", "--port", "7860", "--no-half", "--precision", "full",
+        "--listen", "--port", "7860", "--use-cpu", "all", "--precision", "full", "--no-half",
         "--skip-torch-cuda-test", "--xformers", "--ckpt", "my model.safetensors",
         "--opt-sdp-attention", "--theme", "dark"]
 
