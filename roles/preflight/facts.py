@@ -20,11 +20,6 @@ from __future__ import annotations
 import re
 import shlex
 
-# rocminfo runs with this environment: without it ROCm does not list gfx8 (Polaris) GPUs at all,
-# and the report would read "CPU agents only" on a card that works with it. The rocm role reuses
-# this answer when its container's environment gives the same list (roles/rocm, _state).
-ROCMINFO_ENV = {"ROC_ENABLE_PRE_VEGA": "1"}
-
 DEFAULT_STACK_DIR = "/opt/stable-diffusion"
 DEFAULT_DOCKER_DIR = "/var/lib/docker"
 
@@ -106,10 +101,12 @@ def command(stack_dir: str = DEFAULT_STACK_DIR, docker_dir: str = DEFAULT_DOCKER
         "{ dmesg 2>/dev/null || echo '#! unavailable dmesg'; } | grep -i -E "
         "'kfd|atomic|VRAM memory ready|modesetting \\(|^#! unavailable dmesg$'; fi",
         "sec rocminfo",
+        # Run as the container's ROCm runs it: no ROC_ENABLE_PRE_VEGA, which ROCr (rocminfo)
+        # and HIP never read (ROCR-Runtime rocm-5.3.0 has no such variable; ROCclr reads it
+        # for OpenCL only, device/device.hpp runtimeRocSupported).
         "R=$(command -v rocminfo || echo /opt/rocm/bin/rocminfo); "
-        "if [ -x \"$R\" ]; then "
-        + " ".join(f"{key}={shlex.quote(value)}" for key, value in ROCMINFO_ENV.items())
-        + " \"$R\" 2>&1 | head -n 3000; else echo '#! missing rocminfo'; fi",
+        "if [ -x \"$R\" ]; then \"$R\" 2>&1 | head -n 3000; "
+        "else echo '#! missing rocminfo'; fi",
         "sec nvidia-smi",
         # One nvidia-smi (each start costs the driver an initialisation): the query gives whole
         # names, memory, bus ids and the driver; its exit status is noted for the nvidia role,

@@ -28,7 +28,7 @@ With ``rocm_source: distro`` (Debian 12) steps 1-2 become the distribution's ``r
 
     from roles import rocm
     rocm.install()
-    env = rocm.container_env()   # {"ROC_ENABLE_PRE_VEGA": "1"} for the container
+    env = rocm.container_env()   # {"HSA_OVERRIDE_GFX_VERSION": "10.3.0"}: the settings' own
 
 A converged host costs two remote commands: the distribution and one ``RocmState`` fact.
 """
@@ -76,7 +76,7 @@ def container_env(values: dict | None = None) -> dict[str, str]:
 
 
 @dataclass
-class Decision:
+class InstallPlan:
     """What ``install`` does on one host, decided from its settings, distribution and state."""
 
     error: str = ""
@@ -95,9 +95,9 @@ class Decision:
     driver: driver.Driver | None = None  # DKMS module or the kernel's own amdgpu, and why
 
 
-def decide(values: dict, os: distro.Distro, state: dict) -> Decision:
+def plan_install(values: dict, os: distro.Distro, state: dict) -> InstallPlan:
     """Pure decision, tested directly: see tests/unit/test_rocm.py."""
-    d = Decision()
+    d = InstallPlan()
     unsupported = ""
     d.driver = driver.choose(values["rocm_dkms"], values["rocm_release"], state.get("uname"),
                              state.get("sb_state"), values["rocm_source"])
@@ -197,7 +197,7 @@ def decide(values: dict, os: distro.Distro, state: dict) -> Decision:
     return d
 
 
-def missing_checksum(values: dict, d: Decision) -> str:
+def missing_checksum(values: dict, d: InstallPlan) -> str:
     key = releases.checksum_key(values["rocm_release"], d.codename)
     return (
         f"no sha256 is known for {d.url}, so it is not installed: set rocm_installer_sha256 for "
@@ -317,7 +317,7 @@ def install():
     os = distro.read()
     env = container_env(values)
     state = _state(values, env)
-    d = decide(values, os, state)
+    d = plan_install(values, os, state)
     if d.error:
         raise host_error(d.error)
     for user in values["rocm_users"]:
@@ -420,20 +420,15 @@ def _state(values: dict, env: dict) -> dict:
     return state
 
 
-def same_agents_as_preflight(env: dict, preflight_rocminfo: list[str]) -> bool:
+def same_agents_as_preflight(env: dict, preflight_rocminfo: list[str] = ()) -> bool:
     """
-    Would rocminfo under the container's ``env`` list what the preflight's rocminfo (run under
-    preflight.facts.ROCMINFO_ENV) listed? Yes for the same environment; yes for none at all
-    when no gfx8 agent was listed, since ROC_ENABLE_PRE_VEGA only adds gfx8 GPUs; no otherwise
-    (HSA_OVERRIDE_GFX_VERSION renames the agents, and a gfx8 card needs the variable).
+    Would rocminfo under the container's ``env`` list the agents the preflight's rocminfo (run
+    with no environment) listed? Yes unless HSA_OVERRIDE_GFX_VERSION renames them.
+    ROC_ENABLE_PRE_VEGA changes nothing here: ROCr never reads it (ROCR-Runtime rocm-5.3.0 has
+    no such variable); ROCclr does, for OpenCL alone (device/device.hpp, runtimeRocSupported:
+    ``if (!IS_HIP && !ROC_ENABLE_PRE_VEGA && (versionMajor_ == 8)) return false;``).
     """
-    from roles.preflight.facts import ROCMINFO_ENV
-
-    if env == ROCMINFO_ENV:
-        return True
-    if env:
-        return False
-    return not any(agent.startswith("gfx8") for agent in gpu_agents(preflight_rocminfo))
+    return "HSA_OVERRIDE_GFX_VERSION" not in env
 
 
 def _groups_and_files(values: dict, state: dict, env: dict):

@@ -105,8 +105,7 @@ class RocmState(FactBase):
     def command(self, users: str = "", verify: bool = False, env: str = "",
                 rocminfo: bool = True, kernel: bool = True, driver: bool = False):
         # rocminfo=False, kernel=False: the caller has that part from this run already (the
-        # preflight's fact ran rocminfo, under preflight.facts.ROCMINFO_ENV, and read the kernel
-        # log).
+        # preflight's fact ran rocminfo and read the kernel log).
         quoted_users = " ".join(shlex.quote(u) for u in users.split())
         parts = [
             f"echo '{MARK}rocm-state'",

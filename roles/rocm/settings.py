@@ -86,8 +86,8 @@ SETTINGS = [
     Setting("rocm_users", [], unix_names,
             "existing users who join the `render` and `video` groups (GPU access)"),
     Setting("rocm_pre_vega", False, boolean,
-            "`ROC_ENABLE_PRE_VEGA=1` in /etc/environment and the container: gfx8 cards "
-            "(Polaris RX 4x0/5x0, Fiji)"),
+            "`ROC_ENABLE_PRE_VEGA=1` in /etc/environment and the container: lets ROCm's OpenCL "
+            "use gfx8 cards (Polaris, Fiji); HIP and PyTorch do not read it"),
     Setting("rocm_hsa_override_gfx_version", "",
             matches(r"\d+\.\d+\.\d+", "a gfx version like 10.3.0", optional=True),
             "`HSA_OVERRIDE_GFX_VERSION` in /etc/environment and the container (10.3.0 for "

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from roles.rocm import decide
+from roles.rocm import plan_install
 from roles.rocm.driver import choose, secure_boot
 from roles.rocm.facts import RocmState
 from roles.rocm.settings import SETTINGS
@@ -86,9 +86,9 @@ def state(uname=OLD, sb="SecureBoot disabled", record=None, installed=False) -> 
 
 
 def test_decide_installs_without_the_module_on_a_new_kernel_and_needs_no_reboot():
-    d = decide(values(), JAMMY, state(uname=NEW))
+    d = plan_install(values(), JAMMY, state(uname=NEW))
     assert d.run_installer and d.driver.dkms is False and d.kernel_driver is False
-    d = decide(values(), JAMMY, state(uname=OLD))
+    d = plan_install(values(), JAMMY, state(uname=OLD))
     assert d.run_installer and d.driver.dkms is True and d.kernel_driver is True
 
 
