@@ -1,8 +1,12 @@
-"""CPU hosts: Docker and the web UI's cpu service. `pyinfra inventories/home.py deploy/cpu.py`"""
+"""CPU hosts: Docker and the web UI's cpu service. `pyinfra inventories/home.py deploy/cpu.py`
 
-from roles import apt, docker, webui
+Only hosts whose backend is cpu (``accelerator``, or auto's choice) are changed; the others are
+listed as skipped in the summary."""
+
+from roles import apt, docker, preflight, targets, webui
 from roles.settings import validate
 
-validate(apt, docker.settings, webui.settings)
-docker.install()
-webui.stack(backend="cpu")
+validate(apt, preflight.settings, docker.settings, webui.settings)
+if targets.only("cpu"):  # hosts whose accelerator is another are listed as skipped
+    docker.install()
+    webui.stack(backend="cpu")

@@ -9,11 +9,12 @@ adds the nvidia runtime to that file and Docker is restarted, so both sets of ke
 after the run.
 """
 
-from roles import apt, docker, nvidia, webui
+from roles import apt, docker, nvidia, preflight, targets, webui
 from roles.settings import validate
 
-validate(apt, docker.settings, nvidia.settings, webui.settings)
-nvidia.install()
-docker.install()
-nvidia.configure_docker()
-webui.stack(backend="cuda")
+validate(apt, preflight.settings, docker.settings, nvidia.settings, webui.settings)
+if targets.only("cuda"):  # the other hosts are listed as skipped
+    nvidia.install()
+    docker.install()
+    nvidia.configure_docker()
+    webui.stack(backend="cuda")

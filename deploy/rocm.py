@@ -3,15 +3,18 @@ AMD ROCm hosts: ROCm, Docker and the web UI's rocm service.
 
     pyinfra inventories/home.py deploy/rocm.py
 
-Every host's settings are checked before anything changes; then ROCm (roles.rocm), Docker
-(roles.docker) and the compose stack's rocm service (roles.webui), which gets the environment the
-card needs (ROC_ENABLE_PRE_VEGA, HSA_OVERRIDE_GFX_VERSION) from rocm.container_env().
+Every host's settings are checked before anything changes; then, on the hosts whose backend is
+rocm (``accelerator``, or auto's choice; the others are listed as skipped), ROCm (roles.rocm),
+Docker (roles.docker) and the compose stack's rocm service (roles.webui), which gets the
+environment the card needs (ROC_ENABLE_PRE_VEGA, HSA_OVERRIDE_GFX_VERSION) from
+rocm.container_env().
 """
 
-from roles import apt, docker, rocm, webui
+from roles import apt, docker, preflight, rocm, targets, webui
 from roles.settings import validate
 
-validate(apt, docker.settings, rocm.settings, webui.settings)
-rocm.install()
-docker.install()
-webui.stack(backend="rocm", env=rocm.container_env())
+validate(apt, preflight.settings, docker.settings, rocm.settings, webui.settings)
+if targets.only("rocm"):
+    rocm.install()
+    docker.install()
+    webui.stack(backend="rocm", env=rocm.container_env())

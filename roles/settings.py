@@ -369,6 +369,10 @@ def validate(*roles) -> None:
             lines += [f"  host {inventory_host.name}: {line}" for line in host_lines]
         _checked[key] = lines
     if _checked[key]:
+        from roles import summary
+
+        bad = sorted({line.split(":", 1)[0].split("host ", 1)[1] for line in _checked[key]})
+        summary.refused(f"bad settings on {', '.join(bad)}, listed above")
         raise SettingsError(
             "bad settings, no host was changed:\n" + "\n".join(_checked[key])
         )
@@ -376,6 +380,9 @@ def validate(*roles) -> None:
 
 def host_error(message: str) -> SettingsError:
     """An error about the current host's settings or facts, found before anything changed."""
+    from roles import summary
+
+    summary.refused(f"host {current_host.name}: {message}")
     return SettingsError(f"host {current_host.name}: {message}; no host was changed")
 
 
@@ -395,13 +402,14 @@ ROLES_WITH_SETTINGS = ("apt", "preflight", "docker", "rocm", "nvidia", "webui")
 
 def readme_tables(readme: str) -> str:
     """``readme`` with each ``<!-- settings:ROLE -->`` block replaced by the role's table."""
-    for role in ROLES_WITH_SETTINGS:
+    for role in ("common", *ROLES_WITH_SETTINGS):
         start, end = f"<!-- settings:{role} -->", f"<!-- /settings:{role} -->"
         if start not in readme:
             continue
+        declared = COMMON if role == "common" else role_settings(role)
         before, rest = readme.split(start, 1)
         _, after = rest.split(end, 1)
-        readme = f"{before}{start}\n{markdown_table(role_settings(role))}\n{end}{after}"
+        readme = f"{before}{start}\n{markdown_table(declared)}\n{end}{after}"
     return readme
 
 

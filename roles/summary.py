@@ -17,12 +17,31 @@ from pyinfra import host as current_host
 
 _planned: dict[str, dict] = {}
 _registered = False
+_refused: list[str] = []
 
 
 def record(backend: str, url: str = "", note: str = "") -> None:
     """What the current host is planned to get; printed with its outcome when the run ends."""
-    global _registered
     _planned[current_host.name] = {"backend": backend, "url": url, "note": note}
+    _register()
+
+
+def skip(note: str) -> None:
+    """The current host is not this deploy's: left alone, and the summary says why."""
+    _planned[current_host.name] = {"backend": "-", "url": "", "note": note, "skipped": True}
+    _register()
+
+
+def refused(reason: str) -> None:
+    """The run stops before any host changes (a settings error): every host says so."""
+    if current_host.state.is_executing:
+        return  # too late to say no host changed: the failure is the host's own
+    _refused.append(reason)
+    _register()
+
+
+def _register() -> None:
+    global _registered
     if not _registered:
         _registered = True
         state = current_host.state
@@ -60,11 +79,19 @@ def rows(state) -> list[tuple[str, str, str, str]]:
     result = []
     for host in state.inventory:
         plan = _planned.get(host.name)
+        if _refused:
+            # pyinfra stops before executing anything: nothing was planned to the end, nothing
+            # ran, whatever was recorded for the hosts planned before the error.
+            result.append((host.name, "-", "-", f"not changed: the run was refused before any "
+                                                f"change ({_refused[0]})"))
+            continue
         if plan is None:
             status = "unreachable" if host in state.failed_hosts else "not run"
             result.append((host.name, "-", "-", status))
             continue
-        if plan["backend"] == "none":
+        if plan.get("skipped"):
+            status = plan["note"]
+        elif plan["backend"] == "none":
             status = f"not deployed: {plan['note']}"
         elif host in state.failed_hosts:
             status = _failure(state, host)

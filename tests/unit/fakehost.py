@@ -179,16 +179,24 @@ class Plan:
         return {h.split("/", 1)[1] for op in self.ops for h in op["hosts_with_change"]}
 
 
-def inventory_source(hosts: list[FakeHost]) -> str:
-    entries = ",\n".join(f"    ({('@fake/' + h.name)!r}, {h.host_data()!r})" for h in hosts)
-    return f"import re\n\nhosts = [\n{entries},\n]\n"
+def inventory_source(hosts: list[FakeHost], groups: dict[str, list[str]] | None = None) -> str:
+    """A pyinfra inventory file: the hosts in one list, or in ``groups`` (group -> host names)."""
+    def entries(members):
+        return ",\n".join(f"    ({('@fake/' + h.name)!r}, {h.host_data()!r})" for h in members)
+
+    if groups is None:
+        return f"import re\n\nhosts = [\n{entries(hosts)},\n]\n"
+    return "import re\n\n" + "".join(
+        f"{group} = [\n{entries([h for h in hosts if h.name in names])},\n]\n"
+        for group, names in groups.items())
 
 
-def plan(deploy: str, hosts: list[FakeHost], extra_env: dict | None = None) -> Plan:
+def plan(deploy: str, hosts: list[FakeHost], extra_env: dict | None = None,
+         groups: dict[str, list[str]] | None = None) -> Plan:
     """Run ``pyinfra INVENTORY DEPLOY --dry --json`` on fake hosts and parse what it planned."""
     with tempfile.TemporaryDirectory() as tmp:
         inventory = Path(tmp) / "inventory.py"
-        inventory.write_text(inventory_source(hosts))
+        inventory.write_text(inventory_source(hosts, groups))
         env = {**os.environ, **(extra_env or {})}
         proc = subprocess.run(
             [PYINFRA, str(inventory), deploy, "--dry", "--json", "--debug"],

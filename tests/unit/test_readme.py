@@ -20,3 +20,15 @@ def test_readme_leads_with_demo_and_test_and_ci_runs_the_test_command():
                       if line.startswith("    make ")][:2]
     assert first_commands == ["make demo", "make test"]
     assert "make test" in (REPO / ".ci" / "run").read_text()
+
+
+def test_the_refusals_table_names_every_refused_flag():
+    import re
+
+    from roles.webui.flags import OWNED
+
+    row = next(line for line in README.splitlines() if line.startswith("| a flag in `webui_extra"))
+    named = re.findall(r"`(-[a-z-]+\*?)`", row)
+    for flag in OWNED:
+        assert any(flag == n or (n.endswith("*") and flag.startswith(n[:-1])) for n in named), \
+            flag

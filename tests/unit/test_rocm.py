@@ -414,9 +414,10 @@ def test_bad_settings_are_refused_before_any_fact_is_read(settings, expected):
 
 
 def test_full_rocm_deploy_plans_the_rocm_role_first():
-    result = plan("deploy/rocm.py", [converged()])
+    result = plan("deploy/rocm.py", [converged(accelerator="rocm")])
     assert result.returncode == 0, result.output
     assert rocm_changes(result) == []
+    assert "Loaded fact roles.rocm" in result.output  # the rocm role did plan this host
 
 
 # --- decisions, releases, container environment -----------------------------------------------
