@@ -215,6 +215,9 @@ def evaluate_amd(gpu: dict, facts: dict, release: str) -> dict:
         text = f"the kernel skipped it for ROCm: \"{_kernel_message(line)}\""
         if gpu.get("atomics_reqen") is False:
             text += "; lspci shows AtomicOpsCtl: ReqEn-"
+        if pci and pci in kfd["added"]:
+            text += (f" (kfd added a {pci} too: of several cards of this model, one in another "
+                     "slot has them)")
         if family.get("needs_pcie_atomics"):
             text += (" (gfx8 needs PCIe atomics from the CPU's root port: PCIe 3.0, Intel "
                      "Haswell or AMD Zen and newer)")

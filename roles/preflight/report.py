@@ -86,7 +86,7 @@ def report(host_name: str, decision: Decision, facts: dict,
         lines.append(f"  ROCm    rocminfo: {rocminfo['error'] or agents}")
     smi = facts["nvidia_smi"]
     if smi["present"]:
-        found = ", ".join(f"{g['name']} {g['memory_mib']} MiB" for g in smi["gpus"])
+        found = ", ".join(f"{g['name']} {g['memory_mib'] or '?'} MiB" for g in smi["gpus"])
         lines.append(f"  NVIDIA  nvidia-smi: {smi['error'] or found or '?'}"
                      + (f"; driver {smi['driver']}" if smi.get("driver") else "")
                      + (f", CUDA {smi['cuda']}" if smi.get("cuda") else ""))

@@ -60,9 +60,14 @@ def check(decision, expected: dict) -> None:
 
 
 def test_there_are_enough_cases():
-    assert len(CASE_NAMES) >= 10
+    assert len(CASE_NAMES) >= 40
     for name in CASE_NAMES:
         assert (CASES / name / "SOURCE").is_file(), f"{name} has no SOURCE"
+        source = (CASES / name / "SOURCE").read_text()
+        # Where it came from: a public URL, the search index's id of a public file, the
+        # seed story, or the project's own machine.
+        assert re.search(r"https://|index\s+id\s+\d+|shared/seed|this project was developed on",
+                         source), name
 
 
 @pytest.mark.parametrize("case", CASE_NAMES)
@@ -76,7 +81,8 @@ def test_case_variants(case):
     expected = json.loads((CASES / case / "expected.json").read_text())
     for variant in expected.get("variants", []):
         decision = decide(facts_of(case), requested=variant.get("accelerator", "auto"),
-                          rocm_release=variant.get("rocm_release", "5.3"))
+                          rocm_release=variant.get("rocm_release", "5.3"),
+                          cuda_build=variant.get("cuda_build", "auto"))
         check(decision, variant)
 
 
