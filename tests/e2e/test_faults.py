@@ -4,7 +4,9 @@ so that no fault here disturbs the converge and idempotence tests of test_site.p
 
 One run after another, each fault on a fleet in the state the previous one left:
 
-1. bad input: ``accelerator: gpu`` on one host stops the run before any host changes;
+1. bad input: ``accelerator: gpu`` and other refused values (a system webui_dir, --share inside
+   one extra arg, a login typed into webui_auth_file, Docker's API on tcp, a misspelt setting)
+   on two hosts stop the run before any host changes, and the summary says so;
 2. a key URL serving a key with another fingerprint: the key is not kept;
 3. in one run: a sha256 that does not match the amdgpu-install download (f-rocm), a repository
    signed with another key (f-cuda), while f-cpu converges in the same run;
@@ -135,7 +137,13 @@ def webui_running(fleet, name: str) -> bool:
 
 @pytest.fixture(scope="module")
 def bad_input_run(fleet_ready, stand_ins, faults_server):
-    configure(fleet_ready, stand_ins, faults_server, f_cuda={"accelerator": "gpu"})
+    # One mistake of each kind the settings check knows on two hosts; f-cpu has none.
+    configure(fleet_ready, stand_ins, faults_server,
+              f_cuda={"accelerator": "gpu", "webui_dir": "/etc",
+                      "webui_auth_file": "alice:hunter2"},
+              f_rocm={"webui_extra_args": ["--xformers --share"],
+                      "docker_daemon_options": {"hosts": ["tcp://0.0.0.0:2375"]},
+                      "acelerator": "cpu"})
     return site(fleet_ready)
 
 
@@ -225,8 +233,17 @@ def test_an_unknown_backend_on_one_host_stops_the_run_before_any_host_changes(
     assert "host f-cuda: accelerator = 'gpu'" in result.stderr, result.stderr[-2000:]
     assert "'auto', 'rocm', 'cuda', 'cpu'" in result.stderr  # says what is allowed
     assert "no host was changed" in result.stderr
-    for other in ("f-cpu", "f-rocm"):
-        assert f"host {other}:" not in result.stderr
+    for line in ["host f-cuda: webui_dir = '/etc': allowed is an absolute, normalised path",
+                 "host f-rocm: webui_extra_args: --share is set through webui_listen",
+                 "host f-cuda: webui_auth_file = (value hidden): allowed is an absolute path",
+                 "host f-rocm: docker_daemon_options: hosts with tcp:// and no tlsverify",
+                 "host f-rocm: acelerator: no such setting (did you mean accelerator?)"]:
+        assert line in result.stderr, line
+    assert "hunter2" not in result.stderr + result.stdout
+    assert "host f-cpu:" not in result.stderr
+    assert {name: status for name, (_, _, status) in summary(result).items()} == {
+        name: "not changed: the run was refused before any change (bad settings on f-cuda, "
+              "f-rocm, listed above)" for name in NAMES}
     for name in NAMES:
         # Not even apt-get update ran (the image has no package lists), nothing installed.
         assert not installed(fleet_ready, name, "docker.io"), name
