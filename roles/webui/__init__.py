@@ -33,7 +33,7 @@ from roles.settings import host_error, read
 from roles.shell import GPU_GROUPS, group_ids
 from roles.webui import flags
 from roles.webui.formats import FormatError, commandline, env_file, templates
-from roles.webui.settings import SETTINGS, parse_logins
+from roles.webui.settings import LAUNCHER_SOURCES, SETTINGS, parse_logins
 
 BACKENDS = ("cpu", "rocm", "cuda")
 PROJECT = "sdinfra"  # compose project name: labels the containers this role manages
@@ -56,6 +56,8 @@ DEFAULT_BUILDS = {"cpu": "cpu", "rocm": "rocm5.6", "cuda": "cu121"}
 SECRET_IN_CONTAINER = "/run/secrets/webui-auth"
 
 TEMPLATES = templates(Path(__file__).with_name("templates"))
+# The versions of the image's Python packages (how it is made and refreshed: its header).
+CONSTRAINTS = Path(__file__).with_name("constraints.txt")
 
 
 def credentials(values: dict) -> str:
@@ -148,7 +150,9 @@ def render(values: dict, backend: str, *, auth: bool = False, env: dict | None =
         rendered[f"Dockerfile.{name}"] = TEMPLATES.get_template("Dockerfile.j2").render(
             backend=name, version=version, repo_url=values["webui_repo_url"],
             torch_command=values["webui_torch_command"] or TORCH_COMMANDS[build],
+            sources=[(variable, values[setting]) for variable, setting, _, _ in LAUNCHER_SOURCES],
         )
+    rendered["constraints.txt"] = CONSTRAINTS.read_text()
     return rendered
 
 
@@ -165,7 +169,8 @@ def render_plan(values: dict, plan, *, auth: bool = False, env: dict | None = No
 
 
 # The files render() writes, by path relative to the project directory.
-FILES = ("docker-compose.yml", "webui.env", "start.sh", *(f"Dockerfile.{b}" for b in BACKENDS))
+FILES = ("docker-compose.yml", "webui.env", "start.sh", "constraints.txt",
+         *(f"Dockerfile.{b}" for b in BACKENDS))
 
 
 def url(values: dict) -> str:

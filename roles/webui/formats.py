@@ -119,6 +119,28 @@ def _torch_command(value):
     return value
 
 
+# --- Dockerfile ENV values ------------------------------------------------------------------
+#
+# ENV KEY=value: Docker's own parser reads quotes, backslashes and $VAR in it (not a shell's), so
+# a value from a setting lands there only when it holds none of them: the characters of a URL
+# without $, quotes, backslash, spaces or control characters, nor a leading '-'.
+ENV_WORD = re.compile(r"[A-Za-z0-9._~:/?#\[\]@!&()*+,;=%][A-Za-z0-9._~:/?#\[\]@!&()*+,;=%-]*")
+
+
+def env_word_problem(value) -> str | None:
+    if not isinstance(value, str) or not ENV_WORD.fullmatch(value):
+        return ("a value for the Dockerfile's ENV: letters, digits and the characters of a URL "
+                "(no $, quotes, backslashes, spaces or line breaks)")
+    return None
+
+
+def _env_word(value):
+    problem = env_word_problem(value)
+    if problem:
+        raise FormatError(f"a build source is not {problem}")
+    return value
+
+
 def templates(folder) -> jinja2.Environment:
     """Jinja for the role's templates: ``tojson`` for compose values (JSON is YAML, and a
     line break stays inside the quotes), ``sh`` for Dockerfile words that reach a shell."""
@@ -129,4 +151,5 @@ def templates(folder) -> jinja2.Environment:
     )
     environment.filters["sh"] = shell_word
     environment.filters["torch_command"] = _torch_command
+    environment.filters["env_word"] = _env_word
     return environment

@@ -6,7 +6,7 @@ import re
 from roles.settings import (SHA256, Setting, boolean, git_url, image_reference, integer, ipv4,
                             list_of, matches, one_of, project_dir, url)
 from roles.webui import flags
-from roles.webui.formats import torch_command_problem, word_problem
+from roles.webui.formats import env_word_problem, torch_command_problem, word_problem
 
 # AUTOMATIC1111's latest release when this was written; a tag or a full commit, never a branch.
 WEBUI_VERSION = "v1.10.1"
@@ -61,6 +61,57 @@ def parse_logins(raw: str, api: bool) -> tuple[list[str], list[str]]:
     if not logins and not problems:
         problems.append("holds no user:password line")
     return logins, problems
+
+
+COMMIT = r"[0-9a-f]{40}"
+
+# What the web UI's launcher fetches at v1.10.1 (modules/launch_utils.py, prepare_environment:
+# `os.environ.get(NAME, default)`), by the variable it reads: the setting that sets it and its
+# default. The defaults are the release's own, but for STABLE_DIFFUSION_REPO: Stability-AI
+# deleted github.com/Stability-AI/stablediffusion, and the web UI's maintainers point to the
+# w-e-w fork, which holds the same commit (AUTOMATIC1111/stable-diffusion-webui issues 17204,
+# 17213). A repository that vanishes next is one setting: a mirror holding the same commit.
+LAUNCHER_SOURCES = [
+    # (variable, setting, default, what)
+    ("STABLE_DIFFUSION_REPO", "webui_stable_diffusion_repo",
+     "https://github.com/w-e-w/stablediffusion.git",
+     "git repository of Stability-AI's stablediffusion code (SD 1.x/2.x) the launcher clones"),
+    ("STABLE_DIFFUSION_COMMIT_HASH", "webui_stable_diffusion_commit",
+     "cf1d67a6fd5ea1aa600c4df58e5b47da45f6bdbf", "its commit"),
+    ("STABLE_DIFFUSION_XL_REPO", "webui_stable_diffusion_xl_repo",
+     "https://github.com/Stability-AI/generative-models.git",
+     "git repository of Stability-AI's generative-models (SDXL) the launcher clones"),
+    ("STABLE_DIFFUSION_XL_COMMIT_HASH", "webui_stable_diffusion_xl_commit",
+     "45c443b316737a4ab6e40413d7794a7f5657c19f", "its commit"),
+    ("K_DIFFUSION_REPO", "webui_k_diffusion_repo", "https://github.com/crowsonkb/k-diffusion.git",
+     "git repository of k-diffusion (samplers) the launcher clones"),
+    ("K_DIFFUSION_COMMIT_HASH", "webui_k_diffusion_commit",
+     "ab527a9a6d347f364e3d185ba6d714e22d80cb3c", "its commit"),
+    ("BLIP_REPO", "webui_blip_repo", "https://github.com/salesforce/BLIP.git",
+     "git repository of BLIP (the interrogator) the launcher clones"),
+    ("BLIP_COMMIT_HASH", "webui_blip_commit", "48211a1594f1321b00f14c9f7a5b4813144b2fb9",
+     "its commit"),
+    ("ASSETS_REPO", "webui_assets_repo",
+     "https://github.com/AUTOMATIC1111/stable-diffusion-webui-assets.git",
+     "git repository of the web UI's assets (fonts, scripts) the launcher clones"),
+    ("ASSETS_COMMIT_HASH", "webui_assets_commit", "6f7db241d2f8ba7457bac5ca9753331f0c266917",
+     "its commit"),
+    ("CLIP_PACKAGE", "webui_clip_package",
+     "https://github.com/openai/CLIP/archive/d50d76daa670286dd6cacf3bcd80b5e4823fc8e1.zip",
+     "pip requirement (an archive URL) for openai's CLIP, built from source"),
+    ("OPENCLIP_PACKAGE", "webui_openclip_package",
+     "https://github.com/mlfoundations/open_clip/archive/"
+     "bb6e834e9c70d9c27d0dc3ecedeebeaeb1ffad6b.zip",
+     "pip requirement (an archive URL) for open_clip"),
+]
+
+
+def build_source(kind):
+    """A settings check for a LAUNCHER_SOURCES value: a git remote, a 40-hex commit or an
+    http(s) archive URL, and a word the Dockerfile's ENV takes as it is."""
+    base = {"repo": git_url, "commit": matches(COMMIT, "a full commit id (40 lower-case hex "
+                                                       "digits)"), "package": url}[kind]
+    return lambda value: base(value) or env_word_problem(value)
 
 
 def extra_args(value):
@@ -137,6 +188,9 @@ SETTINGS = [
             "checkpoints to put into models/Stable-diffusion, each verified by sha256"),
     Setting("webui_torch_command", "", optional(torch_command_problem),
             "pip command for torch; empty = the pinned build matching the backend"),
+    *[Setting(name, default, build_source(name.rsplit("_", 1)[1]),
+              f"{what} (`{variable}`)")
+      for variable, name, default, what in LAUNCHER_SOURCES],
     Setting("webui_image", "", lambda v: image_reference(v, optional=True),
             "use this prebuilt image instead of building (your registry, or webui_image_archive)"),
     Setting("webui_image_archive", "", controller_file,
