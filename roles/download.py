@@ -31,19 +31,40 @@ from the controller.
 
 from __future__ import annotations
 
+import os
 import posixpath
 import shlex
 
 from pyinfra import host
-from pyinfra.api import FileUploadCommand, operation
+from pyinfra.api import operation
 from pyinfra.facts.files import Sha256File
 
-# Downloads with python3 when neither curl nor wget is there (Debian's minbase has neither).
+from roles.progress import Shown, Upload, room
+
+# Every download is bounded: no connection within CONNECT_TIMEOUT seconds, or less than
+# STALL_BYTES a second for STALL_SECONDS (a link that went down mid-download), gives up the
+# attempt; RETRIES more attempts follow. Without a bound a host whose link went down held the
+# whole run for as long as anyone waited.
+CONNECT_TIMEOUT = 30
+STALL_SECONDS = 60
+STALL_BYTES = 1024
+RETRIES = 3
+# Progress every PROGRESS_EVERY seconds while a download runs (the bytes that arrived so far).
+PROGRESS_EVERY = 3
+
+# Downloads with python3 when neither curl nor wget is there (Debian's minbase has neither);
+# the timeout is per read, so a stall ends it too.
 _PYTHON_GET = (
     "import shutil, sys, urllib.request; "
-    "r = urllib.request.urlopen(sys.argv[1], timeout=60); "
+    f"r = urllib.request.urlopen(sys.argv[1], timeout={STALL_SECONDS}); "
     "shutil.copyfileobj(r, open(sys.argv[2], 'wb'))"
 )
+
+
+def partial_glob(dest: str) -> str:
+    """The names an unfinished download of ``dest`` has (a run killed mid-download leaves one)."""
+    directory, base = posixpath.split(dest)
+    return posixpath.join(directory, f".{base}.sdinfra-part.*")
 
 
 def sidecar(path: str) -> str:
@@ -97,23 +118,43 @@ def fetch_command(url: str, dest: str, sha256: str, mode: str = "644",
 
     Exits non-zero, with the reason on stderr and no file left behind, when the download fails or
     the checksum differs. With ``record``, the checked file's sidecar (``.NAME.sha256``) is
-    written after it was moved into place, never for a file whose checksum differs. Exposed (not
-    only used by ``fetch``) so that it can be tested by running it.
+    written after it was moved into place, never for a file whose checksum differs. Prints the
+    bytes that arrived every few seconds while it runs and how long it took (see
+    roles.progress.Shown). A partial file a killed run left behind is removed first. Exposed
+    (not only used by ``fetch``) so that it can be tested by running it.
     """
     directory = posixpath.dirname(dest) or "/"
     base = posixpath.basename(dest)
     q_url, q_dir = shlex.quote(url), shlex.quote(directory)
-    q_template = shlex.quote(f"{directory.rstrip('/')}/.{base}.XXXXXX")
-    failed = shlex.quote(f"download of {url} failed; {dest} was not changed")
+    q_template = shlex.quote(f"{directory.rstrip('/')}/.{base}.sdinfra-part.XXXXXX")
+    q_partials = shlex.quote(f"{directory.rstrip('/')}/.{base}.sdinfra-part.") + "*"
+    failed = shlex.quote(f"download of {url} failed")
+    kept = shlex.quote(f"; {dest} was not changed")
     return "\n".join([
-        f"install -d -m 0755 {q_dir} && t=$(mktemp {q_template}) || exit 1",
+        f"install -d -m 0755 {q_dir} && rm -f {q_partials} && t=$(mktemp {q_template}) || exit 1",
+        # Removed however this shell ends (an error, a signal); after the move it is gone anyway.
+        "pid=; trap 'rm -f \"$t\"' EXIT; trap '[ -n \"$pid\" ] && kill $pid; exit 130' HUP INT TERM",
         "if command -v curl >/dev/null 2>&1; then",
-        f"  curl -fsSL --retry 3 -o \"$t\" {q_url}",
+        f"  curl -fsSL --connect-timeout {CONNECT_TIMEOUT} --speed-limit {STALL_BYTES} "
+        f"--speed-time {STALL_SECONDS} --retry {RETRIES} --retry-delay 2 -o \"$t\" {q_url} &",
         "elif command -v wget >/dev/null 2>&1; then",
-        f"  wget -q -O \"$t\" {q_url}",
+        f"  wget -q -T {STALL_SECONDS} -t {RETRIES + 1} -O \"$t\" {q_url} &",
         "else",
-        f"  python3 -c {shlex.quote(_PYTHON_GET)} {q_url} \"$t\"",
-        f"fi || {{ rm -f \"$t\"; echo {failed} >&2; exit 1; }}",
+        f"  python3 -c {shlex.quote(_PYTHON_GET)} {q_url} \"$t\" &",
+        "fi",
+        "pid=$! s=0",
+        "while kill -0 $pid 2>/dev/null; do sleep 1; s=$((s + 1)); "
+        f"[ $((s % {PROGRESS_EVERY})) -eq 0 ] && kill -0 $pid 2>/dev/null && "
+        f"echo \"downloading {base}: $(($(stat -c %s \"$t\") / 1024)) KiB, $s s\"; done",
+        "wait $pid; rc=$?",
+        "if [ $rc -ne 0 ]; then",
+        # curl's 23 and wget's 3 are write errors: say so, it reads like a network fault else.
+        "  why=; case $rc in 23|3) why=': no space left on the device of '; "
+        f"why=\"$why\"{q_dir} ;; 28|4) why=': no data for {STALL_SECONDS} s or no connection "
+        f"within {CONNECT_TIMEOUT} s, {RETRIES + 1} attempts' ;; esac",
+        f"  echo {failed}\"$why (exit $rc)\"{kept} >&2; exit 1",
+        "fi",
+        f"echo \"downloaded {base}: $(($(stat -c %s \"$t\") / 1024)) KiB in $s s\"",
         *_keep('"$t"', dest, url, sha256, mode, record),
     ])
 
@@ -201,7 +242,7 @@ def fetch(url: str, dest: str, sha256: str, mode: str = "644", record: bool = Fa
         current = host.get_fact(Sha256File, path=dest)
     if current == sha256:
         return
-    yield fetch_command(url, dest, sha256, mode, record)
+    yield Shown(fetch_command(url, dest, sha256, mode, record))
 
 
 @operation()
@@ -212,8 +253,10 @@ def put(src: str, dest: str, sha256: str, mode: str = "644", record: bool = True
     ``fetch`` does. Always uploads: call it when ``dest`` is missing or differs.
     """
     directory = posixpath.dirname(dest) or "/"
-    yield f"install -d -m 0755 {shlex.quote(directory)}"
-    yield FileUploadCommand(src, upload_temp(dest))
+    yield (f"install -d -m 0755 {shlex.quote(directory)} && "
+           f"rm -f {shlex.quote(upload_temp(dest))} && "
+           + room(directory, os.path.getsize(src), posixpath.basename(dest)))
+    yield Upload(src, upload_temp(dest), f"uploading {posixpath.basename(dest)}")
     yield put_command(dest, sha256.lower(), mode, record)
 
 

@@ -5,19 +5,48 @@ answers, and what failed.
 Deploy files run while pyinfra plans; the results exist only after it has executed. So the
 deploy records what it planned for each host (``record``) and registers one ``atexit`` printer,
 which reads pyinfra's state when the run is over: hosts that could not be reached, the first
-operation that failed on a host and its last error line.
+operation that failed on a host and the line of its output that says why (``why``).
+
+A run stopped by Ctrl-C or SIGTERM says ``interrupted`` for every host whose operations did
+not all finish, never ``ok``. Every status a host can get is written here (``STATUSES``).
 """
 
 from __future__ import annotations
 
 import atexit
+import os
+import shlex
+import signal
 import sys
 
 from pyinfra import host as current_host
 
+# What the summary says of a host, in one place (other roles' statuses belong here too).
+STATUSES = {
+    "unreachable": "unreachable",
+    "not run": "not run",
+    "not deployed": "not deployed: {note}",
+    "failed": "failed at {operation}: {why}",
+    "dry": "planned (dry run)",
+    "interrupted": "interrupted",
+    "ok": "ok",
+}
+
 _planned: dict[str, dict] = {}
 _registered = False
 _refused: list[str] = []
+_interrupted: list[str] = []
+
+
+def fail(message: str) -> None:
+    """
+    Fail the current host, and only it, with ``message`` (a bad file on the host, ...): an
+    operation that says it and exits non-zero, so that nothing after it runs on this host while
+    the other hosts go on. Raising instead would stop the whole run.
+    """
+    from pyinfra.operations import server
+
+    server.shell(name="Stop this host", commands=[f"echo {shlex.quote(message)} >&2; exit 1"])
 
 
 def record(backend: str, url: str = "", note: str = "") -> None:
@@ -46,6 +75,50 @@ def _register() -> None:
         _registered = True
         state = current_host.state
         atexit.register(_print, state)
+        _on_signals(state)
+
+
+def _on_signals(state) -> None:
+    """
+    Ctrl-C and SIGTERM end the run here: the summary is printed (``interrupted`` for each host
+    whose operations did not all finish) and the process exits 130 or 143. pyinfra's own Ctrl-C
+    handler raises SystemExit in whichever greenlet runs, which does not stop a command that
+    is waiting on a host, and Python's default for SIGTERM exits without any summary.
+    """
+    def stop(signum, frame):
+        _interrupted.append(signal.Signals(signum).name)
+        _print(state)
+        sys.stdout.flush()
+        os._exit(128 + signum)
+
+    try:
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: leave the signals alone
+        pass
+
+
+def why(lines: list[str]) -> str:
+    """
+    The line of a failed command's output that says why: apt's first ``E:`` line (the lock's
+    holder, the missing package; later ones repeat it less precisely), else dpkg's first error,
+    else the last line.
+    """
+    lines = [line.strip() for line in lines if line.strip()]
+    for prefix in ("E:", "dpkg: error", "dpkg: "):
+        found = [line for line in lines if line.startswith(prefix)]
+        if found:
+            return found[0]
+    return lines[-1] if lines else ""
+
+
+def _finished(state, host) -> bool:
+    """Whether every operation of ``host`` ran to its end."""
+    for op_hash in state.get_op_order():
+        if op_hash in state.ops.get(host, {}):
+            if not state.get_op_data_for_host(host, op_hash).operation_meta.is_complete():
+                return False
+    return True
 
 
 def detail(text: str) -> None:
@@ -63,11 +136,10 @@ def _failure(state, host) -> str:
         meta = state.get_op_data_for_host(host, op_hash).operation_meta
         if meta.is_complete() and meta.did_error():
             names = ", ".join(sorted(state.op_meta[op_hash].names))
-            lines = [line.strip() for line in meta.stderr_lines + meta.stdout_lines
-                     if line.strip()]
-            # apt says why on an "E:" line, then goes on printing progress; prefer the reason.
-            reasons = [line for line in lines if line.startswith("E:")] or lines
-            return f"failed at {names}" + (f": {reasons[-1]}" if reasons else "")
+            reason = why(meta.stderr_lines + meta.stdout_lines)
+            if not reason:
+                return f"failed at {names}"
+            return STATUSES["failed"].format(operation=names, why=reason)
     return "failed"
 
 
@@ -86,19 +158,21 @@ def rows(state) -> list[tuple[str, str, str, str]]:
                                                 f"change ({_refused[0]})"))
             continue
         if plan is None:
-            status = "unreachable" if host in state.failed_hosts else "not run"
+            status = STATUSES["unreachable" if host in state.failed_hosts else "not run"]
             result.append((host.name, "-", "-", status))
             continue
         if plan.get("skipped"):
             status = plan["note"]
         elif plan["backend"] == "none":
-            status = f"not deployed: {plan['note']}"
+            status = STATUSES["not deployed"].format(note=plan["note"])
         elif host in state.failed_hosts:
             status = _failure(state, host)
+        elif _interrupted and (not executed or not _finished(state, host)):
+            status = STATUSES["interrupted"]
         elif not executed:
-            status = "planned (dry run)"
+            status = STATUSES["dry"]
         else:
-            status = "ok" + (f" ({plan['note']})" if plan["note"] else "")
+            status = STATUSES["ok"] + (f" ({plan['note']})" if plan["note"] else "")
         result.append((host.name, plan["backend"], plan["url"] or "-", status))
     return result
 

@@ -25,11 +25,20 @@ from pyinfra.api.command import QuoteString, make_formatted_string_command
 from pyinfra.operations import server, systemd
 
 from roles import apt, distro, ssh
+from roles.summary import fail
 from roles.settings import host_error, read
 from roles.shell import DOCKERD_RUNNING, SHOW
 from roles.docker.settings import DOCKER_REPO, SETTINGS
 
 DAEMON_JSON = "/etc/docker/daemon.json"
+INVALID = "##sdinfra:invalid-json"  # the key JsonFile answers with, beside the parser's message
+# Restarts within systemd's start limit (docker.service: 3 in 60 s on Debian) make the next
+# restart fail with "start request repeated too quickly", this run's and the next run's:
+# the unit's failed state and its counter are reset first.
+RESTART = ("systemctl reset-failed docker.service docker.socket 2>/dev/null; "
+           "systemctl restart docker.service")
+START = ("systemctl reset-failed docker.service docker.socket 2>/dev/null; "
+         "systemctl enable docker.service && systemctl start docker.service")
 
 # What Docker's install page removes before installing docker-ce.
 CONFLICTS = ["docker.io", "docker-compose", "docker-compose-v2", "docker-doc", "podman-docker",
@@ -73,7 +82,14 @@ class JsonFile(FactBase):
 
     def process(self, output):
         text = "\n".join(output).strip()
-        return json.loads(text) if text else {}
+        if not text:
+            return {}
+        try:
+            return json.loads(text)
+        except ValueError as error:
+            # A hand-edited file with a trailing comma: say which file and what the parser
+            # said (install() fails that host only), not a traceback that stops every host.
+            return {INVALID: str(error)}
 
 
 class ServiceState(FactBase):
@@ -275,16 +291,18 @@ def install():
         apt.install(distro_packages(dist), dpkg=state["dpkg"])
 
     daemon = state["daemon"]
+    if INVALID in daemon:
+        fail(f"{DAEMON_JSON} is not valid JSON: {daemon[INVALID]}; fix or remove it")
+        return
     daemon_changes = merged(daemon, values["docker_daemon_options"]) != daemon
     if daemon_changes:
         json_merged(name="Merge sdinfra's keys into daemon.json", path=DAEMON_JSON,
                     values=values["docker_daemon_options"], current=daemon)
     service = state["service"]
     if not (service["running"] and service["enabled"]):
-        systemd.service(name="Docker is enabled and running", service="docker", running=True,
-                        enabled=True)
+        server.shell(name="Docker is enabled and running", commands=[START])
     if daemon_changes:
-        systemd.service(name="Restart Docker for daemon.json", service="docker", restarted=True)
+        server.shell(name="Restart Docker for daemon.json", commands=[RESTART])
 
     users = state["users"]
     for user in values["docker_users"]:

@@ -45,7 +45,8 @@ from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.operations import server
 
-from roles import apt, ssh
+from roles import apt, docker, ssh
+from roles.summary import fail
 from roles.nvidia.facts import KEYRING, REBOOT_MARKER, NvidiaState
 from roles.nvidia.settings import SETTINGS
 from roles.settings import host_error, read
@@ -154,8 +155,10 @@ def install():
     planned = _state(values)
     state = planned["state"]
     if not state["daemon_valid"]:
-        raise host_error("/etc/docker/daemon.json is not valid JSON: fix it by hand first "
-                         "(nvidia-ctk and Docker would both fail on it)")
+        # This host only: the others go on.
+        fail(f"/etc/docker/daemon.json is not valid JSON: {state.get('daemon_error', '')}; fix "
+             "or remove it (nvidia-ctk and Docker would both fail on it)")
+        return
     answers = state["smi_rc"] == 0 and state["driver"] is not None
 
     driver_installed, pending = False, False
@@ -224,7 +227,7 @@ def configure_docker():
                      commands=["nvidia-ctk runtime configure --runtime=docker"])
     if runtime_changes:
         server.shell(name="Restart Docker for the nvidia runtime",
-                     commands=["systemctl restart docker"])
+                     commands=[docker.RESTART])
     changing = planned["changing"] or runtime_changes
     if values["nvidia_verify"] and changing and not planned["pending"]:
         server.shell(name="A container with --gpus all sees the GPU",

@@ -136,8 +136,9 @@ class NvidiaState(FactBase):
         if daemon:
             try:
                 state["daemon"] = json.loads(daemon)
-            except ValueError:
+            except ValueError as error:
                 state["daemon"], state["daemon_valid"] = {}, False
+                state["daemon_error"] = str(error)
         runtimes = "\n".join(sections.get("runtimes", [])).strip()
         if runtimes:
             try:

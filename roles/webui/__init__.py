@@ -29,6 +29,7 @@ from pyinfra.operations import files, server
 
 from roles import distro, docker
 from roles.download import TRUSTED_SHA256, parse_trusted
+from roles.progress import Shown, Upload, room, ticking
 from roles.settings import host_error, read
 from roles.shell import GPU_GROUPS, group_ids
 from roles.webui import flags
@@ -276,6 +277,11 @@ class ProjectState(FactBase):
             f"for f in {shlex.quote(directory + '/' + MODELS)}/*; do "
             "{ [ -e \"$f\" ] || [ -L \"$f\" ]; } && echo \"model=${f##*/}\"; done; "
             f"{verify}"
+            # What a run killed mid-way left: partial downloads and uploads, temporary files.
+            f"for f in {shlex.quote(directory + '/' + MODELS)}/.*.sdinfra-part.* "
+            f"{shlex.quote(directory + '/' + MODELS)}/.*.sdinfra-upload "
+            f"{shlex.quote(directory)}/*.sdinfra-new {shlex.quote(directory)}/secrets/*.sdinfra-new; "
+            "do [ -e \"$f\" ] && echo \"leftover=$f\"; done; "
             "if command -v docker >/dev/null; then "
             # The project's running services, from Docker's own files when they show one (no
             # docker command: each costs the host ~20 ms of CPU), else from `docker ps`.
@@ -300,7 +306,7 @@ class ProjectState(FactBase):
     @staticmethod
     def default():
         return {"nproc": 0, "gids": {}, "running": [], "images": [], "models": [],
-                "files": {}, "dirs": {}, "trusted": {}, "hashed": {}}
+                "files": {}, "dirs": {}, "trusted": {}, "hashed": {}, "leftover": []}
 
     def process(self, output):
         state = self.default()
@@ -319,7 +325,7 @@ class ProjectState(FactBase):
                 kind, mode_path = rest.split("=", 1)
                 mode, _, path = mode_path.partition("=")
                 kinds[path] = (kind, mode)
-            elif key in ("running", "images", "image", "models", "model"):
+            elif key in ("running", "images", "image", "models", "model", "leftover"):
                 state[{"image": "images", "model": "models"}.get(key, key)].append(rest)
         for path, (kind, mode) in kinds.items():
             if kind == "directory":
@@ -372,7 +378,8 @@ def project_commands(directories: list[str], wanted: dict, state: dict) -> list:
         if digest != hashlib.sha256(content).hexdigest():
             # Written with a private mode first, so a secret is never readable, not even briefly.
             temp = f"{path}.sdinfra-new"
-            commands.append(f"install -m 0600 /dev/null {shlex.quote(temp)}")
+            commands.append(f"{room(os.path.dirname(path), len(content), os.path.basename(path))}"
+                            f" && install -m 0600 /dev/null {shlex.quote(temp)}")
             commands.append(FileUploadCommand(BytesIO(content), temp))
             commands.append(f"chmod {mode} {shlex.quote(temp)} && mv {shlex.quote(temp)} "
                             f"{shlex.quote(path)}")
@@ -462,6 +469,9 @@ def stack(backend: str, env: dict | None = None, plan=None):
         changes.append(files.file(name="Remove the login no longer set",
                                   path=f"{directory}/secrets/webui-auth", present=False))
 
+    if state["leftover"]:
+        server.shell(name="Remove what an interrupted run left",
+                     commands=["rm -f -- " + " ".join(shlex.quote(p) for p in state["leftover"])])
     changes += _models(values, directory, state)
     if values["webui_image_archive"] and image not in state["images"]:
         changes.append(_load_image(values["webui_image_archive"], image))
@@ -521,11 +531,20 @@ def _models(values, directory, state):
     return ops
 
 
-def _load_image(archive: str, image: str):
+@operation()
+def load_image(archive: str, image: str):
+    """
+    Upload a ``docker save`` archive from the controller and load it, saying how far the
+    upload and the load got every few seconds; a host without room for it is told so.
+    """
     remote = f"/var/tmp/sdinfra-{Path(archive).name}"
-    files.put(name=f"Upload image archive {Path(archive).name}", src=archive, dest=remote)
-    return server.shell(
-        name=f"Load image {image}",
-        commands=[f"docker load -i {shlex.quote(remote)} && rm -f {shlex.quote(remote)} && "
-                  f"docker image inspect {shlex.quote(image)} >/dev/null"],
-    )
+    q_remote = shlex.quote(remote)
+    yield f"rm -f {q_remote} && " + room("/var/tmp", os.path.getsize(archive), Path(archive).name)
+    yield Upload(archive, remote, f"uploading {Path(archive).name}")
+    yield Shown(ticking(f"loading {image}", f"docker load -i {q_remote}") +
+                f"; rc=$?; rm -f {q_remote}; [ $rc -eq 0 ] && "
+                f"docker image inspect {shlex.quote(image)} >/dev/null")
+
+
+def _load_image(archive: str, image: str):
+    return load_image(name=f"Upload and load image {image}", archive=archive, image=image)

@@ -228,12 +228,18 @@ def test_low_latency_turns_nagle_off_on_the_ssh_socket():
 
     with socket.create_server(("127.0.0.1", 0)) as server, \
             socket.create_connection(server.getsockname()) as sock:
-        transport = SimpleNamespace(sock=sock)
+        keepalives = []
+        transport = SimpleNamespace(sock=sock, set_keepalive=keepalives.append)
         host = SimpleNamespace(connector=SimpleNamespace(
             client=SimpleNamespace(get_transport=lambda: transport)))
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
         assert low_latency(host) is True
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        # A host that stops answering is given up: unacknowledged data waits DEAD_AFTER s.
+        from roles.ssh import DEAD_AFTER
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == DEAD_AFTER * 1000
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0
+        assert keepalives == [10]
     # Other connectors (no paramiko client) and sockets other than TCP are left alone.
     assert low_latency(SimpleNamespace(connector=SimpleNamespace())) is False
     left, right = socket.socketpair()

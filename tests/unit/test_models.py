@@ -279,3 +279,85 @@ def test_a_new_pinned_checksum_fetches_the_model_again(server, tmp_path, watched
                                    "Stable Diffusion web UI | Start the cpu service"]
     assert NAME not in hashed_files(log)  # the sidecar says what it holds: no need to hash it
     assert model_commands(result, dest) == []
+
+
+# --- bounded downloads, progress, partial files ---------------------------------------------
+
+
+@pytest.fixture
+def trickle():
+    """127.0.0.1 serving /slow (CONTENT in 8 pieces, 0.6 s apart) and /stall (one piece, then
+    nothing while the connection stays open)."""
+    import time
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(CONTENT)))
+            self.end_headers()
+            piece = len(CONTENT) // 8
+            for i in range(8):
+                self.wfile.write(CONTENT[i * piece:(i + 1) * piece])
+                self.wfile.flush()
+                time.sleep(0.6 if self.path == "/slow" else 30)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_a_download_shows_progress_while_it_runs_and_its_duration_after(trickle, tmp_path):
+    dest = tmp_path / NAME
+    done = sh(download.fetch_command(f"{trickle}/slow", str(dest), SHA, record=True))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    progress = [line for line in lines if line.startswith(f"downloading {NAME}: ")]
+    assert progress and progress[0].endswith(", 3 s"), lines
+    assert lines[-1].startswith(f"downloaded {NAME}: {len(CONTENT) // 1024} KiB in "), lines
+    assert dest.read_bytes() == CONTENT
+
+
+def test_a_stalled_download_gives_up_within_its_bound_and_leaves_nothing(trickle, tmp_path,
+                                                                         monkeypatch):
+    import time
+
+    monkeypatch.setattr(download, "STALL_SECONDS", 2)
+    monkeypatch.setattr(download, "RETRIES", 1)
+    dest = tmp_path / NAME
+    started = time.monotonic()
+    done = sh(download.fetch_command(f"{trickle}/stall", str(dest), SHA))
+    assert time.monotonic() - started < 20
+    assert done.returncode == 1
+    assert "no data for 2 s or no connection within 30 s, 2 attempts" in done.stderr
+    assert done.stderr.strip().splitlines()[-1].endswith(f"{dest} was not changed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_partial_file_a_killed_run_left_is_removed_by_the_next(server, tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    dest = models / NAME
+    left = models / f".{NAME}.sdinfra-part.Ab3xYz"
+    left.write_bytes(b"")
+    other = models / ".other.safetensors.sdinfra-part.Ab3xYz"  # another model's: not ours
+    other.write_bytes(b"")
+    assert sh(download.fetch_command(f"{server}/{NAME}", str(dest), SHA)).returncode == 0
+    assert sorted(p.name for p in models.iterdir()) == [other.name, NAME]
+
+
+def test_a_full_disk_is_named_as_such(server, tmp_path):
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full")
+    dest = tmp_path / "models" / NAME
+    # curl writes into the temporary file; a symlink to /dev/full makes every write ENOSPC.
+    command = download.fetch_command(f"{server}/{NAME}", str(dest), SHA).replace(
+        'curl -fsSL', 'ln -sf /dev/full "$t" && curl -fsSL')
+    done = sh(command)
+    assert done.returncode == 1
+    assert f"no space left on the device of {dest.parent}" in done.stderr, done.stderr

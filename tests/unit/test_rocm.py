@@ -777,7 +777,9 @@ def test_fetch_works_with_python3_alone(local_repo, tmp_path):
     base, _, digests = local_repo
     tools = tmp_path / "tools"
     tools.mkdir()
-    for tool in ("sh", "install", "mktemp", "rm", "sha256sum", "cut", "chmod", "mv"):
+    # coreutils (Essential: on every host) and sh; no curl, no wget.
+    for tool in ("sh", "install", "mktemp", "rm", "sha256sum", "cut", "chmod", "mv", "sleep",
+                 "stat"):
         (tools / tool).symlink_to(shutil.which(tool))
     (tools / "python3").symlink_to(os.path.realpath(sys.executable))
     dest = tmp_path / "out" / "amdgpu-install.deb"

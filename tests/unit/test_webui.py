@@ -415,3 +415,64 @@ def test_without_dockers_files_docker_ps_is_asked(docker_root):
     lines, asked = state()  # nothing written under the Docker root
     assert lines == ["running=rocm"]
     assert asked[0].startswith("ps --filter label=com.docker.compose.project=sdinfra")
+
+
+def test_what_an_interrupted_run_left_is_removed_by_the_next():
+    left = [f"{DIR}/webui.env.sdinfra-new",
+            f"{DIR}/models/Stable-diffusion/.sd15.safetensors.sdinfra-part.Xy12ab"]
+    host = docker_converged("h", "debian12", "distro").set(docker_source="distro")
+    rendered = render(values(), "cpu", cpu_threads=4, gids={"video": "44", "render": "110"})
+    files = {path: (text, "644") for path, text in rendered.items()}
+    host.respond("echo nproc=", stack_state(files, running=("cpu",)) +
+                 [f"leftover={p}" for p in left])
+    result = plan("deploy/cpu.py", [host])
+    assert result.changes("h") == ["Stable Diffusion web UI | Remove what an interrupted run left"]
+
+
+def test_the_state_fact_lists_what_an_interrupted_run_left(tmp_path):
+    from roles.webui import ProjectState
+
+    models = tmp_path / "models" / "Stable-diffusion"
+    models.mkdir(parents=True)
+    (tmp_path / "secrets").mkdir()
+    for name in ("webui.env.sdinfra-new", "webui.env", "secrets/webui-auth.sdinfra-new",
+                 "models/Stable-diffusion/.a.safetensors.sdinfra-part.Q1w2e3",
+                 "models/Stable-diffusion/.b.safetensors.sdinfra-upload",
+                 "models/Stable-diffusion/.a.safetensors.sha256"):
+        (tmp_path / name).write_text("")
+    command = ProjectState().command(str(tmp_path), [], [])
+    out = subprocess.run(["sh", "-c", command], capture_output=True, text=True).stdout
+    state = ProjectState().process(out.splitlines())
+    assert sorted(state["leftover"]) == sorted(str(tmp_path / n) for n in (
+        "webui.env.sdinfra-new", "secrets/webui-auth.sdinfra-new",
+        "models/Stable-diffusion/.a.safetensors.sdinfra-part.Q1w2e3",
+        "models/Stable-diffusion/.b.safetensors.sdinfra-upload"))
+
+
+def test_a_full_disk_is_named_before_anything_is_written(tmp_path):
+    from roles.progress import room
+
+    free = shutil.disk_usage(tmp_path).free
+    assert subprocess.run(["sh", "-c", room(str(tmp_path), 1000, "webui.env")]).returncode == 0
+    done = subprocess.run(["sh", "-c", room(str(tmp_path), free * 4, "webui.env")],
+                          capture_output=True, text=True)
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"no space left on device: {tmp_path} has ")
+    assert f"KiB free, webui.env needs {free * 4 // 1024 + 1} KiB" in done.stderr
+
+
+def test_a_long_step_prints_its_output_without_verbose():
+    from types import SimpleNamespace
+
+    from roles.progress import Shown, ticking
+
+    calls = []
+    host = SimpleNamespace(run_shell_command=lambda command, **kw: calls.append(kw) or (True, []))
+    Shown("true").execute(SimpleNamespace(print_output=False, print_input=False), host, {})
+    assert calls[0]["print_output"] is True
+    done = subprocess.run(["sh", "-c", ticking("building", "sleep 2.5; echo built", every=1)],
+                          capture_output=True, text=True)
+    assert done.stdout.splitlines() == ["building: 1 s", "building: 2 s", "built",
+                                        "building: done in 3 s"]
+    failed = subprocess.run(["sh", "-c", ticking("building", "exit 3")], capture_output=True)
+    assert failed.returncode == 3
