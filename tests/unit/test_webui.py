@@ -420,11 +420,9 @@ def test_without_dockers_files_docker_ps_is_asked(docker_root):
 def test_what_an_interrupted_run_left_is_removed_by_the_next():
     left = [f"{DIR}/webui.env.sdinfra-new",
             f"{DIR}/models/Stable-diffusion/.sd15.safetensors.sdinfra-part.Xy12ab"]
-    host = docker_converged("h", "debian12", "distro").set(docker_source="distro")
-    rendered = render(values(), "cpu", cpu_threads=4, gids={"video": "44", "render": "110"})
-    files = {path: (text, "644") for path, text in rendered.items()}
-    host.respond("echo nproc=", stack_state(files, running=("cpu",)) +
-                 [f"leftover={p}" for p in left])
+    host, files = converged_cpu()
+    host.override("echo nproc=", stack_state(files, running=("cpu",)) +
+                  [f"leftover={p}" for p in left])
     result = plan("deploy/cpu.py", [host])
     assert result.changes("h") == ["Stable Diffusion web UI | Remove what an interrupted run left"]
 
