@@ -5,9 +5,9 @@ AMD ROCm hosts: ROCm, Docker and the web UI's rocm service.
 
 Every host's settings are checked before anything changes; then, on the hosts whose backend is
 rocm (``accelerator``, or auto's choice; the others are listed as skipped), ROCm (roles.rocm),
-Docker (roles.docker) and the compose stack's rocm service (roles.webui), which gets the
-environment the card needs (ROC_ENABLE_PRE_VEGA, HSA_OVERRIDE_GFX_VERSION) from
-rocm.container_env().
+Docker (roles.docker) and the compose stack's rocm service (roles.webui), which runs the
+preflight's launch plan for the host plus the environment its settings add
+(rocm.container_env(): HSA_OVERRIDE_GFX_VERSION; ROC_ENABLE_PRE_VEGA, which only OpenCL reads).
 """
 
 from roles import apt, docker, preflight, rocm, targets, webui
