@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -110,6 +111,19 @@ def settings_for(fleet, stand_ins, server, name: str) -> dict:
     return {**common, **per_backend[backend_of(name)]}
 
 
+# sdinfra STAND-IN for pciutils' lspci on the rocm hosts (TEST ONLY): the RX 460 the stand-in
+# rocminfo lists (tests/standins.py: Chip ID 0x67ef, BDFID 256 = 01:00.0). The line is the seed
+# post's `lspci -s 08:00.0 -vvv` header (shared/seed) at that slot, with what -nn adds: the class
+# code and the vendor:device pair in brackets (pciutils lspci.c, show_device via
+# pci_lookup_name with PCI_LOOKUP_NUMERIC|PCI_LOOKUP_MIXED). Every form the preflight runs
+# (-nn; -vvv -nn -d 1002:) prints the device line; no capability lines are made up.
+LSPCI_STANDIN = (
+    "#!/bin/sh\n"
+    "echo '01:00.0 VGA compatible controller [0300]: Advanced Micro Devices, Inc. [AMD/ATI] "
+    "Baffin [Radeon RX 460/560D / Pro 450/455/460/555/555X/560/560X] [1002:67ef] (rev cf)'\n"
+)
+
+
 def write_settings(fleet, data: dict) -> None:
     fleet.host_data_path.write_text(json.dumps(data, indent=1))
 
@@ -131,6 +145,10 @@ def prepare(fleet, stand_ins, server, names: list[str] | None = None) -> None:
     for name in [n for n in names if backend_of(n) == "rocm"]:
         ssh(fleet, name, "mknod -m 666 /dev/kfd c 1 3 2>/dev/null; mkdir -p /dev/dri && "
                          "{ mknod -m 666 /dev/dri/renderD128 c 1 3 2>/dev/null; true; }")
+        # The card a real host's lspci shows before ROCm is there, so the preflight knows its
+        # family (and the launch plan its flags) from the first run, as on real hardware.
+        ssh(fleet, name, f"printf '%s' {shlex.quote(LSPCI_STANDIN)} > /usr/local/bin/lspci && "
+                         "chmod 755 /usr/local/bin/lspci")
     write_settings(fleet, {name: settings_for(fleet, stand_ins, server, name) for name in names})
 
 
