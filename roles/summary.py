@@ -30,7 +30,15 @@ STATUSES = {
     "dry": "planned (dry run)",
     "interrupted": "interrupted",
     "ok": "ok",
+    # The web UI's container, as Docker reports it (roles.webui: the start's wait, or the state
+    # a no-change run read).
+    "healthy": "healthy",
+    "starting": "starting (waited {seconds} s)",
+    "unhealthy": "unhealthy: {why}",
+    "rolled back": "rolled back: {why}",
 }
+HEALTH = "sdinfra-health: "  # how the start's wait says what it saw (roles.webui.health_wait)
+LOG_LINES = "sdinfra-log: "  # the container's last log lines, each behind this mark
 
 _planned: dict[str, dict] = {}
 _registered = False
@@ -129,7 +137,36 @@ def detail(text: str) -> None:
         plan.setdefault("details", []).append(text)
 
 
+def health(status: str) -> None:
+    """The current host's web UI as a no-change run read it (``healthy``, ``starting``,
+    ``unhealthy: ...``): shown instead of ``ok`` when this run started nothing."""
+    plan = _planned.get(current_host.name)
+    if plan is not None:
+        plan["health"] = status
+
+
+def _said_health(state, host, name: str) -> str | None:
+    """What the start's wait said of ``host``: the summary's status, its log lines as details."""
+    for op_hash in state.get_op_order():
+        if op_hash not in state.ops.get(host, {}):
+            continue
+        meta = state.get_op_data_for_host(host, op_hash).operation_meta
+        lines = meta.stdout_lines + meta.stderr_lines
+        said = [line.strip()[len(HEALTH):] for line in lines if line.strip().startswith(HEALTH)]
+        if said:
+            logs = [line.rstrip()[len(LOG_LINES):] for line in lines
+                    if line.startswith(LOG_LINES)]
+            if logs and name in _planned:
+                _planned[name].setdefault("details", []).extend(
+                    ["the container's last log lines:"] + [f"  {line}" for line in logs])
+            return said[-1]
+    return None
+
+
 def _failure(state, host) -> str:
+    said = _said_health(state, host, host.name)
+    if said is not None:
+        return said
     for op_hash in state.get_op_order():
         if op_hash not in state.ops.get(host, {}):
             continue
@@ -172,7 +209,9 @@ def rows(state) -> list[tuple[str, str, str, str]]:
         elif not executed:
             status = STATUSES["dry"]
         else:
-            status = STATUSES["ok"] + (f" ({plan['note']})" if plan["note"] else "")
+            status = (_said_health(state, host, host.name) or plan.get("health")
+                      or STATUSES["ok"])
+            status += f" ({plan['note']})" if plan["note"] else ""
         result.append((host.name, plan["backend"], plan["url"] or "-", status))
     return result
 

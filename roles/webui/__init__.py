@@ -27,7 +27,8 @@ from pyinfra import host, logger
 from pyinfra.api import FactBase, FileUploadCommand, deploy, operation
 from pyinfra.operations import files, server
 
-from roles import distro, docker
+from roles import distro, docker, summary
+from roles.summary import STATUSES
 from roles.download import TRUSTED_SHA256, parse_trusted
 from roles.progress import Shown, Upload, room, ticking
 from roles.settings import host_error, read
@@ -136,6 +137,7 @@ def render(values: dict, backend: str, *, auth: bool = False, env: dict | None =
         "docker-compose.yml": TEMPLATES.get_template("docker-compose.yml.j2").render(
             backend=backend, backends=BACKENDS, publish_address=publish,
             port=values["webui_port"], auth=auth, image=values["webui_image"], version=version,
+            start_timeout=values["webui_start_timeout"],
             gids={"video": "video", "render": "render", **(gids or {})},
         ),
         "webui.env": env_file({
@@ -226,6 +228,9 @@ RUNNING_FROM_FILES = " ".join([
     'while ((getline line < f) > 0) if (index(line, id)) alive = 1;',
     'close(f); if (!alive) next;',
     'print "running=" str("com.docker.compose.service");',
+    # Docker's health of that container, as `docker inspect` shows .State.Health.Status.
+    'h = index($0, "\\"Health\\":{\\"Status\\":\\""); if (h) { hs = substr($0, h + 20); '
+    'print "health=" str("com.docker.compose.service") "=" substr(hs, 1, index(hs, "\\"") - 1) }',
     'image = str("Image"); s = $0; imageid = "";',
     'while ((i = index(s, "\\"Image\\":\\"")) > 0) {',
     's = substr(s, i + 9); imageid = substr(s, 1, index(s, "\\"") - 1) }',
@@ -241,6 +246,14 @@ RUNNING_FROM_PS = (
     'END { n = split(images, w, " "); for (k = 1; k <= n; k++) '
     'print (w[k] in seen ? "image=" : "check=") w[k] }'
 )
+
+
+# Docker's health as the summary of a no-change run says it.
+HEALTH_SAID = {
+    "healthy": STATUSES["healthy"],
+    "starting": "starting (Docker's healthcheck has not passed yet)",
+    "unhealthy": STATUSES["unhealthy"].format(why="Docker's healthcheck (/internal/ping) fails"),
+}
 
 
 class ProjectState(FactBase):
@@ -297,7 +310,8 @@ class ProjectState(FactBase):
             f"| awk -F'|' -v images={quoted_images} {shlex.quote(RUNNING_FROM_PS)}) ;; esac; "
             # An image no running service shows is asked for: `docker image inspect` (each
             # docker command costs the daemon too).
-            "for line in $found; do case \"$line\" in running=*|image=*) echo \"$line\" ;; "
+            "for line in $found; do case \"$line\" in "
+            "running=*|image=*|health=*) echo \"$line\" ;; "
             "check=*) i=${line#check=}; docker image inspect \"$i\" >/dev/null 2>&1 "
             "&& echo \"image=$i\" ;; esac; done; "
             "fi; true"
@@ -306,7 +320,7 @@ class ProjectState(FactBase):
     @staticmethod
     def default():
         return {"nproc": 0, "gids": {}, "running": [], "images": [], "models": [],
-                "files": {}, "dirs": {}, "trusted": {}, "hashed": {}, "leftover": []}
+                "files": {}, "dirs": {}, "trusted": {}, "hashed": {}, "leftover": [], "health": {}}
 
     def process(self, output):
         state = self.default()
@@ -325,6 +339,9 @@ class ProjectState(FactBase):
                 kind, mode_path = rest.split("=", 1)
                 mode, _, path = mode_path.partition("=")
                 kinds[path] = (kind, mode)
+            elif key == "health":
+                service, _, status = rest.partition("=")
+                state["health"][service] = HEALTH_SAID.get(status, status)
             elif key in ("running", "images", "image", "models", "model", "leftover"):
                 state[{"image": "images", "model": "models"}.get(key, key)].append(rest)
         for path, (kind, mode) in kinds.items():
@@ -492,8 +509,67 @@ def stack(backend: str, env: dict | None = None, plan=None):
                      commands=[f"{compose} rm --stop --force {' '.join(others)}"])
     if backend not in state["running"] or any(op.will_change for op in changes):
         build = "" if values["webui_image"] else " --build"
+        up = f"{compose} up -d{build} {backend}"
         server.shell(name=f"Start the {backend} service",
-                     commands=[f"{compose} up -d{build} {backend}"])
+                     commands=[Shown(f"( {ticking(f'starting {backend}', up)} ) || exit $?\n" + health_wait(
+                         directory, backend, values["webui_start_timeout"]))])
+    else:
+        summary.health(state["health"].get(backend, STATUSES["ok"]))
+
+
+# The container's log lines never show the login: each user:password line of the secret, and
+# each password alone, becomes *** (literal matches: index, not a regular expression).
+MASK_SECRET = (
+    'BEGIN { while ((getline l < f) > 0) { n = index(l, ":"); if (n) { k++; s[k] = l; k++; '
+    's[k] = substr(l, n + 1) } } } '
+    '{ for (i = 1; i <= k; i++) if (length(s[i])) while ((j = index($0, s[i])) > 0) '
+    '$0 = substr($0, 1, j - 1) "***" substr($0, j + length(s[i])); print }'
+)
+
+
+def health_wait(directory: str, service: str, timeout: int, every: int = 5) -> str:
+    """
+    Shell: wait until Docker reports the project's ``service`` container healthy, at most
+    ``timeout`` seconds, saying how it goes every ``every`` seconds. Prints the summary's status
+    behind roles.summary.HEALTH: ``healthy``, or ``starting (waited N s)`` when the bound is
+    reached while Docker still says starting (exit 0: slow, not broken); or, exiting 1, when
+    it exited, restarts or turned unhealthy, ``unhealthy: WHY`` and the container's last log
+    lines (behind roles.summary.LOG_LINES, the login masked).
+    """
+    from roles.summary import HEALTH, LOG_LINES, STATUSES
+
+    labels = (f"--filter label=com.docker.compose.project={PROJECT} "
+              f"--filter label=com.docker.compose.service={service}")
+    inspect = ("'{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none"
+               "{{end}} {{.RestartCount}} {{.State.ExitCode}}'")
+    healthy = shlex.quote(HEALTH + STATUSES["healthy"])
+    starting = shlex.quote(HEALTH + STATUSES["starting"].split("{")[0])
+    unhealthy = shlex.quote(HEALTH + STATUSES["unhealthy"].split("{")[0])
+    secret = shlex.quote(f"{directory}/secrets/webui-auth")
+    return "\n".join([
+        f"c=$(docker ps -aq {labels} | head -n 1); s=0; why=",
+        f"[ -n \"$c\" ] || {{ echo {unhealthy}'no container for {service}' >&2; exit 1; }}",
+        "while :; do",
+        f"  set -- $(docker inspect -f {inspect} \"$c\" 2>/dev/null) none none 0 0",
+        '  state=$1 health=$2 restarts=$3 code=$4',
+        '  case "$state/$health" in',
+        f"    running/healthy|running/none) echo {healthy}; exit 0 ;;",
+        "    running/unhealthy) why=\"Docker's healthcheck (/internal/ping) fails\" ;;",
+        '    restarting/*) why="restarting: exited with code $code, restarted $restarts times" ;;',
+        '    exited/*|dead/*) why="exited with code $code" ;;',
+        "  esac",
+        '  [ -z "$why" ] && [ "$restarts" -gt 0 ] 2>/dev/null && '
+        'why="restart loop: exited with code $code, restarted $restarts times"',
+        '  [ -n "$why" ] && break',
+        f"  [ $s -ge {int(timeout)} ] && {{ echo {starting}\"$s s)\"; exit 0; }}",
+        f"  [ $((s % {every})) -eq 0 ] && echo \"waiting for {service} to turn healthy: "
+        "$state, $health, $s s\"",
+        "  sleep 1; s=$((s + 1))",
+        "done",
+        f"docker logs --tail 15 \"$c\" 2>&1 | awk -v f={secret} {shlex.quote(MASK_SECRET)} "
+        f"| sed 's/^/{LOG_LINES}/' >&2",
+        f"echo {unhealthy}\"$why\" >&2; exit 1",
+    ])
 
 
 def _models(values, directory, state):

@@ -182,6 +182,9 @@ SETTINGS = [
             "setting owns or that expose the host are refused", secret=True),
     Setting("webui_cpu_threads", 0, integer(0, MAX_CPU_THREADS), "CPU threads for the cpu "
             "backend; 0 = the preflight's choice (one per physical core)"),
+    Setting("webui_start_timeout", 900, integer(30, 86400),
+            "seconds a started container may take to turn healthy (a CPU host loading a 7 GB "
+            "checkpoint takes minutes) before the run reports it"),
     Setting("webui_timezone", "Etc/UTC", matches(r"[A-Za-z_]+(/[A-Za-z0-9_+-]+)*", "a tz name"),
             "TZ of the container"),
     Setting("webui_models", [], list_of(model_entry, "{name, url|src, sha256} mappings"),

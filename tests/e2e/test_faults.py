@@ -334,7 +334,7 @@ def test_a_checksum_mismatch_stops_the_host_before_installing(faulty_run, fleet_
 
 def test_the_other_host_converges_in_the_same_run(faulty_run, fleet_ready):
     table = summary(faulty_run)
-    assert table["f-cpu"][0] == "cpu" and table["f-cpu"][2] == "ok"
+    assert table["f-cpu"][0] == "cpu" and table["f-cpu"][2] == "healthy"
     assert "f-cpu" not in report(faulty_run)["failed_hosts"]
     assert webui_running(fleet_ready, "f-cpu")
 
@@ -350,7 +350,7 @@ def test_a_host_down_at_the_start_is_named_and_the_others_converge(down_run, fle
     assert "Could not connect" in host_lines(result, "f-rocm")
     table = summary(result)
     assert table["f-rocm"] == ("-", "-", "unreachable")
-    assert table["f-cpu"][2] == "ok" and table["f-cuda"][2] == "ok"
+    assert table["f-cpu"][2] == "healthy" and table["f-cuda"][2] == "healthy"
     assert report(result)["failed_hosts"] == ["f-rocm"]
     # f-cuda, refused in the run before, converged in this one.
     assert installed(fleet_ready, "f-cuda", "nvidia-container-toolkit")
@@ -362,7 +362,7 @@ def test_the_host_that_was_down_converges_once_started(recovery_runs, fleet_read
     after_kill, _ = recovery_runs
     assert after_kill.returncode == 0, after_kill.stderr[-4000:]
     backend, _, status = summary(after_kill)["f-rocm"]
-    assert (backend, status) == ("rocm", "ok")
+    assert (backend, status) == ("rocm", "healthy")
     assert installed(fleet_ready, "f-rocm", "amdgpu-install")
     assert webui_running(fleet_ready, "f-rocm")
 
@@ -382,7 +382,7 @@ def test_a_run_killed_while_dpkg_installs_docker_is_finished_by_the_next(killed_
     assert after_kill.returncode == 0, after_kill.stderr[-4000:]
     assert "Finish the interrupted dpkg run (dpkg --configure -a)" in " ".join(
         changed(after_kill, "f-rocm"))
-    assert all(status == "ok" for _, _, status in summary(after_kill).values())
+    assert all(status == "healthy" for _, _, status in summary(after_kill).values())
     assert installed(fleet_ready, "f-rocm", "docker.io")
     assert ssh(fleet_ready, "f-rocm", "dpkg --audit; ls /var/lib/dpkg/updates").strip() == ""
     assert ssh(fleet_ready, "f-rocm", "systemctl is-active docker").strip() == "active"
@@ -394,4 +394,4 @@ def test_the_run_after_that_changes_nothing(recovery_runs):
     operations = report(third)["operations"]
     assert [(op["name"], op["success"]) for op in operations if op["success"]] == []
     assert [(op["name"], op["error"]) for op in operations if op["error"]] == []
-    assert all(status == "ok" for _, _, status in summary(third).values())
+    assert all(status == "healthy" for _, _, status in summary(third).values())

@@ -64,7 +64,7 @@ def test_first_run_converges_every_host(first_run):
     for name, backend in SERVICE.items():
         line = next(l for l in summary.splitlines() if l.strip().startswith(name))
         assert line.split()[1] == backend
-        assert "http://127.0.0.1:7860/" in line and line.rstrip().endswith("ok")
+        assert "http://127.0.0.1:7860/" in line and line.rstrip().endswith("healthy")
 
 
 def test_second_run_changes_nothing_and_restarts_nothing(second_run):

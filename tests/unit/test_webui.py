@@ -320,14 +320,14 @@ IMAGE_ID = "sha256:" + "38c6" * 16
 
 
 def config_v2(project="sdinfra", service="cpu", running=True, pid=4242,
-              image="sdinfra/webui:cpu-v1.10.1", image_id=IMAGE_ID) -> str:
+              image="sdinfra/webui:cpu-v1.10.1", image_id=IMAGE_ID, health="healthy") -> str:
     """A container's config.v2.json as Docker writes it (one line; the keys in Docker's order)."""
     import json
 
     return json.dumps({
         "StreamConfig": {},
         "State": {"Running": running, "Paused": False, "Restarting": False, "Pid": pid,
-                  "Health": {"Status": "healthy", "Log": [{"ExitCode": 0, "Output": ""}]}},
+                  "Health": {"Status": health, "Log": [{"ExitCode": 0, "Output": ""}]}},
         "ID": CONTAINER_ID, "Path": "/bin/sh", "Args": ["-c", "echo \"Image\":\"x\""],
         "Config": {"Image": image, "Env": ['X="Running":true'],
                    "Labels": {"com.docker.compose.project": project,
@@ -369,7 +369,8 @@ def docker_root(tmp_path):
         calls = tmp_path / "calls"
         asked = calls.read_text().splitlines() if calls.exists() else []
         calls.unlink(missing_ok=True)
-        lines = [l for l in done.stdout.splitlines() if l.startswith(("running=", "image="))]
+        lines = [l for l in done.stdout.splitlines()
+                 if l.startswith(("running=", "image=", "health="))]
         return lines, asked
 
     return write, state, tmp_path
@@ -378,7 +379,11 @@ def docker_root(tmp_path):
 def test_a_running_service_and_its_image_are_read_from_dockers_files(docker_root):
     write, state, _ = docker_root
     write()
-    assert state() == (["running=cpu", "image=sdinfra/webui:cpu-v1.10.1"], [])  # no docker
+    assert state() == (["running=cpu", "health=cpu=healthy", "image=sdinfra/webui:cpu-v1.10.1"],
+                       [])  # no docker command
+    for health in ("starting", "unhealthy"):
+        write(config_v2(health=health))
+        assert f"health=cpu={health}" in state()[0]
 
 
 def test_dockers_files_are_trusted_only_for_a_live_process_of_that_container(docker_root):
@@ -399,14 +404,76 @@ def test_dockers_files_are_trusted_only_for_a_live_process_of_that_container(doc
     assert state()[0] == ["running=cpu", "image=sdinfra/webui:cpu-v1.10.1"]
 
 
+def _wait(tmp_path, states: list[str], logs: str = "", timeout: int = 30):
+    """health_wait run here against a docker that answers ``states`` (one per inspect, the
+    last one repeated) and ``logs``."""
+    from roles.webui import health_wait
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (tmp_path / "states").write_text("\n".join(states) + "\n")
+    (tmp_path / "logs").write_text(logs)
+    (bin_dir / "docker").write_text(f"""#!/bin/sh
+case "$1" in
+ps) echo 5ab42e484adb ;;
+inspect) n=$(cat {tmp_path}/n 2>/dev/null || echo 1); echo $((n + 1)) > {tmp_path}/n
+         sed -n "${{n}}p" {tmp_path}/states | grep . || tail -n 1 {tmp_path}/states ;;
+logs) cat {tmp_path}/logs ;;
+esac
+""")
+    (bin_dir / "docker").chmod(0o755)
+    (bin_dir / "sleep").symlink_to("/bin/true")  # no real waiting here
+    (tmp_path / "secrets").mkdir(exist_ok=True)
+    (tmp_path / "secrets" / "webui-auth").write_text("alice:s3cret-pass\n")
+    return subprocess.run(["sh", "-c", health_wait(str(tmp_path), "cpu", timeout)],
+                          capture_output=True, text=True,
+                          env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+
+
+def test_the_start_waits_until_docker_says_healthy(tmp_path):
+    done = _wait(tmp_path, ["running starting 0 0"] * 12 + ["running healthy 0 0"])
+    assert done.returncode == 0
+    lines = done.stdout.splitlines()
+    assert lines[-1] == "sdinfra-health: healthy"
+    assert "waiting for cpu to turn healthy: running, starting, 5 s" in lines
+
+
+def test_a_slow_start_is_reported_as_starting_after_the_bound(tmp_path):
+    done = _wait(tmp_path, ["running starting 0 0"], timeout=40)
+    assert done.returncode == 0
+    assert done.stdout.splitlines()[-1] == "sdinfra-health: starting (waited 40 s)"
+
+
+@pytest.mark.parametrize("answer,why", [
+    ("exited none 0 3", "exited with code 3"),
+    ("restarting starting 4 1", "restarting: exited with code 1, restarted 4 times"),
+    ("running starting 2 1", "restart loop: exited with code 1, restarted 2 times"),
+    ("running unhealthy 0 0", "Docker's healthcheck (/internal/ping) fails"),
+])
+def test_a_container_that_fails_fails_its_host_with_its_log_lines_and_no_secret(tmp_path,
+                                                                                answer, why):
+    logs = ("Launching Web UI with arguments: --gradio-auth alice:s3cret-pass\n"
+            "Traceback (most recent call last):\nRuntimeError: no checkpoint\n")
+    done = _wait(tmp_path, ["running starting 0 0", answer], logs)
+    assert done.returncode == 1
+    err = done.stderr.splitlines()
+    assert err[-1] == f"sdinfra-health: unhealthy: {why}"
+    assert err[:3] == ["sdinfra-log: Launching Web UI with arguments: --gradio-auth ***",
+                       "sdinfra-log: Traceback (most recent call last):",
+                       "sdinfra-log: RuntimeError: no checkpoint"]
+    assert "s3cret" not in done.stderr + done.stdout
+
+
 def test_a_tag_moved_to_another_image_is_asked_for(docker_root):
     write, state, _ = docker_root
     write(tags={"sdinfra/webui:cpu-v1.10.1": "sha256:" + "99" * 32})
     lines, asked = state()
-    assert lines == ["running=cpu"]  # the running container's image is not that tag's any more
+    assert lines == ["running=cpu", "health=cpu=healthy"]
+    # (the running container's image is not that tag's any more)
     assert asked == ["image inspect sdinfra/webui:cpu-v1.10.1"]
     write(tags={})  # no repositories.json entry (the containerd image store, say)
-    assert state() == (["running=cpu"], ["image inspect sdinfra/webui:cpu-v1.10.1"])
+    assert state() == (["running=cpu", "health=cpu=healthy"],
+                       ["image inspect sdinfra/webui:cpu-v1.10.1"])
 
 
 def test_without_dockers_files_docker_ps_is_asked(docker_root):
