@@ -1,0 +1,81 @@
+"""
+"ok" means healthy, end to end, on a fleet of its own (h-cpu, h-cuda): deploy/site.py waits
+until Docker reports each started container healthy. h-cuda's web UI stops at start as the real
+one does on a host whose GPU does not reach the container (the stand-in hook injects no
+/dev/nvidia*, and --skip-torch-cuda-test is not given): it restarts in a loop, and only that
+host fails, with the container's last log lines in the summary; h-cpu ends healthy in the same
+run. The run after that starts nothing on h-cpu and reads its health from Docker's files.
+A daemon.json with a trailing comma on h-cpu then fails h-cpu only, naming the file.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests import standins
+from tests.e2e.conftest import booted, prepare, settings_for, ssh, write_settings
+from tests.e2e.test_faults import changed, host_lines, report, site, summary
+
+NAMES = ["h-cpu", "h-cuda"]
+
+
+@pytest.fixture(scope="module")
+def health_fleet(tmp_path_factory, stand_ins):
+    with booted(tmp_path_factory, "health-fleet", NAMES) as fleet:
+        addresses = [h.gateway for h in fleet.hosts] + ["127.0.0.1"]
+        with standins.serve(stand_ins.root, addresses) as server:
+            prepare(fleet, stand_ins, server, NAMES)
+            data = {name: settings_for(fleet, stand_ins, server, name) for name in NAMES}
+            data["h-cuda"]["webui_extra_args"] = []  # the launcher's torch GPU test stops it
+            write_settings(fleet, data)
+            yield fleet
+
+
+@pytest.fixture(scope="module")
+def runs(health_fleet):
+    return site(health_fleet), site(health_fleet)
+
+
+def test_a_crash_looping_container_fails_only_its_host_with_its_log_lines(runs, health_fleet):
+    first, _ = runs
+    assert first.returncode != 0
+    table = summary(first)
+    assert table["h-cpu"][2] == "healthy", first.stderr[-3000:]
+    status = table["h-cuda"][2]
+    assert status.startswith("unhealthy: "), first.stderr[-3000:]
+    assert "exited with code" in status or "restart" in status, status
+    assert report(first)["failed_hosts"] == ["h-cuda"]
+    # The container's own words under the table: the launcher's GPU test.
+    details = first.stderr.split("--> sdinfra summary:", 1)[1]
+    assert "h-cuda: the container's last log lines:" in details
+    assert "Torch is not able to use GPU" in details, details[-3000:]
+    # The wait said how it went while it ran (without -v).
+    assert "waiting for cpu to turn healthy" in host_lines(first, "h-cpu") or \
+        "sdinfra-health: healthy" in host_lines(first, "h-cpu")
+
+
+def test_the_run_after_reads_health_without_starting_anything(runs, health_fleet):
+    _, second = runs
+    assert summary(second)["h-cpu"][2] == "healthy"
+    assert "Stable Diffusion web UI | Start the cpu service" not in changed(second, "h-cpu")
+    state = ssh(health_fleet, "h-cpu", "docker inspect -f '{{.State.Health.Status}}' "
+                                       "$(docker ps -q --filter label=com.docker.compose.service=cpu)")
+    assert state.strip() == "healthy"
+
+
+def test_a_broken_daemon_json_fails_its_host_only_with_the_file_and_the_parser(runs,
+                                                                                health_fleet):
+    fleet = health_fleet
+    ssh(fleet, "h-cpu", "cp /etc/docker/daemon.json /root/daemon.json.good && "
+                        "printf '{\\n \"log-driver\": \"json-file\",\\n}\\n' > /etc/docker/daemon.json")
+    try:
+        result = site(fleet)
+    finally:
+        ssh(fleet, "h-cpu", "cp /root/daemon.json.good /etc/docker/daemon.json")
+    status = summary(result)["h-cpu"][2]
+    assert "/etc/docker/daemon.json is not valid JSON: " in status, result.stderr[-3000:]
+    assert "line 3 column 1" in status, status
+    assert "Traceback" not in result.stderr
+    assert "h-cuda" in summary(result)  # the other host was run, not lost
+    again = site(fleet)
+    assert summary(again)["h-cpu"][2] == "healthy", again.stderr[-3000:]
