@@ -79,3 +79,50 @@ def test_a_broken_daemon_json_fails_its_host_only_with_the_file_and_the_parser(r
     assert "h-cuda" in summary(result)  # the other host was run, not lost
     again = site(fleet)
     assert summary(again)["h-cpu"][2] == "healthy", again.stderr[-3000:]
+
+
+def test_status_reports_every_host_truly(runs, health_fleet, stand_ins, tmp_path):
+    """deploy/status.py: a crash-looping container, then a running one whose GPU device is
+    missing (h-cuda with --skip-torch-cuda-test), a healthy cpu host, then a stopped one."""
+    import json
+    import os
+
+    from tests.e2e.conftest import run_pyinfra
+
+    fleet = health_fleet
+    out = tmp_path / "status.json"
+    os.environ["SDINFRA_STATUS_JSON"] = str(out)
+    try:
+        def status():
+            done = run_pyinfra(fleet, "deploy/status.py", "-y")
+            assert done.returncode == 0, done.stderr[-3000:]
+            assert "--> sdinfra status:" in done.stderr
+            return json.loads(out.read_text()), done
+
+        found, done = status()
+        cpu, cuda = found["h-cpu"], found["h-cuda"]
+        assert (cpu["backend"], cpu["state"], cpu["health"]) == ("cpu", "running", "healthy")
+        assert cpu["gpu_visible"] is False  # torch on the cpu backend sees no GPU
+        assert cpu["models"] == ["standin.safetensors"]
+        assert cpu["published"].strip() == "127.0.0.1:7860"
+        assert cpu["image"] == stand_ins.image.tag and cpu["image_id"].startswith("sha256:")
+        assert cpu["uptime_s"] >= 0 and cpu["restarts"] == 0 and cpu["free_bytes"] > 0
+        assert cpu["models_bytes"] > 0
+        assert cuda["backend"] == "cuda" and cuda["state"] in ("restarting", "exited", "running")
+        assert cuda["restarts"] > 0
+
+        # h-cuda told to skip the launcher's GPU test: it runs, and torch sees no GPU there.
+        data = json.loads(fleet.host_data_path.read_text())
+        data["h-cuda"]["webui_extra_args"] = ["--skip-torch-cuda-test"]
+        write_settings(fleet, data)
+        assert summary(site(fleet))["h-cuda"][2] == "healthy"
+        ssh(fleet, "h-cpu", "docker stop $(docker ps -q --filter "
+                            "label=com.docker.compose.service=cpu)")
+        found, done = status()
+        assert found["h-cuda"]["state"] == "running" and found["h-cuda"]["gpu_visible"] is False
+        assert found["h-cpu"]["state"] == "exited" and found["h-cpu"]["uptime_s"] is None
+        assert found["h-cpu"]["gpu_visible"] is None  # nothing to ask: no running container
+        # status.py changed nothing: the container it found stopped is still stopped.
+        assert ssh(fleet, "h-cpu", "docker ps -q").strip() == ""
+    finally:
+        os.environ.pop("SDINFRA_STATUS_JSON", None)
