@@ -1167,6 +1167,9 @@ def _standin_tree(version: str) -> dict[str, tuple[bytes, int]]:
                 else f"webui/{rel}")
         files[dest] = (source.read_bytes(), 0o644)
     files["webui/modules/webui_flags.txt"] = (FLAGS_FILE.read_bytes(), 0o644)
+    # The web UI's git tree carries models/VAE-approx/model.pt (modules/sd_vae_approx.py loads
+    # it from models_path): the stand-in's, a few bytes saying what it is.
+    files["webui/models/VAE-approx/model.pt"] = (b"sdinfra stand-in: not a model\n", 0o644)
     # The deploy's own start.sh, where the real image's Dockerfile COPYs it.
     files["start.sh"] = (START_SH.read_bytes(), 0o755)
     return files

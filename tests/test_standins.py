@@ -789,6 +789,46 @@ def test_image_knobs_start_delay_and_unhealthy_after(image_root):
     assert resp["ping"][0] == 503 and "turned unhealthy" in log
 
 
+@image_test
+def test_the_deploys_start_files_keep_the_api_login_out_of_sight(image_root, tmp_path):
+    """roles/webui's start.sh and launch.py, mounted as the compose file mounts them, with the
+    stand-in: the API wants the login, and neither the launch line, the process arguments
+    nor its environment hold it."""
+    from roles.webui import render
+    from tests.unit.test_webui import values
+
+    rendered = render(values(webui_api=True), "cpu", auth=True,
+                      extra_args=["--skip-torch-cuda-test"])
+    (image_root / "sdinfra").mkdir(exist_ok=True)
+    for name in ("start.sh", "launch.py"):
+        (image_root / "sdinfra" / name).write_text(rendered[name])
+    (image_root / "run/secrets").mkdir(parents=True, exist_ok=True)
+    (image_root / "run/secrets/webui-auth").write_text("ada:pass word-7\nbob:x\n")
+    env = dict(line.split("=", 1) for line in rendered["webui.env"].splitlines()
+               if line and not line.startswith("#"))
+    env = {key: value.strip("'") for key, value in env.items()}
+    start = image_root / "start.sh"
+    saved = start.read_bytes()
+    start.write_text("exec /bin/sh /sdinfra/start.sh\n")  # the compose file's entrypoint
+    shutil.rmtree(image_root / "data", ignore_errors=True)
+    (image_root / "data/models").mkdir(parents=True)  # the compose file's mount
+    try:
+        status, log, resp = run_image(image_root, {**env, "SDINFRA_BACKEND": "cpu"}, [
+            ("anon", "GET", "/sdapi/v1/options"), ("ada", "GET", "/sdapi/v1/options",
+                                                   "ada:pass word-7"),
+            ("bob", "GET", "/sdapi/v1/options", "bob:x"),
+            ("proc", "GET", "/standin.json")], keep_data=True)
+    finally:
+        start.write_bytes(saved)
+    assert status is None, log
+    assert resp["anon"][0] == 401 and resp["ada"][0] == 200 and resp["bob"][0] == 200
+    launch = next(line for line in log.splitlines() if line.startswith("Launching Web UI"))
+    assert launch == "Launching Web UI with arguments: " + env["COMMANDLINE_ARGS"]
+    assert "--api-auth" not in log and "pass word" not in log
+    # What the image carries under models/ is in the data directory's models/.
+    assert (image_root / "data/models/VAE-approx/model.pt").exists()
+
+
 # ------------------------------------------------------------------------------------------
 # model
 

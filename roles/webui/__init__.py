@@ -56,6 +56,7 @@ TORCH_COMMANDS = {
 }
 DEFAULT_BUILDS = {"cpu": "cpu", "rocm": "rocm5.6", "cuda": "cu121"}
 SECRET_IN_CONTAINER = "/run/secrets/webui-auth"
+DATA_IN_CONTAINER = "/data"
 
 TEMPLATES = templates(Path(__file__).with_name("templates"))
 # The versions of the image's Python packages (how it is made and refreshed: its header).
@@ -104,7 +105,9 @@ def launch_args(values: dict, backend: str, auth: bool, extra: list[str] = ()) -
     if vram:  # the user's choice wins over the preflight's
         extra = [t for g in _flag_groups(extra) if g[0] not in ("--lowvram", "--medvram")
                  for t in g]
-    args = merge_flags(["--listen", "--port", "7860"], extra, vram)
+    # --data-dir: the compose file mounts the host's data/ (with models/ and outputs/) there.
+    args = merge_flags(["--listen", "--port", "7860", "--data-dir", DATA_IN_CONTAINER], extra,
+                       vram)
     if auth:
         args += ["--gradio-auth-path", SECRET_IN_CONTAINER]
     if values["webui_api"]:
@@ -128,25 +131,33 @@ def render(values: dict, backend: str, *, auth: bool = False, env: dict | None =
     version = values["webui_version"]
     environment = dict(env or {})
     if values["webui_api"] and auth:
-        environment["SDINFRA_API_AUTH"] = "1"  # start.sh adds --api-auth from the secret
+        environment["SDINFRA_API_AUTH"] = "1"  # launch.py hands the secret's logins over
+    if values["webui_hf_offline"]:
+        # huggingface_hub and transformers 4.30 (the web UI's) read these: the cache only.
+        environment["HF_HUB_OFFLINE"] = environment["TRANSFORMERS_OFFLINE"] = "1"
     threads = values["webui_cpu_threads"] or cpu_threads
     if backend == "cpu" and threads:
         environment["OMP_NUM_THREADS"] = str(threads)
     publish = values["webui_bind_address"] if values["webui_listen"] else "127.0.0.1"
+    start = {name: TEMPLATES.get_template(name).render() for name in ("start.sh", "launch.py")}
+    start_digest = hashlib.sha256("".join(start.values()).encode()).hexdigest()
     rendered = {
         "docker-compose.yml": TEMPLATES.get_template("docker-compose.yml.j2").render(
             backend=backend, backends=BACKENDS, publish_address=publish,
             port=values["webui_port"], auth=auth, image=values["webui_image"], version=version,
             start_timeout=values["webui_start_timeout"],
             gids={"video": "video", "render": "render", **(gids or {})},
+            start_digest=start_digest,
         ),
         "webui.env": env_file({
             "COMMANDLINE_ARGS": commandline(launch_args(values, backend, auth, extra_args)),
             "TZ": values["webui_timezone"],
+            # Hugging Face's cache (the CLIP tokenizer ...) in the data directory: kept.
+            "HF_HOME": f"{DATA_IN_CONTAINER}/cache/huggingface",
             "SDINFRA_BACKEND": backend,
             **dict(sorted(environment.items())),
         }, header=f"Managed by sdinfra: the web UI's environment for the {backend} backend."),
-        "start.sh": TEMPLATES.get_template("start.sh").render(),
+        **start,
     }
     for name in BACKENDS:
         build = (torch_build if name == backend else None) or DEFAULT_BUILDS[name]
@@ -154,6 +165,7 @@ def render(values: dict, backend: str, *, auth: bool = False, env: dict | None =
             backend=name, version=version, repo_url=values["webui_repo_url"],
             torch_command=values["webui_torch_command"] or TORCH_COMMANDS[build],
             sources=[(variable, values[setting]) for variable, setting, _, _ in LAUNCHER_SOURCES],
+            clip_revision=values["webui_clip_revision"],
         )
     rendered["constraints.txt"] = CONSTRAINTS.read_text()
     return rendered
@@ -172,7 +184,7 @@ def render_plan(values: dict, plan, *, auth: bool = False, env: dict | None = No
 
 
 # The files render() writes, by path relative to the project directory.
-FILES = ("docker-compose.yml", "webui.env", "start.sh", "constraints.txt",
+FILES = ("docker-compose.yml", "webui.env", "start.sh", "launch.py", "constraints.txt",
          *(f"Dockerfile.{b}" for b in BACKENDS))
 
 
@@ -452,7 +464,7 @@ def stack(backend: str, env: dict | None = None, plan=None):
         raise host_error("the login set by webui_auth_file/webui_auth_env holds no "
                          "user:password line")
     image = values["webui_image"] or f"sdinfra/webui:{backend}-{values['webui_version']}"
-    directories = [directory, f"{directory}/models", f"{directory}/{MODELS}",
+    directories = [directory, f"{directory}/data", f"{directory}/models", f"{directory}/{MODELS}",
                    f"{directory}/outputs", f"{directory}/secrets"]
     paths = directories + [f"{directory}/{name}" for name in FILES]
     paths += [f"{directory}/secrets/webui-auth"]

@@ -194,6 +194,13 @@ SETTINGS = [
     *[Setting(name, default, build_source(name.rsplit("_", 1)[1]),
               f"{what} (`{variable}`)")
       for variable, name, default, what in LAUNCHER_SOURCES],
+    Setting("webui_clip_revision", "32bd64288804d66eefd0ccbe215aa642df71cc41",
+            matches(COMMIT, "a full commit id (40 lower-case hex digits)"),
+            "revision of openai/clip-vit-large-patch14 on Hugging Face whose tokenizer and "
+            "config the build puts into the image (the first model load needs them)"),
+    Setting("webui_hf_offline", False, boolean,
+            "the web UI asks Hugging Face nothing (HF_HUB_OFFLINE): for hosts without "
+            "internet; what the image did not bring (other models' files) then fails"),
     Setting("webui_image", "", lambda v: image_reference(v, optional=True),
             "use this prebuilt image instead of building (your registry, or webui_image_archive)"),
     Setting("webui_image_archive", "", controller_file,

@@ -111,6 +111,13 @@ def test_lan_exposure_needs_the_login_and_never_shows_it(lan_fleet):
         assert password not in host.file(f"/opt/stable-diffusion/{name}").content_string
     processes = host.check_output("ps -eo args")
     assert password not in processes
+    # The web UI's launcher prints every argument it was given; the login was none of them,
+    # nor in the container's environment or anything else Docker keeps about it.
+    logs = ssh(fleet, "cpu1", "docker logs sdinfra_cpu_1 2>&1")
+    assert "Launching Web UI with arguments: --listen" in logs
+    assert password not in logs and "--api-auth" not in logs
+    assert password not in ssh(fleet, "cpu1", "docker inspect sdinfra_cpu_1")
+    assert password not in ssh(fleet, "cpu1", "docker exec sdinfra_cpu_1 cat /proc/1/environ")
     mounts = host.check_output("docker inspect -f '{{json .Mounts}}' sdinfra_cpu_1")
     assert '"Destination":"/run/secrets/webui-auth"' in mounts and '"RW":false' in mounts
 
@@ -134,3 +141,52 @@ def test_without_listen_nothing_answers_on_the_network_address(lan_fleet):
         "    try: print(urllib.request.urlopen('http://127.0.0.1:7860/').status); break\n"
         "    except Exception: time.sleep(1)\n"))
     assert local.strip() == "200"
+
+
+def options(base: str, change: dict | None = None) -> dict:
+    """The web UI's settings through its API (/sdapi/v1/options, the login of --api-auth),
+    changed first when ``change`` is given; retried while the container starts."""
+    import json
+    import time
+
+    for attempt in range(30):
+        try:
+            if change is not None:
+                request = urllib.request.Request(f"{base}/sdapi/v1/options", method="POST",
+                                                 data=json.dumps(change).encode())
+                request.add_header("Content-Type", "application/json")
+                request.add_header("Authorization", "Basic " + base64.b64encode(
+                    LOGIN.encode()).decode())
+                urllib.request.urlopen(request, timeout=5)
+            request = urllib.request.Request(f"{base}/sdapi/v1/options")
+            request.add_header("Authorization", "Basic " + base64.b64encode(
+                LOGIN.encode()).decode())
+            return json.loads(urllib.request.urlopen(request, timeout=5).read())
+        except OSError:
+            if attempt == 29:
+                raise
+            time.sleep(1)
+
+
+def test_settings_survive_compose_down_and_a_new_image(lan_fleet, tmp_path):
+    from tests import standins
+
+    fleet, settings = lan_fleet
+    login = {"webui_listen": True, "webui_auth_env": ENV, "webui_api": True}
+    assert deploy(fleet, settings, **login).returncode == 0
+    base = f"http://{fleet.host('cpu1').address}:7860"
+    assert options(base, {"jpeg_quality": 61})["jpeg_quality"] == 61
+    project = "/opt/stable-diffusion"
+    ssh(fleet, "cpu1", f"cd {project} && docker-compose -p sdinfra down")
+    # Another release of the web UI: a new image, a new container.
+    newer = standins.build_webui_image(tmp_path / "newer.tar", tag="sdinfra/webui-standin:newer",
+                                       version="v1.10.2")
+    result = deploy(fleet, settings, **login, webui_image=newer.tag,
+                    webui_image_archive=str(newer.path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert options(base)["jpeg_quality"] == 61
+    assert "Version: v1.10.2" in ssh(fleet, "cpu1", "docker logs sdinfra_cpu_1 2>&1")
+    saved = ssh(fleet, "cpu1", f"cat {project}/data/config.json")
+    assert '"jpeg_quality": 61' in saved
+    # What the image carries under models/ is there too: no mount hides it.
+    ssh(fleet, "cpu1", f"test -s {project}/models/VAE-approx/model.pt")

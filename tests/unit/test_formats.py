@@ -101,11 +101,12 @@ def test_the_rendered_stack_gives_the_web_ui_exactly_its_flags(tmp_path):
                       extra_args=unknown_host_plan("cpu").webui_args)
     config = compose_config(tmp_path, rendered)
     environment = config["services"]["cpu"]["environment"]
-    assert set(environment) == {"COMMANDLINE_ARGS", "TZ", "SDINFRA_BACKEND", "OMP_NUM_THREADS"}
+    assert set(environment) == {"COMMANDLINE_ARGS", "TZ", "SDINFRA_BACKEND", "OMP_NUM_THREADS",
+                                "HF_HOME"}
     # The launcher's split (modules/paths_internal.py: shlex.split(COMMANDLINE_ARGS)).
     assert shlex.split(environment["COMMANDLINE_ARGS"]) == [
-        "--listen", "--port", "7860", "--use-cpu", "all", "--precision", "full", "--no-half",
-        "--skip-torch-cuda-test", "--xformers", "--ckpt", "my model.safetensors",
+        "--listen", "--port", "7860", "--data-dir", "/data", "--use-cpu", "all", "--precision",
+        "full", "--no-half", "--skip-torch-cuda-test", "--xformers", "--ckpt", "my model.safetensors",
         "--opt-sdp-attention", "--theme", "dark"]
 
 

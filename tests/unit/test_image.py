@@ -134,3 +134,64 @@ def test_constraints_pin_the_release_and_the_build_tooling():
     assert {"ftfy", "regex", "tqdm", "open-clip-torch", "sentencepiece", "timm"} <= set(pins)
     # torch and torchvision are the torch command's (webui_torch_command may choose another).
     assert "torch" not in pins and "torchvision" not in pins
+
+
+# --- the first start without network -------------------------------------------------------
+
+# FrozenCLIPEmbedder's default `version` (repositories/stable-diffusion-stability-ai,
+# ldm/modules/encoders/modules.py; generative-models' sgm/modules/encoders/modules.py): the
+# Hugging Face repository an SD 1.x and an SDXL model load ask for by name.
+CLIP_NAME = "openai/clip-vit-large-patch14"
+
+
+def test_the_build_fetches_what_the_first_model_load_asks_hugging_face_for():
+    revision = "8d052a0f05efbaefbc9e8786ba291cfdf93e5bff"
+    dockerfile = render(values(webui_clip_revision=revision), "cpu")["Dockerfile.cpu"]
+    run = next(block for block in re.findall(r"^RUN ((?:.*\\\n)*.*)$", dockerfile, re.M)
+               if "CLIPTokenizer" in block)
+    code = run.replace("\\\n", "")
+    assert "export HF_HOME=/sdinfra/hf-cache" in code and f"CLIP_REVISION={revision}" in code
+    assert f"'{CLIP_NAME}'" in code
+    # The tokenizer's files and the text encoder's config.json (the weights come from the
+    # checkpoint: sd_disable_initialization.py keeps CLIPTextModel from fetching its own).
+    assert "CLIPTokenizer.from_pretrained(name, revision=revision)" in code
+    assert "CLIPTextConfig.from_pretrained(name, revision=revision)" in code
+    # The web UI asks for the name alone: the cache's refs/main must name the revision.
+    cache = "/sdinfra/hf-cache/hub/models--openai--clip-vit-large-patch14"
+    assert f'printf %s "$CLIP_REVISION" > {cache}/refs/main' in code
+
+
+def test_the_cache_the_image_brings_lands_where_the_web_ui_looks():
+    rendered = render(values(), "cpu")
+    env = dict(line.split("=", 1) for line in rendered["webui.env"].splitlines()
+               if line and not line.startswith("#"))
+    assert env["HF_HOME"] == "'/data/cache/huggingface'"  # in the mounted data directory
+    assert "HF_HUB_OFFLINE" not in env  # asked only with webui_hf_offline
+    assert 'seed /sdinfra/hf-cache "${HF_HOME:-/data/cache/huggingface}"' in rendered["start.sh"]
+    assert "seed /webui/models /data/models" in rendered["start.sh"]
+    offline = render(values(webui_hf_offline=True), "cpu")["webui.env"]
+    assert "HF_HUB_OFFLINE='1'" in offline and "TRANSFORMERS_OFFLINE='1'" in offline
+
+
+def test_start_sh_seeds_files_and_links_never_over_what_is_there(tmp_path):
+    import subprocess
+
+    start = render(values(), "cpu")["start.sh"]
+    seed = start[start.index("seed() {"):start.index("\n}\n") + 3]
+    image, data = tmp_path / "image", tmp_path / "data"
+    blob = image / "hub/models--x/blobs/abc"
+    blob.parent.mkdir(parents=True)
+    blob.write_text("tokenizer")
+    link = image / "hub/models--x/snapshots/rev/vocab.json"
+    link.parent.mkdir(parents=True)
+    link.symlink_to("../../blobs/abc")
+    (image / "VAE-approx").mkdir()
+    (image / "VAE-approx/model.pt").write_text("from the image")
+    (data / "VAE-approx").mkdir(parents=True)
+    (data / "VAE-approx/model.pt").write_text("the user's")
+    result = subprocess.run(["sh", "-c", seed + f'seed "{image}" "{data}"'],
+                            capture_output=True, text=True)
+    assert result.returncode == 0 and result.stderr == ""
+    copied = data / "hub/models--x/snapshots/rev/vocab.json"
+    assert copied.is_symlink() and copied.read_text() == "tokenizer"
+    assert (data / "VAE-approx/model.pt").read_text() == "the user's"

@@ -195,7 +195,7 @@ def laid_out(tmp_path: Path, server: str, watched) -> tuple:
     """
     path, log = watched
     directory = tmp_path / "sd"
-    for sub in ["", "models", "models/Stable-diffusion", "outputs", "secrets"]:
+    for sub in ["", "data", "models", "models/Stable-diffusion", "outputs", "secrets"]:
         (directory / sub).mkdir(exist_ok=True)
         (directory / sub).chmod(0o755)
     model = {"name": NAME, "url": f"{server}/{NAME}", "sha256": SHA}

@@ -44,7 +44,7 @@ def project_lines(base: str, files: dict, nproc: int, gids: dict) -> list[str]:
     """What the ProjectState fact's command prints before the models and Docker: nproc, getent's
     lines, stat's for the directories and ``files`` ({name: (content, mode)}), sha256sum's."""
     lines = [f"nproc={nproc}"] + [f"{name}:x:{gid}:" for name, gid in gids.items()]
-    for sub in ["", "/models", "/models/Stable-diffusion", "/outputs", "/secrets"]:
+    for sub in ["", "/data", "/models", "/models/Stable-diffusion", "/outputs", "/secrets"]:
         lines.append(f"S=directory=755={base}{sub}")
     for name, (content, mode) in files.items():
         lines.append(f"S=regular file={mode}={base}/{name}")
@@ -97,7 +97,10 @@ def test_compose_file_shares_one_anchor_and_differs_per_backend():
     for service in compose["services"].values():
         assert service["ports"] == ["127.0.0.1:7860:7860"]
         assert service["restart"] == "unless-stopped"
-        assert "./models:/webui/models" in service["volumes"]
+        # The web UI's data directory and, inside it, models and outputs: all on the host.
+        assert {"./data:/data", "./models:/data/models", "./outputs:/data/outputs"} <= set(
+            service["volumes"])
+        assert service["entrypoint"] == ["/bin/sh", "/sdinfra/start.sh"]
         assert "healthcheck" in service
     rocm = compose["services"]["rocm"]
     assert rocm["devices"] == ["/dev/kfd", "/dev/dri"]
@@ -137,7 +140,8 @@ def test_the_preflights_plan_is_rendered_as_it_is(case, backend, flags, build):
     decision = preflight.decide(found, requested=backend)
     rendered = render_plan(values(webui_vram="low", webui_extra_args=["--xformers"]), decision)
     line = next(l for l in rendered["webui.env"].splitlines() if l.startswith("COMMANDLINE_ARGS="))
-    assert line == "COMMANDLINE_ARGS='" + " ".join(filter(None, ["--listen --port 7860", flags,
+    assert line == "COMMANDLINE_ARGS='" + " ".join(filter(None, ["--listen --port 7860 "
+                                                             "--data-dir /data", flags,
                                                             "--lowvram --xformers"])) + "'"
     env = dict(l.split("=", 1) for l in rendered["webui.env"].splitlines() if "=" in l)
     for key, value in decision.env.items():
