@@ -200,7 +200,8 @@ SETTINGS = [
             "config the build puts into the image (the first model load needs them)"),
     Setting("webui_hf_offline", False, boolean,
             "the web UI asks Hugging Face nothing (HF_HUB_OFFLINE): for hosts without "
-            "internet; what the image did not bring (other models' files) then fails"),
+            "internet, which otherwise retry each cached file ~20 s at start; what the image "
+            "did not bring (other models' files) then fails"),
     Setting("webui_image", "", lambda v: image_reference(v, optional=True),
             "use this prebuilt image instead of building (your registry, or webui_image_archive)"),
     Setting("webui_image_archive", "", controller_file,
