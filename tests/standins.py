@@ -38,7 +38,8 @@ nobody mistakes a test host for a real GPU host.
 The web UI stand-in image (images/webui-standin.tar, :func:`build_webui_image`)
 ------------------------------------------------------------------------------
 Laid out as the real image (roles/webui/templates/Dockerfile.j2): ``WORKDIR /webui``,
-``ENTRYPOINT ["/bin/sh", "/start.sh"]`` with the deploy's own start.sh, ``python launch.py``.
+``ENTRYPOINT ["/bin/sh", "/sdinfra/start.sh"]`` with the deploy's own start.sh and launch.py
+there (the compose file mounts the project's over them), which run ``launch.py``.
 Its Python files are tests/standin_webui/ (launch.py, webui.py, modules/, torch/), run by the
 build machine's Debian python3 with a zip of the standard library modules they import, plus
 a static busybox (sh, wget for the healthcheck); about 14 MB. It generates no images. What it
@@ -80,8 +81,8 @@ copies from AUTOMATIC1111's web UI v1.10.1 (commit 82a973c), each cited beside i
   ``docker exec CTR python3 -c "import torch; print(torch.cuda.is_available())"``.
 
 Knobs: the control file ``DATA/sdinfra-standin.json`` (on a deployed host
-``<webui_dir>/data/sdinfra-standin.json`` once the data directory is mounted there), read
-once at each start, a JSON object::
+``<webui_dir>/data/sdinfra-standin.json``: the deploy runs the web UI with ``--data-dir
+/data`` on ``<webui_dir>/data``), read once at each start, a JSON object::
 
     {"start_delay": 2,             # seconds between the launch line and listening (default 2)
      "exit": {"code": 3,           # exit at start with this status (default 1) ...
@@ -1085,11 +1086,12 @@ def build_amdgpu_install_deb(dest_dir: os.PathLike | str, *, gpu: bool = True) -
 
 # The stand-in web UI: tests/standin_webui/ (launch.py, webui.py, modules/, torch/), Python
 # files laid out as the real image lays out AUTOMATIC1111's (/webui, run as `python launch.py`
-# by /start.sh), run by the build machine's Debian python3 with only the standard library
-# modules they import (see STANDIN_DOC at the top of this module for what it does).
+# by /sdinfra/start.sh), run by the build machine's Debian python3 with only the standard library
+# modules they import (see the top of this module for what it does).
 STANDIN_SOURCES = Path(__file__).with_name("standin_webui")
 FLAGS_FILE = Path(__file__).resolve().parents[1] / "roles" / "webui" / "webui_flags.txt"
 START_SH = Path(__file__).resolve().parents[1] / "roles" / "webui" / "templates" / "start.sh"
+LAUNCH_PY = START_SH.with_name("launch.py")
 DEBIAN_PYTHON = Path("/usr/bin/python3")
 # What the stand-in's interpreter needs beyond what its sources import: start-up (site,
 # encodings), the deploy's own launcher wrapper (runpy) and the tests' requests (urllib.request).
@@ -1170,8 +1172,9 @@ def _standin_tree(version: str) -> dict[str, tuple[bytes, int]]:
     # The web UI's git tree carries models/VAE-approx/model.pt (modules/sd_vae_approx.py loads
     # it from models_path): the stand-in's, a few bytes saying what it is.
     files["webui/models/VAE-approx/model.pt"] = (b"sdinfra stand-in: not a model\n", 0o644)
-    # The deploy's own start.sh, where the real image's Dockerfile COPYs it.
-    files["start.sh"] = (START_SH.read_bytes(), 0o755)
+    # The deploy's own start.sh and launch.py, where the compose file mounts them.
+    files["sdinfra/start.sh"] = (START_SH.read_bytes(), 0o755)
+    files["sdinfra/launch.py"] = (LAUNCH_PY.read_bytes(), 0o644)
     return files
 
 
@@ -1292,8 +1295,8 @@ def build_webui_image(dest: os.PathLike | str, *, tag: str = DEFAULT_IMAGE_TAG,
             "Env": ["PATH=/usr/bin:/bin", "PYTHONHOME=/usr", "PYTHONUNBUFFERED=1",
                     "PYTHONDONTWRITEBYTECODE=1", f"SDINFRA_STANDIN_VERSION={version}"],
             # As the real image (roles/webui/templates/Dockerfile.j2): WORKDIR /webui and
-            # /bin/sh /start.sh.
-            "Entrypoint": ["/bin/sh", "/start.sh"],
+            # /bin/sh /sdinfra/start.sh.
+            "Entrypoint": ["/bin/sh", "/sdinfra/start.sh"],
             "Cmd": [],
             "ExposedPorts": {f"{WEBUI_PORT}/tcp": {}},
             "WorkingDir": "/webui",

@@ -455,8 +455,8 @@ def test_image_archive_is_consistent(built):
     assert config["rootfs"]["diff_ids"] == [img.layer_diff_id]
     assert config["os"] == "linux" and config["architecture"] == "amd64"
     c = config["config"]
-    # As the real image's Dockerfile: WORKDIR /webui, ENTRYPOINT ["/bin/sh", "/start.sh"].
-    assert c["Entrypoint"] == ["/bin/sh", "/start.sh"] and c["WorkingDir"] == "/webui"
+    # As the real image's Dockerfile: WORKDIR /webui, ENTRYPOINT ["/bin/sh", "/sdinfra/start.sh"].
+    assert c["Entrypoint"] == ["/bin/sh", "/sdinfra/start.sh"] and c["WorkingDir"] == "/webui"
     assert c["ExposedPorts"] == {"7860/tcp": {}}
     assert json.loads(files["repositories"]) == {
         "sdinfra/webui-standin": {"test": m["Layers"][0].split("/")[0]}}
@@ -470,7 +470,8 @@ def test_image_rootfs_contents(built, tmp_path):
         members = {mm.name: mm for mm in layer.getmembers()}
         busybox = layer.extractfile(members["bin/busybox"]).read()
         group = layer.extractfile(members["etc/group"]).read().decode()
-        start = layer.extractfile(members["start.sh"]).read()
+        start = layer.extractfile(members["sdinfra/start.sh"]).read()
+        launch = layer.extractfile(members["sdinfra/launch.py"]).read()
     assert members["bin/busybox"].mode == 0o755
     assert members["bin/sh"].issym() and members["bin/sh"].linkname == "busybox"
     for applet in ("wget", "grep", "paste", "cp"):  # the healthcheck's and start.sh's
@@ -479,8 +480,8 @@ def test_image_rootfs_contents(built, tmp_path):
     assert members["usr/bin/python"].issym() and members["usr/bin/python3"].issym()
     assert "webui/launch.py" in members and "webui/modules/cmd_args.py" in members
     assert "usr/lib/python3/dist-packages/torch/__init__.py" in members
-    # The deploy's own start.sh, where the Dockerfile puts it.
-    assert start == (S.START_SH).read_bytes()
+    # The deploy's own start.sh and launch.py, where the compose file mounts them.
+    assert start == S.START_SH.read_bytes() and launch == S.LAUNCH_PY.read_bytes()
     assert "video:x:44:" in group and "render" not in group
     (tmp_path / "busybox").write_bytes(busybox)
     assert not S._elf_has_interp(tmp_path / "busybox")  # static: runs in an empty rootfs
@@ -535,7 +536,7 @@ def run_image(root: Path, env: dict, steps=(), *, auth_file: str | None = None,
               port: int = 7860, knobs: dict | None = None, data: str = "/data",
               devices: Sequence[str] = (), keep_data: bool = False, wait: float = 15,
               linger: float = 0):
-    """Start the image's /start.sh in a chroot of the image (own network namespace, cwd
+    """Start the image's /sdinfra/start.sh in a chroot of the image (own network namespace, cwd
     /webui), wait for gradio's "Running on local URL" line, run ``steps`` from inside, stop it. Returns (exit status
     or None while it still ran ``linger`` seconds after the steps, log, {step: (status,
     body)})."""
@@ -565,7 +566,7 @@ def run_image(root: Path, env: dict, steps=(), *, auth_file: str | None = None,
     (work / "run.sh").write_text(f"""
 ip link set lo up
 cd /webui
-/bin/sh /start.sh > /tmp/t/log 2>&1 &
+/bin/sh /sdinfra/start.sh > /tmp/t/log 2>&1 &
 ep=$!
 i=0
 until grep -q "^Running on local URL" /tmp/t/log 2>/dev/null; do
@@ -807,19 +808,12 @@ def test_the_deploys_start_files_keep_the_api_login_out_of_sight(image_root, tmp
     env = dict(line.split("=", 1) for line in rendered["webui.env"].splitlines()
                if line and not line.startswith("#"))
     env = {key: value.strip("'") for key, value in env.items()}
-    start = image_root / "start.sh"
-    saved = start.read_bytes()
-    start.write_text("exec /bin/sh /sdinfra/start.sh\n")  # the compose file's entrypoint
     shutil.rmtree(image_root / "data", ignore_errors=True)
     (image_root / "data/models").mkdir(parents=True)  # the compose file's mount
-    try:
-        status, log, resp = run_image(image_root, {**env, "SDINFRA_BACKEND": "cpu"}, [
-            ("anon", "GET", "/sdapi/v1/options"), ("ada", "GET", "/sdapi/v1/options",
-                                                   "ada:pass word-7"),
-            ("bob", "GET", "/sdapi/v1/options", "bob:x"),
-            ("proc", "GET", "/standin.json")], keep_data=True)
-    finally:
-        start.write_bytes(saved)
+    status, log, resp = run_image(image_root, {**env, "SDINFRA_BACKEND": "cpu"}, [
+        ("anon", "GET", "/sdapi/v1/options"), ("ada", "GET", "/sdapi/v1/options",
+                                               "ada:pass word-7"),
+        ("bob", "GET", "/sdapi/v1/options", "bob:x")], keep_data=True)
     assert status is None, log
     assert resp["anon"][0] == 401 and resp["ada"][0] == 200 and resp["bob"][0] == 200
     launch = next(line for line in log.splitlines() if line.startswith("Launching Web UI"))
