@@ -126,3 +126,51 @@ def test_status_reports_every_host_truly(runs, health_fleet, stand_ins, tmp_path
         assert ssh(fleet, "h-cpu", "docker ps -q").strip() == ""
     finally:
         os.environ.pop("SDINFRA_STATUS_JSON", None)
+
+
+def test_a_long_download_prints_progress_without_verbose(runs, health_fleet, stand_ins):
+    """A 256 KiB model served at ~24 KiB/s to h-cpu (about 10 s): pyinfra, without -v, prints
+    the bytes that arrived every 3 s and how long it took; the model is kept (sha256)."""
+    import hashlib
+    import http.server
+    import json
+    import threading
+    import time
+
+    content = bytes(range(256)) * 1024
+    digest = hashlib.sha256(content).hexdigest()
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(content)))
+            self.end_headers()
+            for at in range(0, len(content), 8192):
+                self.wfile.write(content[at:at + 8192])
+                self.wfile.flush()
+                time.sleep(1 / 3)
+
+        def log_message(self, *args):
+            pass
+
+    fleet = health_fleet
+    gateway = fleet.host("h-cpu").gateway
+    httpd = http.server.ThreadingHTTPServer((gateway, 0), Slow)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        data = json.loads(fleet.host_data_path.read_text())
+        data["h-cpu"]["webui_models"].append(
+            {"name": "slow.safetensors", "sha256": digest,
+             "url": f"http://{gateway}:{httpd.server_address[1]}/slow.safetensors"})
+        write_settings(fleet, data)
+        result = site(fleet, "--limit", "h-cpu")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    said = host_lines(result, "h-cpu")
+    progress = [line for line in said.splitlines() if "downloading slow.safetensors: " in line]
+    assert len(progress) >= 2, said[-3000:]
+    assert "downloaded slow.safetensors: 256 KiB in " in said
+    assert ssh(fleet, "h-cpu", "sha256sum /opt/stable-diffusion/models/Stable-diffusion/"
+                               "slow.safetensors").split()[0] == digest
