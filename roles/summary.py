@@ -151,6 +151,8 @@ def _said_health(state, host, name: str) -> str | None:
         if op_hash not in state.ops.get(host, {}):
             continue
         meta = state.get_op_data_for_host(host, op_hash).operation_meta
+        if not meta.is_complete():  # not run: the host failed before it (output unreadable)
+            continue
         lines = meta.stdout_lines + meta.stderr_lines
         said = [line.strip()[len(HEALTH):] for line in lines if line.strip().startswith(HEALTH)]
         if said:

@@ -526,7 +526,7 @@ def stack(backend: str, env: dict | None = None, plan=None):
                      commands=[Shown(f"( {ticking(f'starting {backend}', up)} ) || exit $?\n" + health_wait(
                          directory, backend, values["webui_start_timeout"]))])
     else:
-        summary.health(state["health"].get(backend, STATUSES["ok"]))
+        summary.health(state["health"].get(backend, HEALTH_SAID["starting"]))
 
 
 # The container's log lines never show the login: each user:password line of the secret, and

@@ -5,7 +5,9 @@ one does on a host whose GPU does not reach the container (the stand-in hook inj
 /dev/nvidia*, and --skip-torch-cuda-test is not given): it restarts in a loop, and only that
 host fails, with the container's last log lines in the summary; h-cpu ends healthy in the same
 run. The run after that starts nothing on h-cpu and reads its health from Docker's files.
-A daemon.json with a trailing comma on h-cpu then fails h-cpu only, naming the file.
+A daemon.json with a trailing comma on h-cpu then fails h-cpu only, naming the file;
+deploy/status.py reports each host; a slow download prints progress; a restart storm does not
+wedge Docker; a full disk under webui_dir is named as such on h-cpu only, and a re-run converges.
 """
 
 from __future__ import annotations
@@ -174,3 +176,43 @@ def test_a_long_download_prints_progress_without_verbose(runs, health_fleet, sta
     assert "downloaded slow.safetensors: 256 KiB in " in said
     assert ssh(fleet, "h-cpu", "sha256sum /opt/stable-diffusion/models/Stable-diffusion/"
                                "slow.safetensors").split()[0] == digest
+
+
+def test_a_restart_storm_does_not_wedge_docker(runs, health_fleet):
+    """Docker restarted five times in a row hits systemd's start limit (docker.service:
+    StartLimitBurst=3 in 60 s) and stays failed; the next run starts it anyway and ends
+    healthy."""
+    fleet = health_fleet
+    ssh(fleet, "h-cpu", "for i in 1 2 3 4 5; do systemctl restart docker 2>/dev/null; done; true")
+    said = ssh(fleet, "h-cpu", "systemctl show -p ActiveState -p Result docker")
+    assert "Result=start-limit-hit" in said, said
+    result = site(fleet)
+    assert "Docker Engine | Docker is enabled and running" in changed(result, "h-cpu")
+    assert summary(result)["h-cpu"][2] == "healthy", result.stderr[-3000:]
+    assert ssh(fleet, "h-cpu", "systemctl is-active docker").strip() == "active"
+
+
+def test_a_full_disk_fails_its_host_only_naming_the_disk_and_leaves_nothing(runs,
+                                                                            health_fleet):
+    import json
+
+    fleet = health_fleet
+    directory = "/opt/stable-diffusion"
+    ssh(fleet, "h-cpu", f"mkdir -p /root/sd && cp -a {directory}/. /root/sd/ && "
+                        f"mount -t tmpfs -o size=2m tmpfs {directory} && "
+                        f"cp -a /root/sd/. {directory}/ && "
+                        f"{{ dd if=/dev/zero of={directory}/filler bs=64k 2>/dev/null; true; }}")
+    data = json.loads(fleet.host_data_path.read_text())
+    data["h-cpu"]["webui_timezone"] = "Europe/Berlin"  # webui.env changes
+    write_settings(fleet, data)
+    result = site(fleet)
+    status = summary(result)["h-cpu"][2]
+    assert f"no space left on device: {directory} has 0 KiB free, webui.env needs" in status, \
+        result.stderr[-3000:]
+    assert "size mismatch" not in result.stderr
+    assert "h-cuda" not in report(result)["failed_hosts"]  # the other host went on
+    assert ssh(fleet, "h-cpu", f"ls -A {directory} | grep -c sdinfra-new || true").strip() == "0"
+    ssh(fleet, "h-cpu", f"rm {directory}/filler")
+    again = site(fleet)
+    assert summary(again)["h-cpu"][2] == "healthy", again.stderr[-3000:]
+    assert "TZ='Europe/Berlin'" in ssh(fleet, "h-cpu", f"cat {directory}/webui.env")
