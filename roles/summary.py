@@ -106,18 +106,22 @@ def _on_signals(state) -> None:
         pass
 
 
-def why(lines: list[str]) -> str:
+def why(lines: list[str], stdout: list[str] = ()) -> str:
     """
     The line of a failed command's output that says why: apt's first ``E:`` line (the lock's
     holder, the missing package; later ones repeat it less precisely), else dpkg's first error,
-    else the last line.
+    else the last line of ``lines`` (stderr). Only a command that said nothing on stderr is
+    judged by the last line of its ``stdout``: progress lines there ("downloaded ... in 1 s")
+    come after the error and say nothing of it.
     """
     lines = [line.strip() for line in lines if line.strip()]
+    stdout = [line.strip() for line in stdout if line.strip()]
     for prefix in ("E:", "dpkg: error", "dpkg: "):
-        found = [line for line in lines if line.startswith(prefix)]
+        found = [line for line in lines + stdout if line.startswith(prefix)]
         if found:
             return found[0]
-    return lines[-1] if lines else ""
+    last = lines or stdout
+    return last[-1] if last else ""
 
 
 def _finished(state, host) -> bool:
@@ -175,7 +179,7 @@ def _failure(state, host) -> str:
         meta = state.get_op_data_for_host(host, op_hash).operation_meta
         if meta.is_complete() and meta.did_error():
             names = ", ".join(sorted(state.op_meta[op_hash].names))
-            reason = why(meta.stderr_lines + meta.stdout_lines)
+            reason = why(meta.stderr_lines, meta.stdout_lines)
             if not reason:
                 return f"failed at {names}"
             return STATUSES["failed"].format(operation=names, why=reason)

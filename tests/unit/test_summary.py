@@ -37,6 +37,15 @@ def test_the_summary_shows_apts_first_error_not_its_last_line():
     assert why([]) == ""
 
 
+def test_an_error_on_stderr_wins_over_a_progress_line_printed_after_it_on_stdout():
+    # roles/download.py's fetch: the duration on stdout, the checksum mismatch on stderr.
+    stderr = ["checksum mismatch for http://mirror/a.deb: expected sha256 aa, got bb"]
+    stdout = ["downloaded a.deb: 3 KiB in 1 s"]
+    assert why(stderr, stdout) == stderr[0]
+    assert why([], stdout) == stdout[0]  # a command that said nothing on stderr
+    assert why(["not it"], ["E: apt's own reason"]) == "E: apt's own reason"
+
+
 def test_a_broken_daemon_json_fails_its_host_only_naming_the_file_and_the_parser():
     good = converged("good", "debian12", "distro")
     # A converged host whose daemon.json has a trailing comma (hand-edited).
