@@ -66,6 +66,11 @@ HOLDER = (
     "c=; read -r c < \"/proc/$p/comm\" 2>/dev/null; echo \"$f $p ${c:-?}\"; return 0; "
     "done < /proc/locks; done; return 1; }"
 )
+# ``sdinfra_cs`` prints the time since boot in hundredths of a second. Whole seconds (date +%s)
+# made a wait of N s end after N-1 s when it began late in a second. The 1 before the fraction
+# keeps "05" from reading as octal.
+CENTISECONDS = ("sdinfra_cs() { read -r u _ < /proc/uptime; "
+                "echo $(( ${u%.*} * 100 + 1${u#*.} - 100 )); }")
 # dpkg -l's second status letter for a package a dpkg run left half way: Half-installed,
 # Unpacked, halF-configured, triggers-aWaited, triggers-pending.
 HALF_DONE = "HUFWt"
@@ -83,14 +88,14 @@ def wait_command(timeout: int) -> str:
     message = (f"after {timeout} s (apt_lock_timeout): another package run is going on; let it "
                "finish and run the deploy again, or raise apt_lock_timeout")
     return (
-        f"{HOLDER}; sdinfra_wait() {{ s=$(date +%s); w=; "
+        f"{HOLDER}; {CENTISECONDS}; sdinfra_wait() {{ s=$(sdinfra_cs); w=; "
         f"while h=$(sdinfra_holder {' '.join(LOCKS)}); do "
         "f=${h%% *}; r=${h#* }; p=${r%% *}; c=${r#* }; "
-        f"if [ $(( $(date +%s) - s )) -ge {timeout} ]; then "
+        f"if [ $(( $(sdinfra_cs) - s )) -ge {timeout * 100} ]; then "
         f"echo \"E: $f is still held by process $p ($c) {message}\" >&2; return 1; fi; "
         f"[ -n \"$w\" ] || {{ echo \"waiting up to {timeout} s (apt_lock_timeout): process $p "
         "($c) holds $f\" >&2; w=1; }; sleep 1; done; "
-        f"sdinfra_left=$(( {timeout} - ( $(date +%s) - s ) )); "
+        f"sdinfra_left=$(( {timeout} - ( $(sdinfra_cs) - s ) / 100 )); "
         "[ $sdinfra_left -ge 0 ] || sdinfra_left=0; }"
     )
 
