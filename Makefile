@@ -31,10 +31,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(SUDO) $(PY) -m tests.demo up
+	$(SUDO) $(PY) -m testbed.demo up
 
 demo-down: setup
-	$(SUDO) $(PY) -m tests.demo down
+	$(SUDO) $(PY) -m testbed.demo down
 
 test: setup
 	$(SUDO) $(PY) -m pytest

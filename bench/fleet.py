@@ -5,8 +5,8 @@ least to reach the same hosts.
     sudo .venv/bin/python -m bench.fleet [--sizes 1,3,6] [--repeat 3] [--json] [--dir DIR]
 
 For each size N it boots a fleet of N disposable Debian 12 hosts with the test harness
-(tests/fleet.py; hosts cycle through the backends: cpu1, rocm1, cuda1, cpu2, rocm2, cuda2, ...),
-prepares them as the end-to-end suite does (tests/e2e/conftest.py ``prepare``: an admin user,
+(testbed/fleet.py; hosts cycle through the backends: cpu1, rocm1, cuda1, cpu2, rocm2, cuda2, ...),
+prepares them as the end-to-end suite does (testbed/hosts.py ``prepare``: an admin user,
 stand-in GPU device nodes on rocm hosts, the stand-in NVIDIA driver on cuda hosts, settings
 pointing at the stand-in vendor downloads served on each host's gateway), and measures:
 
@@ -139,15 +139,15 @@ class Result:
 
 def snapshot(fleet, names: list[str]) -> dict[str, tuple[str, str]]:
     """Per host: (containers with ids and start times, image ids)."""
-    from tests.e2e.conftest import ssh
+    from testbed.hosts import ssh
 
     return {name: (ssh(fleet, name, CONTAINERS), ssh(fleet, name, IMAGES)) for name in names}
 
 
 def measure(count: int, stand_ins, workdir: Path, repeat: int) -> Result:
-    from tests import standins
-    from tests.e2e.conftest import prepare
-    from tests.fleet import Fleet
+    from testbed import standins
+    from testbed.fleet import Fleet
+    from testbed.hosts import prepare
 
     names = names_for(count)
     fleet = Fleet(workdir / f"fleet-{count}", names)
@@ -285,8 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: error: the fleet needs root (run with sudo)", file=sys.stderr)
         return 2
 
-    from tests import standins
-    from tests.fleet import FleetError
+    from testbed import standins
+    from testbed.fleet import FleetError
 
     workdir = Path(args.dir or tempfile.mkdtemp(prefix="sdinfra-bench-")).resolve()
     workdir.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,9 @@
 """
-The disposable test fleet (tests/fleet.py) on this very machine: two real hosts booted with
+The disposable test fleet (testbed/fleet.py) on this very machine: two real hosts booted with
 systemd-nspawn, reached by pyinfra over SSH with host key checking on, isolated from each other,
 stopped and started again, and torn down without leaving anything behind.
 
-The end-to-end test needs root and the Debian packages in tests.fleet.HOST_PACKAGES; the first
+The end-to-end test needs root and the Debian packages in testbed.fleet.HOST_PACKAGES; the first
 run on a machine also builds the root filesystem image (~1.5 min), later runs take ~15 s.
 """
 
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests import fleet as fleetmod
-from tests.fleet import Fleet
+from testbed import fleet as fleetmod
+from testbed.fleet import Fleet
 
 REPO = Path(__file__).resolve().parents[1]
 PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
@@ -140,7 +140,7 @@ def test_fleet_boots_hosts_pyinfra_reaches_them_and_teardown_leaves_nothing(tmp_
         assert fleet.run("beta", "hostname")[1].strip() == "beta"
 
         # Another process sees the fleet through fleet.json.
-        status = subprocess.run([sys.executable, "-m", "tests.fleet", "status", "--dir",
+        status = subprocess.run([sys.executable, "-m", "testbed.fleet", "status", "--dir",
                                  str(workdir)], capture_output=True, text=True, cwd=REPO)
         assert status.returncode == 0, status.stderr
         assert "alpha" in status.stdout and "running" in status.stdout
@@ -153,14 +153,14 @@ def test_fleet_boots_hosts_pyinfra_reaches_them_and_teardown_leaves_nothing(tmp_
     assert leftovers(indices, workdir) == []
     assert not (workdir / "fleet.json").exists()
     fleet.down()                                    # a second teardown is harmless
-    down = subprocess.run([sys.executable, "-m", "tests.fleet", "down", "--dir", str(workdir)],
+    down = subprocess.run([sys.executable, "-m", "testbed.fleet", "down", "--dir", str(workdir)],
                           capture_output=True, text=True, cwd=REPO)
     assert down.returncode == 0, down.stderr
 
 
 def test_cli_status_and_down_without_a_fleet(tmp_path):
     def cli(*args):
-        result = subprocess.run([sys.executable, "-m", "tests.fleet", *args, "--dir",
+        result = subprocess.run([sys.executable, "-m", "testbed.fleet", *args, "--dir",
                                  str(tmp_path)], capture_output=True, text=True, cwd=REPO)
         assert result.returncode == 0, result.stderr
         return result.stdout

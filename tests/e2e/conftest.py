@@ -1,33 +1,19 @@
 """
 The end-to-end fleet: three real Debian 12 hosts (cpu1, rocm1, cuda1) booted with
 systemd-nspawn, reached over SSH with host key checking on, provisioned by deploy/site.py.
-
-What AMD, NVIDIA and Docker Hub would serve is built by tests/standins.py and served on each
-host's own gateway address; the deploys reach it through their ordinary settings (mirror URLs,
-keys, checksums), as a homelab mirror would. The rocm host is Debian 12 and uses the explicit
-override for distributions AMD does not support; it has stand-in /dev/kfd and /dev/dri nodes
-(copies of /dev/null) so that the rocm service's device mappings can be exercised.
+The fleet, the stand-ins and the hosts' preparation are the test bed's (testbed/); these are
+the pytest fixtures over them.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shlex
-import subprocess
-import sys
-from pathlib import Path
 
-import paramiko
 import pytest
 
-from tests import standins
-from tests.fleet import Fleet
-
-REPO = Path(__file__).resolve().parents[2]
-PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
-NAMES = ["cpu1", "rocm1", "cuda1"]
-USER = "alice"  # an existing admin user, as on a real server
+from testbed import standins
+from testbed.fleet import Fleet
+from testbed.hosts import NAMES, prepare
 
 
 def pytest_collection_modifyitems(items):
@@ -60,133 +46,9 @@ def server(fleet, stand_ins):
         yield srv
 
 
-def backend_of(name: str) -> str:
-    """The backend a fleet host is named for: cpu1, cpu2 -> cpu; rocm1 -> rocm; cuda3 -> cuda;
-    a prefix before a dash is another fleet's mark: f-cpu -> cpu, f-rocm2 -> rocm."""
-    backend = name.rsplit("-", 1)[-1].rstrip("0123456789")
-    if backend not in ("cpu", "rocm", "cuda"):
-        raise ValueError(f"host {name!r}: the fleet names hosts [PREFIX-]cpuN, rocmN or cudaN")
-    return backend
-
-
-def settings_for(fleet, stand_ins, server, name: str) -> dict:
-    """Every setting a host of the e2e fleet gets: all through ordinary, documented settings.
-    The host's name says its backend (cpu1, rocm2, ...)."""
-    base = f"http://{fleet.host(name).gateway}:{server.port}"
-    common = {
-        "docker_source": "distro",  # Docker's own repository cannot be reached from here
-        "docker_users": [USER],
-        "webui_image": stand_ins.image.tag,
-        "webui_image_archive": str(stand_ins.root / stand_ins.image_path),
-        "webui_models": [{"name": "standin.safetensors",
-                          "url": stand_ins.url(base, stand_ins.model_path),
-                          "sha256": stand_ins.model.sha256}],
-    }
-    per_backend = {
-        "cpu": {"accelerator": "cpu"},
-        "rocm": {
-            "accelerator": "rocm",
-            "rocm_allow_unsupported_distro": True,
-            "rocm_repo_url": stand_ins.url(base, stand_ins.amdgpu_base_path),
-            "rocm_installer_sha256": stand_ins.amdgpu_sha256,
-            "rocm_dkms": False,
-            "rocm_pre_vega": True,
-            "rocm_users": [USER],
-            # As in inventories/home.py. Left to the preflight, the VRAM flag would follow the
-            # facts, and rocminfo only exists after the first run installed ROCm.
-            "webui_vram": "med",
-        },
-        "cuda": {
-            "accelerator": "cuda",
-            "nvidia_repo_url": stand_ins.url(base, stand_ins.apt_flat_path),
-            "nvidia_key_url": stand_ins.url(base, stand_ins.nvidia_gpgkey_path),
-            "nvidia_key_fingerprint": stand_ins.key.fingerprint,
-            "nvidia_verify": False,  # no GPU here: the stand-in hook mounts nothing
-            "webui_vram": "low",
-            # No /dev/nvidia* reaches the container (the stand-in hook injects nothing): the
-            # web UI's launcher would stop on its torch GPU test, as the real one does.
-            "webui_extra_args": ["--skip-torch-cuda-test"],
-        },
-    }
-    return {**common, **per_backend[backend_of(name)]}
-
-
-# sdinfra STAND-IN for pciutils' lspci on the rocm hosts (TEST ONLY): the RX 460 the stand-in
-# rocminfo lists (tests/standins.py: Chip ID 0x67ef, BDFID 256 = 01:00.0). The line is the seed
-# post's `lspci -s 08:00.0 -vvv` header (shared/seed) at that slot, with what -nn adds: the class
-# code and the vendor:device pair in brackets (pciutils lspci.c, show_device via
-# pci_lookup_name with PCI_LOOKUP_NUMERIC|PCI_LOOKUP_MIXED). Every form the preflight runs
-# (-nn; -vvv -nn -d 1002:) prints the device line; no capability lines are made up.
-LSPCI_STANDIN = (
-    "#!/bin/sh\n"
-    "echo '01:00.0 VGA compatible controller [0300]: Advanced Micro Devices, Inc. [AMD/ATI] "
-    "Baffin [Radeon RX 460/560D / Pro 450/455/460/555/555X/560/560X] [1002:67ef] (rev cf)'\n"
-)
-
-
-def write_settings(fleet, data: dict) -> None:
-    fleet.host_data_path.write_text(json.dumps(data, indent=1))
-
-
-def prepare(fleet, stand_ins, server, names: list[str] | None = None) -> None:
-    """The fleet before sdinfra: an admin user on every host; stand-in GPU device nodes on the
-    rocm hosts; the stand-in NVIDIA driver on the cuda hosts (the toolkit needs a working driver
-    already there); each host's settings in host_data.json. ``names``: the fleet's hosts by
-    default, each named for its backend (cpu1, rocm1, cuda1, cpu2, ...)."""
-    names = list(names) if names is not None else [h.name for h in fleet.hosts]
-    for name in names:
-        ssh(fleet, name, f"id {USER} >/dev/null 2>&1 || useradd -m -s /bin/bash {USER}")
-    for name in [n for n in names if backend_of(n) == "cuda"]:
-        driver = f"http://{fleet.host(name).gateway}:{server.port}/" + str(
-            stand_ins.nvidia_driver_deb.relative_to(stand_ins.root))
-        ssh(fleet, name, "python3 -c 'import sys, urllib.request; urllib.request.urlretrieve("
-                         f"sys.argv[1], \"/tmp/driver.deb\")' {driver} && dpkg -i "
-                         "/tmp/driver.deb && rm /tmp/driver.deb && nvidia-smi -L")
-    for name in [n for n in names if backend_of(n) == "rocm"]:
-        ssh(fleet, name, "mknod -m 666 /dev/kfd c 1 3 2>/dev/null; mkdir -p /dev/dri && "
-                         "{ mknod -m 666 /dev/dri/renderD128 c 1 3 2>/dev/null; true; }")
-        # The card a real host's lspci shows before ROCm is there, so the preflight knows its
-        # family (and the launch plan its flags) from the first run, as on real hardware.
-        ssh(fleet, name, f"printf '%s' {shlex.quote(LSPCI_STANDIN)} > /usr/local/bin/lspci && "
-                         "chmod 755 /usr/local/bin/lspci")
-    write_settings(fleet, {name: settings_for(fleet, stand_ins, server, name) for name in names})
-
-
 @pytest.fixture(scope="session")
 def prepared(fleet, stand_ins, server):
     """The fleet before sdinfra (see prepare): cpu1, rocm1 with stand-in GPU device nodes, cuda1
     with the stand-in NVIDIA driver."""
     prepare(fleet, stand_ins, server, NAMES)
     return fleet
-
-
-def run_pyinfra(fleet, deploy: str, *args: str, timeout: float = 900):
-    return subprocess.run(
-        [PYINFRA, str(fleet.inventory_path), deploy, *args],
-        cwd=REPO, capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, "PYINFRA_PROGRESS": "off"},
-    )
-
-
-def ssh(fleet, name: str, command: str, check: bool = True) -> str:
-    status, out, err = fleet.run(name, command)
-    if check and status != 0:
-        raise AssertionError(f"{name}: {command!r} exited {status}: {err or out}")
-    return out
-
-
-def remote(fleet, name: str):
-    """A testinfra host over paramiko that checks the host key against the fleet's known_hosts
-    (testinfra's own paramiko backend would accept any key)."""
-    import testinfra
-
-    host = fleet.host(name)
-    client = paramiko.SSHClient()
-    client.load_host_keys(str(fleet.known_hosts))
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    client.connect(host.address, port=host.ssh_port, username="root",
-                   key_filename=str(fleet.ssh_key), timeout=10, allow_agent=False,
-                   look_for_keys=False)
-    tested = testinfra.get_host(f"paramiko://root@{host.address}")
-    tested.backend.__dict__["client"] = client
-    return tested

@@ -20,8 +20,9 @@ import time
 
 import pytest
 
-from tests import standins
-from tests.e2e.conftest import booted, run_pyinfra, ssh, write_settings
+from testbed import standins
+from testbed.hosts import run_pyinfra, ssh, write_settings
+from tests.e2e.conftest import booted
 
 NAMES = ["a-cpu1", "a-cpu2"]
 DOCKER = "deploy/docker.py"

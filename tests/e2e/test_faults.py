@@ -27,9 +27,10 @@ import time
 
 import pytest
 
-from tests import standins
-from tests.e2e.conftest import (PYINFRA, REPO, booted, prepare, run_pyinfra, settings_for, ssh,
-                                write_settings)
+from testbed import standins
+from testbed.hosts import (PYINFRA, REPO, prepare, run_pyinfra, settings_for, ssh,
+                           write_settings)
+from tests.e2e.conftest import booted
 
 NAMES = ["f-cpu", "f-rocm", "f-cuda"]
 SITE = "deploy/site.py"

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests import standins
-from tests.e2e.conftest import booted, prepare, settings_for, ssh, write_settings
+from testbed import standins
+from testbed.hosts import prepare, settings_for, ssh, write_settings
+from tests.e2e.conftest import booted
 from tests.e2e.test_faults import changed, host_lines, report, site, summary
 
 NAMES = ["h-cpu", "h-cuda"]
@@ -89,7 +90,7 @@ def test_status_reports_every_host_truly(runs, health_fleet, stand_ins, tmp_path
     import json
     import os
 
-    from tests.e2e.conftest import run_pyinfra
+    from testbed.hosts import run_pyinfra
 
     fleet = health_fleet
     out = tmp_path / "status.json"

@@ -18,7 +18,8 @@ import urllib.request
 
 import pytest
 
-from tests.e2e.conftest import booted, remote, run_pyinfra, settings_for, ssh, write_settings
+from testbed.hosts import remote, run_pyinfra, settings_for, ssh, write_settings
+from tests.e2e.conftest import booted
 
 LOGIN = "ada:correct-horse-battery-9"
 ENV = "SDINFRA_E2E_LOGIN"
@@ -26,7 +27,7 @@ ENV = "SDINFRA_E2E_LOGIN"
 
 @pytest.fixture(scope="module")
 def lan_fleet(tmp_path_factory, stand_ins):
-    from tests import standins
+    from testbed import standins
 
     with booted(tmp_path_factory, "lan", ["cpu1"]) as fleet:
         with standins.serve(stand_ins.root, [fleet.host("cpu1").gateway]) as server:
@@ -169,7 +170,7 @@ def options(base: str, change: dict | None = None) -> dict:
 
 
 def test_settings_survive_compose_down_and_a_new_image(lan_fleet, tmp_path):
-    from tests import standins
+    from testbed import standins
 
     fleet, settings = lan_fleet
     login = {"webui_listen": True, "webui_auth_env": ENV, "webui_api": True}

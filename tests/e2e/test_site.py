@@ -13,7 +13,7 @@ import shlex
 
 import pytest
 
-from tests.e2e.conftest import NAMES, USER, run_pyinfra, ssh, remote
+from testbed.hosts import NAMES, USER, remote, run_pyinfra, ssh
 
 SERVICE = {"cpu1": "cpu", "rocm1": "rocm", "cuda1": "cuda"}
 

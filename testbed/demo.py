@@ -1,8 +1,8 @@
 """
 `make demo`: sdinfra's main job on a throwaway local fleet.
 
-    python -m tests.demo up      # boot 3 Debian 12 hosts, run deploy/site.py over SSH
-    python -m tests.demo down    # tear the fleet down
+    python -m testbed.demo up      # boot 3 Debian 12 hosts, run deploy/site.py over SSH
+    python -m testbed.demo down    # tear the fleet down
 
 The hosts are real systemd machines (systemd-nspawn) with real SSH, apt and Docker; the deploy
 is the one you would run on your own hosts. What AMD, NVIDIA and Docker Hub would serve cannot be
@@ -16,9 +16,9 @@ import os
 import subprocess
 import sys
 
-from tests import standins
-from tests.e2e.conftest import NAMES, PYINFRA, REPO, prepare
-from tests.fleet import Fleet, FleetError
+from testbed import standins
+from testbed.fleet import Fleet, FleetError
+from testbed.hosts import NAMES, PYINFRA, REPO, prepare
 
 WORKDIR = REPO / ".fleet" / "demo"
 
@@ -77,7 +77,7 @@ def down() -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.demo", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m testbed.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=["up", "down"])
     args = parser.parse_args(argv)
     try:

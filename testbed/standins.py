@@ -40,7 +40,7 @@ The web UI stand-in image (images/webui-standin.tar, :func:`build_webui_image`)
 Laid out as the real image (roles/webui/templates/Dockerfile.j2): ``WORKDIR /webui``,
 ``ENTRYPOINT ["/bin/sh", "/sdinfra/start.sh"]`` with the deploy's own start.sh and launch.py
 there (the compose file mounts the project's over them), which run ``launch.py``.
-Its Python files are tests/standin_webui/ (launch.py, webui.py, modules/, torch/), run by the
+Its Python files are testbed/standin_webui/ (launch.py, webui.py, modules/, torch/), run by the
 build machine's Debian python3 with a zip of the standard library modules they import, plus
 a static busybox (sh, wget for the healthcheck); about 14 MB. It generates no images. What it
 copies from AUTOMATIC1111's web UI v1.10.1 (commit 82a973c), each cited beside its code:
@@ -1084,7 +1084,7 @@ def build_amdgpu_install_deb(dest_dir: os.PathLike | str, *, gpu: bool = True) -
 # --------------------------------------------------------------------------------------------
 # 4. web UI stand-in image
 
-# The stand-in web UI: tests/standin_webui/ (launch.py, webui.py, modules/, torch/), Python
+# The stand-in web UI: testbed/standin_webui/ (launch.py, webui.py, modules/, torch/), Python
 # files laid out as the real image lays out AUTOMATIC1111's (/webui, run as `python launch.py`
 # by /sdinfra/start.sh), run by the build machine's Debian python3 with only the standard library
 # modules they import (see the top of this module for what it does).
@@ -1308,7 +1308,7 @@ def build_webui_image(dest: os.PathLike | str, *, tag: str = DEFAULT_IMAGE_TAG,
             },
         },
         "rootfs": {"type": "layers", "diff_ids": [f"sha256:{diff_hex}"]},
-        "history": [{"created": created, "created_by": "sdinfra tests/standins.py",
+        "history": [{"created": created, "created_by": "sdinfra testbed/standins.py",
                      "comment": "sdinfra web UI stand-in"}],
     }
     config_bytes = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()

@@ -8,9 +8,9 @@ install what they need (curl, gpg, docker.io, ...) from the Debian mirror this m
 
 Command line (as root, from the repository root)::
 
-    python -m tests.fleet up 3 [--names a,b,c] [--dir .fleet] [--replace] [--timeout 120]
-    python -m tests.fleet status [--dir .fleet]
-    python -m tests.fleet down [--dir .fleet] [--all]
+    python -m testbed.fleet up 3 [--names a,b,c] [--dir .fleet] [--replace] [--timeout 120]
+    python -m testbed.fleet status [--dir .fleet]
+    python -m testbed.fleet down [--dir .fleet] [--all]
 
 ``up`` prints the path of the pyinfra inventory (``DIR/inventory.py``). It refuses when DIR
 already holds a fleet, unless ``--replace`` is given (then it tears that fleet down first).
@@ -20,7 +20,7 @@ crash.
 
 Python (for the pytest session fixture)::
 
-    from tests.fleet import Fleet
+    from testbed.fleet import Fleet
     fleet = Fleet(".fleet", ["web1", "web2"])
     try:
         fleet.up()                      # build/unpack, boot, wait until SSH answers
@@ -671,7 +671,7 @@ class Fleet:
         hosts = [(h.name, self.host_data(h.name)) for h in self.hosts]
         body = ",\n".join(f"    ({name!r}, {json.dumps(data)})" for name, data in hosts)
         _write(self.inventory_path, f'''\
-"""pyinfra inventory of the disposable test fleet, written by tests/fleet.py; do not edit.
+"""pyinfra inventory of the disposable test fleet, written by testbed/fleet.py; do not edit.
 
 Per-host settings: put {{"HOST": {{"setting": value}}}} (or "*" for every host) in
 host_data.json beside this file; they are merged into each host's data on load.
@@ -713,7 +713,7 @@ fleet = [(_name, {{**_data, **_extra.get("*", {{}}), **_extra.get(_name, {{}})}}
                 raise FleetError(
                     f"a fleet is already up in {self.workdir} "
                     f"({', '.join(h.name for h in existing.hosts)}): run "
-                    f"`python -m tests.fleet down --dir {self.workdir}` first (or up --replace)")
+                    f"`python -m testbed.fleet down --dir {self.workdir}` first (or up --replace)")
             existing.down()
         if not self.names:
             raise FleetError("no hosts to bring up")
@@ -771,7 +771,7 @@ fleet = [(_name, {{**_data, **_extra.get("*", {{}}), **_extra.get(_name, {{}})}}
             if Path(host.root).exists():     # left by a crashed run under this name
                 if _nspawn_pids_using(host.root):
                     raise FleetError(f"{host.name}: {host.root} is still in use by a running "
-                                     f"systemd-nspawn; try `python -m tests.fleet down --all`")
+                                     f"systemd-nspawn; try `python -m testbed.fleet down --all`")
                 _remove_tree(Path(host.root))
         with ThreadPoolExecutor(max_workers=min(4, len(self.hosts))) as pool:
             list(pool.map(lambda h: self._prepare_root(h, tarball, pubkey, mirror_hosts),
@@ -1095,7 +1095,7 @@ def down_all(log=print) -> None:
 # --------------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.fleet",
+    parser = argparse.ArgumentParser(prog="python -m testbed.fleet",
                                      description="Disposable Debian 12 test hosts "
                                                  "(systemd-nspawn).")
     sub = parser.add_subparsers(dest="command", required=True)
