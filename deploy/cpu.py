@@ -7,6 +7,7 @@ from roles import apt, docker, preflight, targets, webui
 from roles.settings import validate
 
 validate(apt, preflight.settings, docker.settings, webui.settings)
-if targets.only("cpu"):  # hosts whose accelerator is another are listed as skipped
-    docker.install()
-    webui.stack(backend="cpu")
+known = targets.only("cpu")  # hosts whose accelerator is another are listed as skipped
+if known is not None:
+    docker.install(known)
+    webui.stack(backend="cpu", known=known)

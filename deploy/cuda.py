@@ -13,8 +13,9 @@ from roles import apt, docker, nvidia, preflight, targets, webui
 from roles.settings import validate
 
 validate(apt, preflight.settings, docker.settings, nvidia.settings, webui.settings)
-if targets.only("cuda"):  # the other hosts are listed as skipped
-    nvidia.install()
-    docker.install()
-    nvidia.configure_docker()
-    webui.stack(backend="cuda")
+known = targets.only("cuda")  # the other hosts are listed as skipped
+if known is not None:
+    nvidia.install(known)
+    docker.install(known)
+    nvidia.configure_docker(known)
+    webui.stack(backend="cuda", known=known)

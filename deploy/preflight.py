@@ -3,8 +3,10 @@
     pyinfra inventories/home.py deploy/preflight.py
 """
 
-from roles import preflight
+from roles import preflight, rocm
 from roles.settings import validate
 
 validate(preflight.settings)
-preflight.preflight()
+known = preflight.learn()
+preflight.preflight(known, rocm_driver=rocm.driver_line(known) if known.plan.backend == "rocm"
+                    else None)

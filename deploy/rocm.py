@@ -8,13 +8,16 @@ rocm (``accelerator``, or auto's choice; the others are listed as skipped), ROCm
 Docker (roles.docker) and the compose stack's rocm service (roles.webui), which runs the
 preflight's launch plan for the host plus the environment its settings add
 (rocm.container_env(): HSA_OVERRIDE_GFX_VERSION; ROC_ENABLE_PRE_VEGA, which only OpenCL reads).
+What the run learns about a host (roles.hostfacts) is built once, by the preflight, and passed to
+each role.
 """
 
 from roles import apt, docker, preflight, rocm, targets, webui
 from roles.settings import validate
 
 validate(apt, preflight.settings, docker.settings, rocm.settings, webui.settings)
-if targets.only("rocm"):
-    rocm.install()
-    docker.install()
-    webui.stack(backend="rocm", env=rocm.container_env())
+known = targets.only("rocm")
+if known is not None:
+    rocm.install(known)
+    docker.install(known)
+    webui.stack(backend="rocm", known=known, env=rocm.container_env())

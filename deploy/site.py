@@ -18,8 +18,12 @@ from roles.settings import read, validate
 validate(apt, preflight.settings, docker.settings, rocm.settings, nvidia.settings, webui.settings)
 
 values = read(host, webui.settings.SETTINGS)
-decision = preflight.preflight(stack_dir=values["webui_dir"],
-                               rocm_release=read(host, rocm.settings.SETTINGS)["rocm_release"])
+# What this run learns about the host, built once (the preflight's one command) and passed to
+# every role below.
+known = preflight.learn(stack_dir=values["webui_dir"],
+                        rocm_release=read(host, rocm.settings.SETTINGS)["rocm_release"])
+decision = preflight.preflight(known, rocm_driver=rocm.driver_line(known)
+                               if known.plan.backend == "rocm" else None)
 backend = decision.backend
 
 if backend == "none":
@@ -28,11 +32,11 @@ else:
     summary.record(backend, url=webui.url(values))
     env = {}  # the settings' own environment; the decision's comes with it as the plan
     if backend == "rocm":
-        rocm.install()
+        rocm.install(known)
         env = rocm.container_env()
     elif backend == "cuda":
-        nvidia.install()
-    docker.install()
+        nvidia.install(known)
+    docker.install(known)
     if backend == "cuda":
-        nvidia.configure_docker()
-    webui.stack(backend=backend, env=env, plan=decision)
+        nvidia.configure_docker(known)
+    webui.stack(backend=backend, known=known, env=env)

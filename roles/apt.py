@@ -28,6 +28,7 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.util.packaging import parse_packages
 from pyinfra.operations import apt, files, server
 
+from roles.hostfacts import HostFacts
 from roles.settings import Setting, integer, read
 from roles.shell import SHOW
 
@@ -184,25 +185,24 @@ def missing(packages: list[str], dpkg: dict | None = None) -> list[str]:
     return [name for name in packages if name not in installed]
 
 
-_finished: set = set()  # hosts whose interrupted dpkg run this run finishes already
-
-
-def finish_interrupted(dpkg: dict | None = None) -> None:
+def finish_interrupted(dpkg: dict | None = None, known: HostFacts | None = None) -> None:
     """
     ``dpkg --configure -a`` when the host's last dpkg run was interrupted, once per host and
-    run; nothing otherwise, nor while a run is in progress (its process holds dpkg's lock: the
-    apt commands after this wait for it). Call it before anything that runs apt-get. ``dpkg``:
-    the DpkgPackages fact, when read already.
+    run (``known``: the host's record, which says whether this run did it already); nothing
+    otherwise, nor while a run is in progress (its process holds dpkg's lock: the apt commands
+    after this wait for it). Call it before anything that runs apt-get. ``dpkg``: the
+    DpkgPackages fact, when read already.
     """
+    known = known if known is not None else HostFacts(host)
     dpkg = dpkg if dpkg is not None else host.get_fact(DpkgPackages)
     running = dpkg.get("running")
-    if running and host.name not in _finished:
-        _finished.add(host.name)
+    if running and not known.dpkg_finished:
+        known.dpkg_finished = True
         logger.warning(f"{host.print_prefix}a package run is in progress (process "
                        f"{running['pid']} ({running['name']}) holds {running['lock']}): "
                        f"apt waits for it, up to apt_lock_timeout = {lock_timeout()} s")
-    if dpkg["interrupted"] and host.name not in _finished:
-        _finished.add(host.name)
+    if dpkg["interrupted"] and not known.dpkg_finished:
+        known.dpkg_finished = True
         server.shell(name="Finish the interrupted dpkg run (dpkg --configure -a)",
                      commands=[locked(FINISH_COMMAND)])
 
@@ -239,7 +239,8 @@ def ensure_packages(packages: list[str], present: bool = True, no_recommends: bo
 
 
 @deploy("Install missing packages")
-def install(packages: list[str], refresh: bool = False, dpkg: dict | None = None):
+def install(packages: list[str], refresh: bool = False, dpkg: dict | None = None,
+            known: HostFacts | None = None):
     """
     Install the packages that are not installed yet, refreshing the package lists first.
 
@@ -250,10 +251,11 @@ def install(packages: list[str], refresh: bool = False, dpkg: dict | None = None
     + packages: Debian package names
     + refresh: also run ``apt-get update`` when nothing is missing (a repository was just added)
     + dpkg: the DpkgPackages fact when the caller read it already (else it is read here)
+    + known: the host's record (roles.hostfacts), so that dpkg is finished once per run
     """
     if dpkg is None:
         dpkg = host.get_fact(DpkgPackages)  # one read for both
-    finish_interrupted(dpkg)
+    finish_interrupted(dpkg, known)
     todo = missing(packages, dpkg)
     if todo or refresh:
         update(name="Refresh package lists")
@@ -443,7 +445,7 @@ def without(path: str, text: str, uris: tuple[str, ...], replacement: str) -> st
 @deploy("Signed apt repository")
 def repository(repo: str, key_url: str, fingerprint: str, uris: str, suites: str,
                components: str, packages: list[str], dpkg: dict | None = None,
-               replaces: tuple[str, ...] = ()):
+               replaces: tuple[str, ...] = (), known: HostFacts | None = None):
     """
     Add a signed repository (deb822 with Signed-By) and install packages from it.
 
@@ -455,12 +457,12 @@ def repository(repo: str, key_url: str, fingerprint: str, uris: str, suites: str
 
     The package lists are refreshed only when the key or the sources changed or a package is
     missing, so a converged host runs nothing. ``dpkg``: the DpkgPackages fact, when read
-    already.
+    already; ``known``: the host's record (roles.hostfacts), so that dpkg is finished once.
     """
     keyring = f"{KEYRINGS}/{repo}.asc"
     if dpkg is None:
         dpkg = host.get_fact(DpkgPackages)
-    finish_interrupted(dpkg)
+    finish_interrupted(dpkg, known)
     source = deb822(uris, suites, components, keyring)
     path = f"{SOURCES}/{repo}.sources"
     # Decided while planning from one read of the key and one of the sources, not with _if (so
@@ -492,4 +494,5 @@ def repository(repo: str, key_url: str, fingerprint: str, uris: str, suites: str
     if source_changes:
         files.put(name=f"Source of the {repo} repository", src=StringIO(source), dest=path,
                   mode="644")
-    install(packages, refresh=key_changes or source_changes or others_change, dpkg=dpkg)
+    install(packages, refresh=key_changes or source_changes or others_change, dpkg=dpkg,
+            known=known)

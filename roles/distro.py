@@ -1,5 +1,7 @@
 """
-The host's distribution, read once from /etc/os-release through pyinfra's LinuxDistribution fact.
+A host's distribution, from its /etc/os-release (roles.parsers.os_release): the preflight's
+command prints it, pyinfra's LinuxDistribution fact reads it where the preflight did not run
+(roles.hostfacts keeps it for the run).
 
 Derivatives (Linux Mint, Pop!_OS, ...) name their Ubuntu base in ``UBUNTU_CODENAME``; the roles
 use that, so a Mint 21 host is treated as jammy.
@@ -7,11 +9,9 @@ use that, so a Mint 21 host is treated as jammy.
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 
-from pyinfra import host
-from pyinfra.facts.server import LinuxDistribution
+from roles.parsers import os_release
 
 
 @dataclass(frozen=True)
@@ -33,42 +33,14 @@ class Distro:
         return parts(self.version) >= parts(wanted)
 
 
-_read: dict = {}
+def from_os_release(text: str) -> Distro | None:
+    """The distribution this /etc/os-release text names; None when it names none (no ID)."""
+    meta = os_release(text)
+    return from_meta(meta) if meta.get("ID") else None
 
 
-def read() -> Distro:
-    """The current host's distribution; asked once per host and run (pyinfra does not cache),
-    not at all when the host's /etc/os-release was read already (``remember``)."""
-    key = (id(host.state), host.name)
-    if key not in _read:
-        _read[key] = _parse(host.get_fact(LinuxDistribution)["release_meta"])
-    return _read[key]
-
-
-def remember(target, os_release: str) -> None:
-    """The distribution of ``target`` (a pyinfra host) is the one of this /etc/os-release text,
-    read by another fact of the same run (the preflight's): ``read`` asks nothing more."""
-    meta = os_release_values(os_release)
-    if meta.get("ID"):
-        _read[(id(target.state), target.name)] = _parse(meta)
-
-
-def os_release_values(text: str) -> dict:
-    """KEY=value lines of os-release(5), shell-quoted values unquoted, as pyinfra reads them."""
-    values = {}
-    for line in text.splitlines():
-        name, sep, value = line.strip().partition("=")
-        if not sep or not name.isidentifier() or name.startswith("#"):
-            continue
-        try:
-            words = shlex.split(value, comments=False)
-        except ValueError:
-            continue
-        values[name.upper()] = " ".join(words)
-    return values
-
-
-def _parse(meta: dict) -> Distro:
+def from_meta(meta: dict) -> Distro:
+    """From os-release's values (pyinfra's LinuxDistribution fact: its ``release_meta``)."""
     distro_id = meta.get("ID", "").lower()
     like = meta.get("ID_LIKE", "").lower().split()
     ubuntu_codename = meta.get("UBUNTU_CODENAME", "")

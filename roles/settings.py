@@ -342,9 +342,6 @@ def unknown(host, known: set[str], prefixes: tuple[str, ...] = ()) -> list[str]:
     return found
 
 
-_checked: dict[int, list[str]] = {}
-
-
 def validate(*roles) -> None:
     """
     Check the settings of every host in the inventory for the given roles, once per run.
@@ -355,8 +352,11 @@ def validate(*roles) -> None:
     """
     from pyinfra import state
 
-    key = (id(state.inventory), tuple(role.__name__ for role in roles))
-    if key not in _checked:
+    from roles import summary
+
+    checked = summary.collector(state).checked  # the verdicts of this run, one per set of roles
+    key = tuple(role.__name__ for role in roles)
+    if key not in checked:
         # Unknown keys are looked for against every role's settings: a key another deploy
         # reads is no typo here.
         known = {s.name for s in all_settings()}
@@ -367,14 +367,12 @@ def validate(*roles) -> None:
             for role in roles:
                 host_lines += problems(inventory_host, role.SETTINGS, getattr(role, "check", None))
             lines += [f"  host {inventory_host.name}: {line}" for line in host_lines]
-        _checked[key] = lines
-    if _checked[key]:
-        from roles import summary
-
-        bad = sorted({line.split(":", 1)[0].split("host ", 1)[1] for line in _checked[key]})
+        checked[key] = lines
+    if checked[key]:
+        bad = sorted({line.split(":", 1)[0].split("host ", 1)[1] for line in checked[key]})
         summary.refused(f"bad settings on {', '.join(bad)}, listed above")
         raise SettingsError(
-            "bad settings, no host was changed:\n" + "\n".join(_checked[key])
+            "bad settings, no host was changed:\n" + "\n".join(checked[key])
         )
 
 

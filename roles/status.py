@@ -17,7 +17,6 @@ same as JSON in ``sdinfra-status.json`` (or the file ``SDINFRA_STATUS_JSON`` nam
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import shlex
@@ -27,11 +26,10 @@ from datetime import datetime, timezone
 from pyinfra import host
 from pyinfra.api import FactBase
 
+from roles import summary
 from roles.settings import read
 from roles.webui import MODELS, PROJECT
 from roles.webui.settings import SETTINGS
-
-_hosts: dict[str, dict] = {}
 
 INSPECT = "\n".join([
     'service={{index .Config.Labels "com.docker.compose.service"}}',
@@ -112,23 +110,24 @@ def read_status() -> None:
     """Read the current host's status; printed with the others' when the run ends."""
     values = read(host, SETTINGS)
     found = host.get_fact(WebuiStatus, directory=values["webui_dir"].rstrip("/"))
-    if not _hosts:
-        atexit.register(_print)
-    _hosts[host.name] = summarize(found)
+    collected = summary.collector()
+    collected.status_printer = _print
+    collected.status[host.name] = summarize(found)
 
 
 def _size(n) -> str:
     return "-" if n is None else f"{n / 2**30:.1f}G" if n >= 2**30 else f"{n / 2**20:.0f}M"
 
 
-def _print() -> None:
+def _print(collected: summary.Collector) -> None:
+    hosts = collected.status
     path = os.environ.get("SDINFRA_STATUS_JSON", "sdinfra-status.json")
     with open(path, "w") as out:
-        json.dump(_hosts, out, indent=1, sort_keys=True)
+        json.dump(hosts, out, indent=1, sort_keys=True)
     header = ("host", "backend", "version", "state", "health", "up", "restarts", "gpu",
               "models", "published", "models/outputs", "free")
     rows = [header]
-    for name, s in sorted(_hosts.items()):
+    for name, s in sorted(hosts.items()):
         rows.append((name, s["backend"] or "-", s["version"] or "-", s["state"],
                      s["health"] or "-",
                      "-" if s["uptime_s"] is None else f"{s['uptime_s']} s",

@@ -4,54 +4,62 @@ Which hosts a backend's own deploy acts on.
 ``deploy/rocm.py``, ``deploy/cuda.py`` and ``deploy/cpu.py`` are run on whole inventories (the
 README's ``pyinfra inventories/home.py deploy/rocm.py``): each changes only the hosts whose
 backend is its own - the ``accelerator`` setting, or for ``auto`` the preflight's choice from the
-host's hardware (the decision deploy/site.py takes, read once per run) - and lists the others in
-the summary as skipped, saying which command deploys them.
+host's hardware (the decision deploy/site.py takes) - and lists the others in the summary as
+skipped, saying which command deploys them. A host whose accelerator names another backend is
+asked nothing.
 
 .. code:: python
 
     from roles import targets
-    if targets.only("rocm"):
-        rocm.install()
+    known = targets.only("rocm")     # what this run learned about the host, or None
+    if known is not None:
+        rocm.install(known)
 """
 
 from __future__ import annotations
 
 from pyinfra import host as current_host
 
-from roles import preflight, summary
+from roles import preflight, summary, webui
+from roles.hostfacts import HostFacts
+from roles.rocm.settings import SETTINGS as ROCM
 from roles.settings import read
 
 
-def backend_of(host=None) -> tuple[str, str]:
-    """(backend, why) for a host: its accelerator, or auto's choice (``none``: no backend)."""
-    from roles.rocm.settings import SETTINGS as ROCM
-    from roles.webui.settings import SETTINGS as WEBUI
-
+def learn(host=None) -> HostFacts:
+    """The host's record (preflight.learn) for its stack directory and ROCm release."""
     host = current_host if host is None else host
-    accelerator = read(host, preflight.settings.SETTINGS)["accelerator"]
-    if accelerator != "auto":
-        return accelerator, f"accelerator = {accelerator!r}"
-    decision, _ = preflight.decision_for(host, stack_dir=read(host, WEBUI)["webui_dir"],
-                                         rocm_release=read(host, ROCM)["rocm_release"])
-    return decision.backend, f"accelerator = 'auto' chose {decision.backend} from its hardware"
+    return preflight.learn(host, stack_dir=read(host, webui.settings.SETTINGS)["webui_dir"],
+                           rocm_release=read(host, ROCM)["rocm_release"])
 
 
-def only(backend: str) -> bool:
+def only(backend: str) -> HostFacts | None:
     """
-    True when the current host runs ``backend`` (recorded for the summary); else the host is
+    What this run learned about the current host (``learn``, with the launch plan for
+    ``backend``) when it runs ``backend``, recorded for the summary; else None: the host is
     recorded as skipped, naming its setting and the command that deploys it, and left alone.
     """
-    from roles import webui
-
-    mine, why = backend_of()
+    host = current_host
+    accelerator = read(host, preflight.settings.SETTINGS)["accelerator"]
+    known = None
+    if accelerator != "auto":
+        mine, why = accelerator, f"accelerator = {accelerator!r}"
+    else:
+        known = learn(host)
+        mine = known.plan.backend
+        why = f"accelerator = 'auto' chose {mine} from its hardware"
     if mine == backend:
-        summary.record(backend, url=webui.url(read(current_host, webui.settings.SETTINGS)))
-        return True
+        known = known or learn(host)
+        # The plan of the backend this deploy runs (for auto, the one it chose).
+        known.plan = preflight.decision(known, requested=backend,
+                                        rocm_release=read(host, ROCM)["rocm_release"])
+        summary.record(backend, url=webui.url(read(host, webui.settings.SETTINGS)))
+        return known
     if mine not in ("rocm", "cuda", "cpu"):
         summary.skip(f"skipped: {why}, not {backend}; deploy/site.py says why")
-        return False
+        return None
     # --limit takes a group or a host name: the backend's group when the host is in one.
-    limit = mine if mine in [str(g) for g in current_host.groups] else current_host.name
+    limit = mine if mine in [str(g) for g in host.groups] else host.name
     summary.skip(f"skipped: {why}, not {backend}; deploy it with deploy/site.py, "
                  f"or deploy/{mine}.py --limit {limit}")
-    return False
+    return None

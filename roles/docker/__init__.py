@@ -8,8 +8,8 @@ key by key, so the nvidia runtime that ``nvidia-ctk`` writes there survives ever
 
 .. code:: python
 
-    from roles import docker
-    docker.install()
+    from roles import docker, hostfacts
+    docker.install(hostfacts.learn(host))   # or the preflight's record: preflight.learn()
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pyinfra.api.command import QuoteString, make_formatted_string_command
 from pyinfra.operations import server, systemd
 
 from roles import apt, distro, ssh
+from roles.hostfacts import HostFacts
 from roles.summary import fail
 from roles.settings import host_error, read
 from roles.shell import DOCKERD_RUNNING, SHOW
@@ -58,10 +59,11 @@ def distro_packages(dist: distro.Distro) -> list[str]:
     return ["docker.io", "docker-compose"]
 
 
-def compose_command(values: dict | None = None) -> str:
-    """How Compose is called on the current host once this role has run."""
+def compose_command(dist: distro.Distro, values: dict | None = None) -> str:
+    """How Compose is called on the current host (of distribution ``dist``) once this role has
+    run."""
     values = values or read(host, SETTINGS)
-    if values["docker_source"] == "docker" or "docker-compose-v2" in distro_packages(distro.read()):
+    if values["docker_source"] == "docker" or "docker-compose-v2" in distro_packages(dist):
         return "docker compose"
     return "docker-compose"
 
@@ -262,20 +264,22 @@ def json_merged(path: str, values: dict, current: dict | None = None):
 
 
 @deploy("Docker Engine")
-def install():
+def install(known: HostFacts):
+    """Docker Engine and Compose on ``known``'s host (the current one), as its docker_* settings
+    say; what the host had is kept in ``known.docker``."""
     ssh.low_latency()
     values = read(host, SETTINGS)
-    dist = distro.read()
+    dist = known.distro
 
     # One command reads everything below, while planning, and an operation is called only when
     # it changes something: a converged host costs this command (and, with Docker's repository,
     # its key and source), none when the run executes, and no operation (calling one costs the
     # controller a walk of the call stack).
-    state = host.get_fact(DockerState, users=" ".join(values["docker_users"]))
+    state = known.docker = host.get_fact(DockerState, users=" ".join(values["docker_users"]))
     if values["docker_source"] == "docker":
         conflicting = [p for p in CONFLICTS if p in state["dpkg"]["packages"]]
         if conflicting:
-            apt.finish_interrupted(state["dpkg"])
+            apt.finish_interrupted(state["dpkg"], known)
             apt.ensure_packages(name="Remove packages that conflict with docker-ce",
                                 packages=conflicting, present=False)
         base = f"{values['docker_repo_url'].rstrip('/')}/{dist.family}"
@@ -286,9 +290,10 @@ def install():
                        fingerprint=values["docker_key_fingerprint"], uris=base, suites=suite,
                        components="stable", packages=DOCKER_CE, dpkg=state["dpkg"],
                        replaces=(DOCKER_REPO.split("://", 1)[1],
-                                 values["docker_repo_url"].rstrip("/").split("://", 1)[-1]))
+                                 values["docker_repo_url"].rstrip("/").split("://", 1)[-1]),
+                       known=known)
     else:
-        apt.install(distro_packages(dist), dpkg=state["dpkg"])
+        apt.install(distro_packages(dist), dpkg=state["dpkg"], known=known)
 
     daemon = state["daemon"]
     if INVALID in daemon:

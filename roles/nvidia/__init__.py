@@ -25,27 +25,28 @@ roles.nvidia: the NVIDIA driver and Container Toolkit, so that Docker containers
 
 .. code:: python
 
-    from roles import docker, nvidia
-    nvidia.install()
-    docker.install()
-    nvidia.configure_docker()
+    from roles import docker, nvidia, preflight
+    known = preflight.learn()   # roles.hostfacts: what this run learned about the host
+    nvidia.install(known)
+    docker.install(known)
+    nvidia.configure_docker(known)
 
-A converged host costs one remote command for both (the ``NvidiaState`` fact, read once), which
-runs neither nvidia-smi when the preflight ran in the same run (its answer is reused) nor
-``docker info`` when Docker was started after daemon.json was last written.
+A converged host costs one remote command for both (the ``NvidiaState`` fact, read once and kept
+in ``known.nvidia``), which runs neither nvidia-smi when the preflight ran in the same run (its
+answer is reused) nor ``docker info`` when Docker was started after daemon.json was last
+written.
 """
 
 from __future__ import annotations
 
-import atexit
 import shlex
-import sys
 
 from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.operations import server
 
-from roles import apt, docker, ssh
+from roles import apt, docker, ssh, summary
+from roles.hostfacts import HostFacts
 from roles.summary import fail
 from roles.nvidia.facts import KEYRING, REBOOT_MARKER, NvidiaState
 from roles.nvidia.settings import SETTINGS
@@ -99,60 +100,41 @@ REBOOT_MARK = (
     "{{ grep -qx {pkg} {marker}.pkgs 2>/dev/null || echo {pkg} >> {marker}.pkgs; }}"
 )
 
-_reboots: list = []
-
-
-def _tell_reboots():
-    if _reboots:
-        sys.stderr.write(
-            f"\n--> NVIDIA: reboot {', '.join(_reboots)}: the driver was installed and "
-            "nvidia_allow_reboot is false. Run the deploy again after the reboot to verify the "
-            "GPU.\n"
-        )
-
-
-# What install() found and did on each host, for configure_docker(): the fact is read once.
-_planned: dict = {}
-
-
-def _smi_of_preflight() -> dict | None:
+def _smi_of_preflight(known: HostFacts) -> dict | None:
     """What nvidia-smi said in this run's preflight fact, in NvidiaState's terms; None when the
-    preflight did not run on this host (deploy/cuda.py) or did not note nvidia-smi's answer."""
-    from roles import preflight
-
-    found = preflight.gathered()
-    if found is None:
+    preflight did not run on this host or did not note nvidia-smi's answer."""
+    section = known.section("nvidia-smi")
+    if section is None:
         return None
-    smi = found["nvidia_smi"]
-    section = found.get("raw", {}).get("nvidia-smi")
-    if section is None or (smi["present"] and smi["exit"] is None):
+    smi = known.hardware["nvidia_smi"]
+    if smi["present"] and smi["exit"] is None:
         return None
-    lines = [line for line in section.splitlines() if not line.startswith("#! ")]
     return {"smi_found": smi["present"], "smi_rc": smi["exit"] if smi["present"] else None,
-            "smi": lines if smi["present"] else [], "driver": smi["driver"]}
+            "smi": section.splitlines() if smi["present"] else [], "driver": smi["driver"]}
 
 
-def _state(values: dict) -> dict:
-    planned = _planned.get(host.name)
-    if planned is None:
+def _state(values: dict, known: HostFacts) -> dict:
+    """What install() found and did on the host, for configure_docker(): the fact is read once
+    per host and run, and kept in ``known.nvidia``."""
+    if known.nvidia is None:
         # nvidia-smi once per host and run: the preflight's answer when it ran.
-        smi = _smi_of_preflight()
+        smi = _smi_of_preflight(known)
         state = host.get_fact(NvidiaState, driver_package=values["nvidia_driver_package"],
                               smi=smi is None)
         if smi is not None:
             state = {**state, **smi}
-        planned = {"state": state, "changing": False, "pending": False}
-        _planned[host.name] = planned
-    return planned
+        known.nvidia = {"state": state, "changing": False, "pending": False}
+    return known.nvidia
 
 
 @deploy("NVIDIA driver and Container Toolkit")
-def install():
-    """The driver (checked, or installed from the setting) and the toolkit on the current host."""
+def install(known: HostFacts):
+    """The driver (checked, or installed from the setting) and the toolkit on ``known``'s host
+    (the current one)."""
     ssh.low_latency()
     values = read(host, SETTINGS)
     package = values["nvidia_driver_package"]
-    planned = _state(values)
+    planned = _state(values, known)
     state = planned["state"]
     if not state["daemon_valid"]:
         # This host only: the others go on.
@@ -173,7 +155,7 @@ def install():
             )
         pending = True
         if package not in state["packages"]:
-            apt.install([package])
+            apt.install([package], known=known)
             driver_installed = True
         elif package not in state["reboot_pkgs"]:
             logger.warning(f"{host.print_prefix}{package} is installed but the driver does not "
@@ -190,7 +172,7 @@ def install():
     if repo_changes:
         apt.repository(repo=REPO, key_url=values["nvidia_key_url"],
                        fingerprint=values["nvidia_key_fingerprint"], uris=uris, suites="/",
-                       components="", packages=TOOLKIT)
+                       components="", packages=TOOLKIT, known=known)
 
     rebooted = False
     if pending and values["nvidia_allow_reboot"]:
@@ -203,18 +185,17 @@ def install():
                                                       pkg=shlex.quote(package))])
         logger.warning(f"{host.print_prefix}needs a reboot for the NVIDIA driver "
                        "(nvidia_allow_reboot is false); the GPU is verified on the run after it")
-        if not _reboots:
-            atexit.register(_tell_reboots)
-        _reboots.append(host.name)
+        summary.reboot("NVIDIA", "the driver was installed and nvidia_allow_reboot is false. Run "
+                       "the deploy again after the reboot to verify the GPU.")
     planned["changing"] = driver_installed or repo_changes or rebooted
     planned["pending"] = pending
 
 
 @deploy("NVIDIA runtime for Docker")
-def configure_docker():
+def configure_docker(known: HostFacts):
     """The nvidia runtime in daemon.json and the running Docker; then the GPU check."""
     values = read(host, SETTINGS)
-    planned = _state(values)
+    planned = _state(values, known)
     state = planned["state"]
     configured = "nvidia" in (state["daemon"].get("runtimes") or {})
     # Docker started after daemon.json was last written has loaded what it says; else what

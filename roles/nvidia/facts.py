@@ -10,6 +10,7 @@ import shlex
 
 from pyinfra.api import FactBase
 
+from roles.parsers import dpkg_status
 from roles.shell import DOCKER_PID, DOCKERD_RUNNING, SHOW
 
 MARK = "##sdinfra:"
@@ -31,13 +32,6 @@ def driver_version(nvidia_smi_output: list[str] | str) -> str | None:
     text = nvidia_smi_output if isinstance(nvidia_smi_output, str) else "\n".join(nvidia_smi_output)
     found = DRIVER_VERSION.search(text)
     return found.group(1) if found else None
-
-
-def dpkg_status(lines: list[str]) -> dict[str, str]:
-    """``dpkg -s`` stanzas → {package: version} of the installed ones."""
-    from roles.rocm.facts import dpkg_status as parse
-
-    return parse(lines)
 
 
 class NvidiaState(FactBase):

@@ -8,9 +8,10 @@ backend the host runs - rocm, cuda, cpu, or none - with the environment, web UI 
 CPU threads that follow, each with a one-line reason. ``report`` renders it for people.
 
     from roles import preflight
-    decision = preflight.preflight()          # inside a deploy: prints the report, returns it
-    if decision.backend != "none":
-        webui.stack(backend=decision.backend)
+    known = preflight.learn()                 # inside a deploy: the facts and the launch plan
+    preflight.preflight(known)                # prints the report
+    if known.plan.backend != "none":
+        webui.stack(backend=known.plan.backend, known=known)
 
 Offline, from captured outputs: ``python -m roles.preflight explain DIR [--json]``.
 """
@@ -21,7 +22,8 @@ from pyinfra import host as current_host
 from pyinfra import logger
 from pyinfra.api import FactBase, deploy
 
-from roles import distro, ssh
+from roles import ssh
+from roles.hostfacts import HostFacts
 from roles.settings import read
 
 from . import settings
@@ -32,7 +34,7 @@ from .report import report
 
 __all__ = [
     "BACKENDS", "DEFAULT_ROCM_RELEASE", "Decision", "HardwareFacts", "SECTIONS", "decide",
-    "decision_for", "gathered", "identify", "load_gpus", "parse", "preflight", "report", "settings",
+    "decision", "identify", "learn", "load_gpus", "parse", "preflight", "report", "settings",
     "split_sections",
 ]
 
@@ -50,8 +52,8 @@ class HardwareFacts(FactBase):
     def process(self, output):
         sections = split_sections(output)
         found = parse(sections)
-        # The sections as printed, for roles that reuse them (gathered()) instead of asking the
-        # host again: the nvidia role's nvidia-smi, the rocm role's kernel lines, /etc/os-release.
+        # The sections as printed, for roles that reuse them (roles.hostfacts) instead of asking
+        # the host again: the nvidia role's nvidia-smi, the rocm role's kernel lines, os-release.
         found["raw"] = sections
         return found
 
@@ -60,88 +62,53 @@ class HardwareFacts(FactBase):
         return parse({})
 
 
-_decisions: dict = {}
-
-
-def decision_for(host=None, stack_dir: str = DEFAULT_STACK_DIR,
-                 docker_dir: str = DEFAULT_DOCKER_DIR,
-                 rocm_release: str = DEFAULT_ROCM_RELEASE,
-                 requested: str | None = None) -> tuple[Decision, dict]:
+def learn(host=None, stack_dir: str = DEFAULT_STACK_DIR, docker_dir: str = DEFAULT_DOCKER_DIR,
+          rocm_release: str = DEFAULT_ROCM_RELEASE) -> HostFacts:
     """
-    (decision, facts) for a host (the current one by default), from its settings and the
-    HardwareFacts fact. Gathered once per host and run: later calls reuse it, so wiring the
-    decision into several roles costs no extra remote command. ``requested``: the backend a
-    deploy runs whatever the accelerator setting says (deploy/cpu.py: cpu).
+    What the deploys pass to the roles for a host (the current one by default): its hardware
+    from the HardwareFacts fact (one remote command, which also prints /etc/os-release, so the
+    distribution costs nothing more) and the launch plan its settings ask for (``decision``).
     """
-    from pyinfra import state
-
-    if host is None:
-        host = current_host
-    values = read(host, settings.SETTINGS)
-    requested = requested or values["accelerator"]
-    key = (id(state), host.name, stack_dir, docker_dir, str(rocm_release), requested)
-    if key not in _decisions:
-        gathered_before = _gathered.get((id(state), host.name))
-        found = gathered_before or host.get_fact(HardwareFacts, stack_dir=stack_dir,
-                                                 docker_dir=docker_dir)
-        made = decide(
-            found,
-            requested=requested,
-            rocm_release=rocm_release,
-            min_ram_gb=values["preflight_min_ram_gb"],
-            lowvram_below_gb=values["preflight_lowvram_below_gb"],
-            medvram_below_gb=values["preflight_medvram_below_gb"],
-            min_free_disk_gb=values["preflight_min_free_disk_gb"] or None,
-            cuda_build=values["cuda_torch_build"],
-        )
-        _decisions[key] = (made, found)
-        _gathered[(id(state), host.name)] = found
-        release = found.get("raw", {}).get("os-release")
-        if release is not None and found["sections"].get("os-release") == "present":
-            distro.remember(host, release)
-    return _decisions[key]
-
-
-_gathered: dict = {}
-
-
-def gathered(host=None) -> dict | None:
-    """
-    The HardwareFacts of a host (the current one by default) when this run read them already
-    (the preflight ran first), else None: other roles take what they need from it rather than
-    running the same tools again (``raw``: the sections as printed).
-    """
-    from pyinfra import state
-
     host = current_host if host is None else host
-    return _gathered.get((id(state), host.name))
+    ssh.low_latency(host)
+    found = host.get_fact(HardwareFacts, stack_dir=stack_dir, docker_dir=docker_dir)
+    known = HostFacts(host, hardware=found)
+    known.plan = decision(known, rocm_release=rocm_release)
+    return known
+
+
+def decision(known: HostFacts, requested: str | None = None,
+             rocm_release: str = DEFAULT_ROCM_RELEASE) -> Decision:
+    """
+    The launch plan for ``known``'s host from the hardware this run read and its settings.
+    ``requested``: the backend a deploy runs whatever the accelerator setting says (deploy/cpu.py:
+    cpu); by default the setting's.
+    """
+    values = read(known.host, settings.SETTINGS)
+    return decide(
+        known.hardware,
+        requested=requested or values["accelerator"],
+        rocm_release=rocm_release,
+        min_ram_gb=values["preflight_min_ram_gb"],
+        lowvram_below_gb=values["preflight_lowvram_below_gb"],
+        medvram_below_gb=values["preflight_medvram_below_gb"],
+        min_free_disk_gb=values["preflight_min_free_disk_gb"] or None,
+        cuda_build=values["cuda_torch_build"],
+    )
 
 
 @deploy("Hardware preflight")
-def preflight(stack_dir: str = DEFAULT_STACK_DIR, docker_dir: str = DEFAULT_DOCKER_DIR,
-              rocm_release: str = DEFAULT_ROCM_RELEASE) -> Decision:
-    """Gather the facts, print the report, return the decision. Changes nothing on the host."""
-    ssh.low_latency()
-    made, found = decision_for(current_host, stack_dir, docker_dir, rocm_release)
-    for line in report(current_host.name, made, found, _rocm_driver(made, found)).splitlines():
+def preflight(known: HostFacts, rocm_driver: str | None = None) -> Decision:
+    """
+    Print the report of what ``known`` (``learn()``) says of the current host and return its
+    launch plan. Changes nothing on the host. ``rocm_driver``: for a rocm host, the kernel
+    driver the rocm role will choose and why (roles.rocm.driver_line).
+    """
+    made = known.plan
+    driver = rocm_driver if made.backend == "rocm" else None
+    for line in report(current_host.name, made, known.hardware, driver).splitlines():
         if line.startswith("  ! "):
             logger.warning("%s%s", current_host.print_prefix, line)
         else:
             logger.info("%s%s", current_host.print_prefix, line)
     return made
-
-
-def _rocm_driver(made: Decision, found: dict) -> str | None:
-    """For a rocm host, the kernel driver the rocm role will choose and why (its rocm_*
-    settings, the running kernel, Secure Boot): roles.rocm.driver."""
-    if made.backend != "rocm":
-        return None
-    from roles.rocm import driver
-    from roles.rocm.settings import SETTINGS as ROCM
-
-    values = read(current_host, ROCM)
-    secure = "\n".join(line for line in found.get("raw", {}).get("secureboot", "").splitlines()
-                       if not line.startswith("#! "))
-    setting = values["rocm_dkms"] if isinstance(values["rocm_dkms"], bool) else "auto"
-    return driver.choose(setting, str(values["rocm_release"]), found["os"].get("kernel"),
-                         secure or None, values["rocm_source"]).line()

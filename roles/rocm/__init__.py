@@ -26,18 +26,17 @@ With ``rocm_source: distro`` (Debian 12) steps 1-2 become the distribution's ``r
 
 .. code:: python
 
-    from roles import rocm
-    rocm.install()
+    from roles import preflight, rocm
+    known = preflight.learn()    # roles.hostfacts: what this run learned about the host
+    rocm.install(known)
     env = rocm.container_env()   # {"HSA_OVERRIDE_GFX_VERSION": "10.3.0"}: the settings' own
 
-A converged host costs two remote commands: the distribution and one ``RocmState`` fact.
+A converged host costs one remote command beside the preflight's: the ``RocmState`` fact.
 """
 
 from __future__ import annotations
 
-import atexit
 import shlex
-import sys
 from dataclasses import dataclass, field
 from io import StringIO
 
@@ -46,6 +45,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import files, server
 
 from roles import apt, distro, download, ssh, summary
+from roles.hostfacts import HostFacts
 from roles.rocm import configfiles, driver, releases
 from roles.rocm.facts import (GPU_AGENT_ERE, INSTALL_RECORD, REBOOT_MARKER, ROCMINFO, RocmState,
                               atomics_rejected, gpu_agents, kernel_lines)
@@ -285,38 +285,25 @@ REBOOT_MARK_COMMAND = (
     f"echo {KERNEL_PACKAGE} >> {REBOOT_MARKER}.pkgs; }}"
 )
 
-# Hosts that need a reboot, told once more when the run ends: (host name, operation or None).
-_reboots: list = []
-
-
-def _tell_reboots():
-    needed = []
-    for name, op in _reboots:
-        if op is not None and op.is_complete() and not op.did_succeed(False):
-            continue  # the install failed on that host: its error says more
-        needed.append(name)
-    if needed:
-        sys.stderr.write(
-            f"\n--> ROCm: reboot {', '.join(needed)}: the amdgpu kernel driver was installed "
-            "and rocm_allow_reboot is false. Run the deploy again after the reboot to verify "
-            "the GPU.\n"
-        )
-
-
-def _reboot_needed(op):
-    if not _reboots:
-        atexit.register(_tell_reboots)
-    _reboots.append((host.name, op))
+def driver_line(known: HostFacts) -> str:
+    """The kernel driver this role chooses for ``known``'s host, and why (roles.rocm.driver):
+    its rocm_* settings, the running kernel and Secure Boot from the preflight's command."""
+    values = read(known.host, SETTINGS)
+    setting = values["rocm_dkms"] if isinstance(values["rocm_dkms"], bool) else "auto"
+    return driver.choose(setting, str(values["rocm_release"]),
+                         known.hardware["os"].get("kernel"),
+                         known.section("secureboot") or None, values["rocm_source"]).line()
 
 
 @deploy("ROCm")
-def install():
-    """Install and verify ROCm on the current host, as its rocm_* settings say."""
+def install(known: HostFacts):
+    """Install and verify ROCm on ``known``'s host (the current one), as its rocm_* settings
+    say."""
     ssh.low_latency()
     values = read(host, SETTINGS)
-    os = distro.read()
+    os = known.distro
     env = container_env(values)
-    state = _state(values, env)
+    state = _state(values, env, known)
     d = plan_install(values, os, state)
     if d.error:
         raise host_error(d.error)
@@ -335,11 +322,11 @@ def install():
     # Decided here, not from the operations' will_change: every one below changes the host.
     changing = bool(d.distro_packages or d.uninstall or d.run_installer)
     if d.distro_packages:
-        apt.install(d.distro_packages)  # finishes an interrupted dpkg run first
+        apt.install(d.distro_packages, known=known)  # finishes an interrupted dpkg run first
     if d.uninstall or d.install_installer or d.run_installer:
         # A run killed in apt-get or amdgpu-install left dpkg interrupted: apt refuses every
         # install until `dpkg --configure -a`. Asked only now, so a converged host is not.
-        apt.finish_interrupted()
+        apt.finish_interrupted(known=known)
     if d.uninstall:
         server.shell(name=f"Remove ROCm {releases.show(d.installed)}",
                      commands=[apt.locked(f"{apt.APT_CONFIG_WAIT}; DEBIAN_FRONTEND=noninteractive "
@@ -376,7 +363,9 @@ def install():
             server.shell(name="Mark that a reboot is required", commands=[REBOOT_MARK_COMMAND])
         logger.warning(f"{host.print_prefix}needs a reboot for the amdgpu kernel driver "
                        "(rocm_allow_reboot is false); the GPU is verified on the run after it")
-        _reboot_needed(install_op)
+        summary.reboot("ROCm", "the amdgpu kernel driver was installed and rocm_allow_reboot is "
+                       "false. Run the deploy again after the reboot to verify the GPU.",
+                       install_op)
 
     if values["rocm_verify"] and not pending:
         if not (changing or rebooted) and not gpu_agents(state["rocminfo"]):
@@ -388,35 +377,31 @@ def install():
             server.shell(name="rocminfo lists a GPU agent", commands=[verify_command(env)])
 
 
-def _state(values: dict, env: dict) -> dict:
+def _state(values: dict, env: dict, known: HostFacts) -> dict:
     """
-    The RocmState fact, without what the preflight read in this run already: the kernel's kfd
-    lines, and rocminfo's output when it is what the container's environment would give.
+    The RocmState fact, without what the preflight read in this run already (``known``): the
+    kernel's kfd lines, and rocminfo's output when it is what the container's environment would
+    give. Kept in ``known.rocm``.
     """
-    from roles import preflight
-
-    found = preflight.gathered()
-    raw = (found or {}).get("raw", {})
-    sections = (found or {}).get("sections", {})
-    kernel = "dmesg" in raw
-    seen = [line for line in raw.get("rocminfo", "").splitlines() if not line.startswith("#! ")]
-    rocminfo = (sections.get("rocminfo") in ("present", "missing")
+    dmesg = known.section("dmesg")
+    seen = (known.section("rocminfo") or "").splitlines()
+    rocminfo = (known.section_state("rocminfo") in ("present", "missing")
                 and same_agents_as_preflight(env, seen))
     # The running kernel and Secure Boot (roles.rocm.driver): the preflight's uname and
     # secureboot sections when it ran, else asked in the same command.
-    uname = "uname" in raw and (found or {}).get("os", {}).get("kernel")
+    uname = known.section("uname") is not None and known.hardware["os"].get("kernel")
     state = host.get_fact(RocmState, users=" ".join(values["rocm_users"]),
                           verify=values["rocm_verify"], env=env_assignments(env),
-                          rocminfo=not rocminfo, kernel=not kernel, driver=not uname)
+                          rocminfo=not rocminfo, kernel=dmesg is None, driver=not uname)
     if uname:
         state = {**state, "uname": uname,
-                 "sb_state": "\n".join(line for line in raw.get("secureboot", "").splitlines()
-                                       if not line.startswith("#! ")).strip() or None}
-    if values["rocm_verify"] and kernel:
-        state = {**state, "kernel": kernel_lines(raw["dmesg"])}
+                 "sb_state": (known.section("secureboot") or "").strip() or None}
+    if values["rocm_verify"] and dmesg is not None:
+        state = {**state, "kernel": kernel_lines(dmesg)}
     if values["rocm_verify"] and rocminfo:
-        present = sections["rocminfo"] == "present"
+        present = known.section_state("rocminfo") == "present"
         state = {**state, "rocminfo_found": present, "rocminfo": seen if present else []}
+    known.rocm = state
     return state
 
 

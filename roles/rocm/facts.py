@@ -13,6 +13,7 @@ import shlex
 
 from pyinfra.api import FactBase
 
+from roles.parsers import dpkg_status
 from roles.shell import GPU_GROUPS, SHOW, group_ids
 
 MARK = "##sdinfra:"
@@ -48,28 +49,6 @@ def atomics_rejected(kernel_lines: list[str] | str) -> str | None:
         if "kfd" in line and "rejects atomics" in line:
             return line.strip()
     return None
-
-
-def dpkg_status(output: list[str] | str) -> dict[str, str]:
-    """``dpkg -s`` stanzas → {package: version} for the packages that are installed."""
-    lines = output.splitlines() if isinstance(output, str) else output
-    found, package, status, version = {}, None, "", None
-
-    def flush():
-        if package and version and status.split()[-1:] == ["installed"]:
-            found[package] = version
-
-    for line in lines + [""]:
-        if not line.strip():
-            flush()
-            package, status, version = None, "", None
-        elif line.startswith("Package:"):
-            package = line.split(":", 1)[1].strip()
-        elif line.startswith("Status:"):
-            status = line.split(":", 1)[1].strip()
-        elif line.startswith("Version:"):
-            version = line.split(":", 1)[1].strip()
-    return found
 
 
 def record(text_lines: list[str]) -> dict[str, str]:

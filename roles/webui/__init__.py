@@ -8,8 +8,8 @@ and only when a file changed or it is not running: a converged host rebuilds and
 
 .. code:: python
 
-    from roles import webui
-    webui.stack(backend="cpu")
+    from roles import preflight, webui
+    webui.stack(backend="cpu", known=preflight.learn())
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ from pyinfra import host, logger
 from pyinfra.api import FactBase, FileUploadCommand, deploy, operation
 from pyinfra.operations import files, server
 
-from roles import distro, docker, summary
+from roles import docker, summary
 from roles.summary import STATUSES
 from roles.download import TRUSTED_SHA256, parse_trusted
+from roles.hostfacts import HostFacts
 from roles.progress import Shown, Upload, room, ticking
 from roles.settings import host_error, read
 from roles.shell import GPU_GROUPS, group_ids
@@ -432,26 +433,24 @@ def local_sha256(path: str) -> str:
 
 
 @deploy("Stable Diffusion web UI")
-def stack(backend: str, env: dict | None = None, plan=None):
+def stack(backend: str, known: HostFacts, env: dict | None = None, plan=None):
     """
     The compose stack on this host, running ``backend``'s service.
 
     + backend: ``cpu``, ``rocm`` or ``cuda``
+    + known: what this run learned about the host (roles.hostfacts): its distribution, and the
+      preflight's launch plan
     + env: environment the settings add (the rocm role's HSA_OVERRIDE_GFX_VERSION setting, ...)
     + plan: the preflight's decision for this host, the one source of the launch flags,
-      environment, thread count and torch build; by default the preflight decides for
-      ``backend`` from the facts this run read (gathered once per host and run)
+      environment, thread count and torch build; by default ``known.plan``
     """
     if backend not in BACKENDS:
         raise host_error(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
-    if plan is None:
-        from roles import preflight
-
-        plan = preflight.decision_for(host, requested=backend)[0]
+    plan = known.plan if plan is None else plan
     values = read(host, SETTINGS)
     for warning in warnings(values):
         logger.warning(f"{host.print_prefix}{warning}")
-    dist = distro.read()
+    dist = known.distro
     if (read(host, docker.settings.SETTINGS)["docker_source"] == "distro"
             and dist.family == "ubuntu" and dist.ubuntu_codename in docker.COMPOSE_V1_UBUNTU):
         raise host_error(f"docker_source = 'distro' on {dist.label} gives docker-compose 1.25, "
@@ -514,7 +513,7 @@ def stack(backend: str, env: dict | None = None, plan=None):
         )
         return
 
-    compose = f"cd {shlex.quote(directory)} && {docker.compose_command()} -p {PROJECT}"
+    compose = f"cd {shlex.quote(directory)} && {docker.compose_command(dist)} -p {PROJECT}"
     others = [name for name in state["running"] if name != backend]
     if others:
         server.shell(name=f"Stop the other backends ({', '.join(others)})",

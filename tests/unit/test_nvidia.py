@@ -273,8 +273,8 @@ def test_nvidia_role_then_docker_role(os_key):
 
 def test_full_cuda_deploy_runs_docker_before_the_toolkit():
     source = (REPO / "deploy" / "cuda.py").read_text()
-    assert source.index("nvidia.install()") < source.index("docker.install()") < \
-        source.index("nvidia.configure_docker()")
+    assert source.index("nvidia.install(") < source.index("docker.install(") < \
+        source.index("nvidia.configure_docker(")
     after = merged(DOCKER_DAEMON, NVIDIA_CTK_JSON)
     host = docker_converged(nvidia_host("h", "ubuntu22", daemon=after), "ubuntu22", after)
     result = plan("deploy/cuda.py", [host])

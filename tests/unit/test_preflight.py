@@ -488,13 +488,13 @@ def test_deploy_refuses_bad_settings_before_any_command():
 
 
 def test_os_release_read_by_the_preflight_gives_the_distribution_as_pyinfra_would():
-    from roles import distro
+    from roles import distro, parsers
 
     text = ('NAME="Linux Mint"\nVERSION="21.2 (Victoria)"\nID=linuxmint\nID_LIKE="ubuntu debian"\n'
             "VERSION_ID='21.2'\nVERSION_CODENAME=victoria\nUBUNTU_CODENAME=jammy\n# a comment\n"
             "not a line\n")
-    values = distro.os_release_values(text)
+    values = parsers.os_release(text)
     assert values["NAME"] == "Linux Mint" and values["ID_LIKE"] == "ubuntu debian"
     assert values["VERSION_ID"] == "21.2" and "not a line" not in str(values)
-    found = distro._parse(values)
+    found = distro.from_meta(values)
     assert (found.family, found.ubuntu_codename, found.codename) == ("ubuntu", "jammy", "victoria")
