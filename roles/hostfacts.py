@@ -24,8 +24,7 @@ from typing import Any
 
 from roles import distro as distros
 from roles.distro import Distro
-
-NOTE = "#! "  # a line of the preflight's command about its own run, not a tool's output
+from roles.parsers import split_notes
 
 
 @dataclass
@@ -70,7 +69,7 @@ class HostFacts:
         raw = (self.hardware or {}).get("raw", {})
         if name not in raw:
             return None
-        return "\n".join(line for line in raw[name].splitlines() if not line.startswith(NOTE))
+        return "\n".join(split_notes(raw[name])[0])
 
 
 def learn(host) -> HostFacts:

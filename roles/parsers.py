@@ -1,11 +1,49 @@
 """
-The readers of what hosts print, one per format, for every role: os-release(5), ``dpkg -s``
-stanzas. Plain functions over text (or lines), tested against real outputs.
+The readers of what hosts print, one per format, for every role: the sections of a fact that
+reads several things in one command (``sections``), os-release(5), ``dpkg -s`` stanzas. Plain
+functions over text (or lines), tested against real outputs.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
+
+# How a fact's command says what comes next: a line "### NAME" opens the section NAME (the
+# preflight's offline captures are files NAME.txt); inside a section, a line "#! ..." is a
+# note of the command about its own run ("#! missing lspci"), not the output of what it ran.
+MARKER = "### "
+NOTE = "#! "
+_NAME = re.compile(r"[a-z0-9-]+")
+
+
+def sections(output: list[str] | str, names=None) -> dict[str, list[str]]:
+    """
+    ``{NAME: lines}`` of the output cut at its ``### NAME`` lines (lines before the first are
+    dropped). ``names``: the only names that open a section, so that a line of a file the
+    command shows whole (``### notes`` in someone's config) stays that file's line.
+    """
+    found: dict[str, list[str]] = {}
+    current = None
+    for line in lines_of(output):
+        name = line[len(MARKER):].strip() if line.startswith(MARKER) else None
+        if name is not None and _NAME.fullmatch(name) and (names is None or name in names):
+            current = name
+            found[current] = []
+        elif current is not None:
+            found[current].append(line)
+    return found
+
+
+def split_notes(lines: list[str] | str) -> tuple[list[str], list[str]]:
+    """A section's (output lines, the command's notes without their ``#! ``)."""
+    body, notes = [], []
+    for line in lines_of(lines):
+        if line.startswith(NOTE):
+            notes.append(line[len(NOTE):].strip())
+        else:
+            body.append(line)
+    return body, notes
 
 
 def lines_of(output: list[str] | str) -> list[str]:

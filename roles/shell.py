@@ -28,3 +28,12 @@ def group_ids(lines) -> dict[str, str]:
         if len(fields) > 2 and fields[0] in ("video", "render"):
             found[fields[0]] = fields[2]
     return found
+
+
+# ``$R``: the rocminfo to run, empty when there is none. AMD's under /opt/rocm first: it is the
+# release the rocm role installs and verifies (amdgpu-install puts it there, and ROCm 5.x adds
+# nothing to PATH); a distribution's on PATH (Debian 12's /usr/bin/rocminfo, rocm_source:
+# distro) where AMD's is not. The preflight and the rocm role locate it alike, so the rocm role
+# can reuse the preflight's answer as the answer of the same program.
+ROCMINFO = ('R=$(command -v rocminfo 2>/dev/null || true); '
+            '[ -x /opt/rocm/bin/rocminfo ] && R=/opt/rocm/bin/rocminfo')

@@ -47,10 +47,11 @@ from pyinfra.operations import files, server
 from roles import apt, distro, download, ssh, summary
 from roles.hostfacts import HostFacts
 from roles.rocm import configfiles, driver, releases
-from roles.rocm.facts import (GPU_AGENT_ERE, INSTALL_RECORD, REBOOT_MARKER, ROCMINFO, RocmState,
+from roles.rocm.facts import (GPU_AGENT_ERE, INSTALL_RECORD, REBOOT_MARKER, RocmState,
                               atomics_rejected, gpu_agents, kernel_lines)
 from roles.rocm.settings import SETTINGS, VENDOR_REPO
 from roles.settings import host_error, read
+from roles.shell import ROCMINFO
 
 CACHE = "/var/cache/sdinfra/rocm"
 DISTRO_PACKAGES = ["rocminfo", "rocm-smi"]

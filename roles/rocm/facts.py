@@ -14,7 +14,7 @@ import shlex
 from pyinfra.api import FactBase
 
 from roles.parsers import dpkg_status
-from roles.shell import GPU_GROUPS, SHOW, group_ids
+from roles.shell import GPU_GROUPS, ROCMINFO, SHOW, group_ids
 
 MARK = "##sdinfra:"
 VERSION_FILE = "/opt/rocm/.info/version"
@@ -25,8 +25,6 @@ PACKAGES = ("amdgpu-install", "rocm-core", "rocminfo", "rocm-smi")
 GPU_AGENT = re.compile(r"^\s*Name:\s+(gfx[0-9a-f]+)\s*$")
 # The same test as GPU_AGENT, for the shell (grep -E) in the verification command.
 GPU_AGENT_ERE = r"^[[:space:]]*Name:[[:space:]]+gfx[0-9a-f]+[[:space:]]*$"
-ROCMINFO = ('R=$(command -v rocminfo 2>/dev/null || true); '
-            '[ -x /opt/rocm/bin/rocminfo ] && R=/opt/rocm/bin/rocminfo')
 KERNEL = "dmesg 2>/dev/null | grep -i kfd | tail -n 20"
 
 
