@@ -50,27 +50,10 @@ has ``ssh_hostname``, ``ssh_port``, ``ssh_user`` ('root'), ``ssh_key``, ``ssh_kn
 ``ssh_strict_host_key_checking`` ('yes'), ``fleet_gateway`` (the host-side veth address, where
 tests serve stand-in apt repositories and files over HTTP) and ``fleet_name``.
 
-Network: host number N (allocated machine-wide, lowest free first) has the namespace
-``sdinfra-N`` and the veth pair ``sdinfraN`` (this machine, 10.77.N.1/24) - ``host0`` (the
-host, 10.77.N.2/24, default route via 10.77.N.1). iptables rules, each tagged with the comment
-``sdinfra-fleet:sdinfraN:FLEETID``, let a host reach only: the Debian mirror's addresses on its
-port (through NAT), and TCP ports of the kernel's ephemeral range (``Fleet.gateway_ports``,
-32768-60999 by default) on its own gateway address: bind test servers to port 0 (on 0.0.0.0 or
-on each host's gateway) and give each host its own gateway's address (``fleet_gateway``).
-Everything else from a host is dropped (other hosts, other gateways, this machine's own
-services, the internet, DNS); a host resolves the mirror from its /etc/hosts. Tests may send
-traffic only to loopback and to these veth addresses. ``net.ipv4.ip_forward`` is set to 1 and
-left so.
-
-Each host gets a fresh machine-id, SSH host keys, /etc/hostname and /etc/hosts. In the image:
-the mirror's full sources.list (bookworm, -updates, -security), no apt lists (run apt-get update
-first, as on a fresh cloud server), apt's daily timers and systemd-networkd-wait-online masked,
-and a oneshot unit remounting /sys/fs/cgroup/*/ read-write so Docker (docker.io) works inside.
-Docker images cannot be pulled: build them locally (``docker import`` of a small tarball).
-
-Root filesystem: ``debootstrap --variant=minbase`` of bookworm from the mirror in this machine's
-apt sources (read at run time), cached as a ``tar --numeric-owner | zstd`` tarball under
-``$SDINFRA_CACHE`` (default ``~/.cache/sdinfra``) whose name carries a hash of its recipe.
+Where the rest is: a host's number, addresses, namespace and iptables rules (and what a host
+may reach) in testbed/network.py; the root filesystem image and each host's own files in
+testbed/rootfs.py; starting and powering off a host's systemd-nspawn in testbed/nspawn.py;
+commands, files, processes and cgroups on this machine in testbed/system.py.
 
 Needs root and these Debian packages on the machine: see ``HOST_PACKAGES``.
 """
@@ -82,500 +65,32 @@ import atexit
 import contextlib
 import dataclasses
 import fcntl
-import hashlib
-import inspect
 import json
 import os
 import re
-import shlex
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import urlsplit
 
-# Debian packages this harness runs on the machine (busybox-static: only for the Docker check's
-# tiny image). The CI setup installs these.
-HOST_PACKAGES = (
-    "debootstrap", "debian-archive-keyring", "systemd-container", "zstd", "tar", "iptables",
-    "iproute2", "openssh-client", "busybox-static",
-)
+from testbed.network import (PREFIX, SUBNET, TAG, Host, _delete_tagged_rules, _used_indices,
+                             enable_forwarding, gateway_port_range, make_network)
+from testbed.nspawn import NSPAWN_RUN, boot, log_tail, poweroff
+from testbed.rootfs import ensure_image, find_mirrors, host_files, resolve_ipv4, unpack_image
+# HOST_PACKAGES and FleetError are the fleet's to name (its users import them from here).
+from testbed.system import (HOST_PACKAGES, FleetError, _nspawn_pids_using, _proc_start_time,
+                            _quiet, _remove_tree, _run, _write, _write_atomic)
 
-SUITE = "bookworm"
-VARIANT = "minbase"
-# What a host has before any deploy runs: a bare server. Nothing else (no curl, gpg, docker).
-INCLUDE = (
-    "systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "sudo", "iproute2",
-    "iputils-ping", "ca-certificates", "procps",
-)
-
-SUBNET = "10.77"            # host N: 10.77.N.0/24
-PREFIX = "sdinfra"          # netns sdinfra-N, machine sdinfra-N, host-side veth sdinfraN
-TAG = "sdinfra-fleet"       # iptables comment prefix: host N's rules carry TAG:sdinfraN:FLEETID
 RUN_DIR = Path("/run/sdinfra-fleet")    # machine-wide lock for allocating host numbers
-NSPAWN_RUN = Path("/run/systemd/nspawn")
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
 STATE_VERSION = 1
-
-
-class FleetError(RuntimeError):
-    """Something about the fleet failed; the message names the host where there is one."""
-
-
-# --------------------------------------------------------------------------------------------
-# Small helpers
-# --------------------------------------------------------------------------------------------
-
-def _run(cmd: list[str], what: str, **kwargs) -> subprocess.CompletedProcess:
-    """Run a command; on failure raise FleetError saying what we were doing and what it said."""
-    kwargs.setdefault("stdout", subprocess.PIPE)
-    kwargs.setdefault("stderr", subprocess.PIPE)
-    kwargs.setdefault("text", True)
-    try:
-        return subprocess.run(cmd, check=True, **kwargs)
-    except FileNotFoundError as e:
-        raise FleetError(f"{what}: {cmd[0]} is not installed (the fleet needs the Debian "
-                         f"packages {' '.join(HOST_PACKAGES)})") from e
-    except subprocess.CalledProcessError as e:
-        output = (e.stderr or e.stdout or "").strip()
-        raise FleetError(f"{what}: `{shlex.join(cmd)}` exited {e.returncode}: {output}") from e
-
-
-def _quiet(cmd: list[str]) -> bool:
-    """Run a cleanup command whose failure (thing already gone) is fine; True if it worked."""
-    return subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
-
-
-def _write(path: Path, text: str, mode: int | None = None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    if mode is not None:
-        path.chmod(mode)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    # Another process may read fleet.json at any moment (status, down): never show half a file.
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _proc_start_time(pid: int) -> int | None:
-    """Start time of a process (clock ticks since boot), None if it is gone or a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) may contain spaces; the fields after it are fixed.
-    fields = stat[stat.rindex(")") + 2:].split()
-    if fields[0] == "Z":
-        return None
-    return int(fields[19])
-
-
-def _nspawn_pids_using(root: str) -> list[int]:
-    """systemd-nspawn processes running a host from this root directory."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            with contextlib.suppress(OSError):
-                args = (proc / "cmdline").read_bytes().split(b"\0")
-                if args and args[0].endswith(b"systemd-nspawn") and root.encode() in args:
-                    pids.append(int(proc.name))
-    return pids
-
-
-def _umount_below(path: Path) -> None:
-    """Unmount anything still mounted at or below path (e.g. debootstrap's /proc after a crash)."""
-    prefix = str(path.resolve())
-    mounts = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            target = line.split()[4].encode().decode("unicode_escape")
-            if target == prefix or target.startswith(prefix + "/"):
-                mounts.append(target)
-    for target in sorted(mounts, key=len, reverse=True):
-        _quiet(["umount", "-l", target])
-
-
-def _remove_tree(path: Path) -> None:
-    if not path.exists() and not path.is_symlink():
-        return
-    _umount_below(path)
-    # --one-file-system: should anything still be mounted below, never delete through it.
-    _run(["rm", "-rf", "--one-file-system", str(path)], f"removing {path}")
-
-
-# --------------------------------------------------------------------------------------------
-# The Debian mirror this machine uses
-# --------------------------------------------------------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class Mirrors:
-    debian: str       # e.g. http://deb.debian.org/debian
-    security: str     # e.g. http://deb.debian.org/debian-security
-
-    def hostnames(self) -> list[str]:
-        return sorted({urlsplit(u).hostname for u in (self.debian, self.security)})
-
-    def ports(self) -> list[int]:
-        return sorted({urlsplit(u).port or (443 if urlsplit(u).scheme == "https" else 80)
-                       for u in (self.debian, self.security)})
-
-
-def _deb_sources() -> list[tuple[str, list[str]]]:
-    """(URI, suites) of every `deb` source of this machine's apt, deb822 files first."""
-    found = []
-    for path in sorted(Path("/etc/apt/sources.list.d").glob("*.sources")):
-        for stanza in re.split(r"\n\s*\n", path.read_text()):
-            fields = {}
-            for line in stanza.splitlines():
-                m = re.match(r"^([A-Za-z-]+):\s*(.*)$", line)
-                if m and not line.startswith("#"):
-                    fields[m.group(1).lower()] = m.group(2).split()
-            if "deb" in fields.get("types", []) and fields.get("enabled", ["yes"]) != ["no"]:
-                for uri in fields.get("uris", []):
-                    found.append((uri.rstrip("/"), fields.get("suites", [])))
-    lists = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*.list"))]
-    for path in lists:
-        if not path.exists():
-            continue
-        for line in path.read_text().splitlines():
-            words = re.sub(r"\[[^]]*\]", "", line).split()
-            if len(words) >= 3 and words[0] == "deb":
-                found.append((words[1].rstrip("/"), [words[2]]))
-    return found
-
-
-def find_mirrors() -> Mirrors:
-    """The Debian mirror (and security mirror) this machine's apt already uses."""
-    sources = [(u, s) for u, s in _deb_sources() if u.startswith(("http://", "https://"))]
-    security = [u for u, suites in sources if any(s.endswith("-security") for s in suites)]
-    debian = [u for u, suites in sources
-              if any(not s.endswith("-security") for s in suites) and "security" not in u]
-    if not debian:
-        raise FleetError("no Debian mirror found in /etc/apt/sources.list.d/*.sources "
-                         "(a `URIs:` line with an http(s) URI)")
-    if not security:
-        # Same mirror host, the usual path for the security archive.
-        security = [debian[0].rsplit("/", 1)[0] + "/debian-security"]
-    return Mirrors(debian=debian[0], security=security[0])
-
-
-def resolve_ipv4(hostname: str) -> list[str]:
-    out = _run(["getent", "ahostsv4", hostname], f"resolving the mirror {hostname}").stdout
-    addresses = []
-    for line in out.splitlines():
-        address = line.split()[0]
-        if address not in addresses:
-            addresses.append(address)
-    return addresses
-
-
-# --------------------------------------------------------------------------------------------
-# Root filesystem image
-# --------------------------------------------------------------------------------------------
-
-CGROUP_UNIT = """\
-[Unit]
-Description=Make the cgroup v1 hierarchies writable (test host under systemd-nspawn)
-# Docker creates its own cgroups (mkdir /sys/fs/cgroup/cpuset/docker ...); nspawn mounts these
-# read-only, so Docker fails with "read-only file system" without this.
-DefaultDependencies=no
-Before=containerd.service docker.service
-After=local-fs.target
-ConditionVirtualization=container
-
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-ExecStart=/bin/sh -c 'for d in /sys/fs/cgroup/*/; do mount -o remount,bind,rw "$d" || true; done'
-
-[Install]
-WantedBy=multi-user.target
-"""
-
-
-def _customize_root(root: Path, mirrors: Mirrors) -> None:
-    """Turn a fresh debootstrap into the cached image. Its source is part of the cache key."""
-    _write(root / "etc/apt/sources.list",
-           f"deb {mirrors.debian} {SUITE} main\n"
-           f"deb {mirrors.debian} {SUITE}-updates main\n"
-           f"deb {mirrors.security} {SUITE}-security main\n")
-    (root / "root/.ssh").mkdir(mode=0o700, exist_ok=True)
-    (root / "root/.ssh").chmod(0o700)
-    units = root / "etc/systemd/system"
-    # Nothing configures networking through networkd here (the fleet sets the address from
-    # outside), so waiting for it only delays boot. apt's daily timers would grab the dpkg lock
-    # in the middle of a test run: off too.
-    for unit in ("systemd-networkd-wait-online.service", "apt-daily.timer",
-                 "apt-daily-upgrade.timer"):
-        (units / unit).unlink(missing_ok=True)
-        (units / unit).symlink_to("/dev/null")
-    _write(units / "sdinfra-cgroup-rw.service", CGROUP_UNIT)
-    wants = units / "multi-user.target.wants"
-    wants.mkdir(exist_ok=True)
-    (wants / "sdinfra-cgroup-rw.service").unlink(missing_ok=True)
-    (wants / "sdinfra-cgroup-rw.service").symlink_to("../sdinfra-cgroup-rw.service")
-    # No DNS server is reachable from a host: fail lookups at once instead of timing out.
-    (root / "etc/resolv.conf").unlink(missing_ok=True)
-    _write(root / "etc/resolv.conf", "nameserver 127.0.0.1\n")
-    # Per host later: machine-id, hostname, /etc/hosts, SSH host keys. Drop the shared ones.
-    _write(root / "etc/machine-id", "")
-    dbus_id = root / "var/lib/dbus/machine-id"     # a copy of the build's id: follow /etc's
-    dbus_id.unlink(missing_ok=True)
-    dbus_id.symlink_to("/etc/machine-id")
-    for key in (root / "etc/ssh").glob("ssh_host_*"):
-        key.unlink()
-    # Like a cloud image: no package lists, no cached .debs (the deploys run apt-get update).
-    for cached in (root / "var/cache/apt").rglob("*"):
-        if cached.is_file() and (cached.suffix in (".deb", ".bin")):
-            cached.unlink()
-    for lst in (root / "var/lib/apt/lists").iterdir():
-        if lst.is_file():
-            lst.unlink()
-
-
-def image_recipe(mirrors: Mirrors) -> dict:
-    return {
-        "suite": SUITE,
-        "variant": VARIANT,
-        "include": list(INCLUDE),
-        "mirror": mirrors.debian,
-        "security": mirrors.security,
-        "setup": inspect.getsource(_customize_root) + CGROUP_UNIT,
-    }
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("SDINFRA_CACHE") or Path.home() / ".cache/sdinfra")
-
-
-def ensure_image(mirrors: Mirrors | None = None, log=print) -> Path:
-    """Path of the root filesystem tarball for the recipe; builds it (~1-2 min) if not cached."""
-    mirrors = mirrors or find_mirrors()
-    recipe = image_recipe(mirrors)
-    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
-    cache = cache_dir()
-    cache.mkdir(parents=True, exist_ok=True)
-    tarball = cache / f"rootfs-debian-{SUITE}-{key}.tar.zst"
-    if tarball.exists():
-        return tarball
-    # One build at a time on this machine; a second process waits, then finds the tarball.
-    with open(cache / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if tarball.exists():
-            return tarball
-        started = time.monotonic()
-        log(f"fleet: building the {SUITE} root filesystem from {mirrors.debian} (once per recipe)")
-        build = Path(tempfile.mkdtemp(prefix="build-", dir=cache))
-        try:
-            root = build / "root"
-            try:
-                _run(["debootstrap", f"--variant={VARIANT}", f"--include={','.join(INCLUDE)}",
-                      SUITE, str(root), mirrors.debian], "debootstrap of the test host image")
-            except FleetError as e:
-                log_path = root / "debootstrap/debootstrap.log"
-                tail = log_path.read_text(errors="replace").splitlines()[-20:] \
-                    if log_path.exists() else []
-                raise FleetError("\n".join([str(e), *tail])) from e
-            _customize_root(root, mirrors)
-            tmp = build / "rootfs.tar.zst"
-            with open(tmp, "wb") as out:
-                tar = subprocess.Popen(["tar", "--numeric-owner", "--xattrs", "-C", str(root),
-                                        "-cf", "-", "."], stdout=subprocess.PIPE)
-                # Level 3: 0.8 s and 77 MB; -19 would save 17 MB for 55 s more on 2 cores.
-                zstd = subprocess.run(["zstd", "-q", "-T0", "-3"], stdin=tar.stdout, stdout=out)
-                tar.stdout.close()
-                if tar.wait() != 0 or zstd.returncode != 0:
-                    raise FleetError("packing the test host image failed (tar | zstd)")
-            os.replace(tmp, tarball)
-        finally:
-            _remove_tree(build)
-        log(f"fleet: image {tarball.name} built in {time.monotonic() - started:.0f} s")
-    return tarball
-
-
-def unpack_image(tarball: Path, root: Path) -> None:
-    root.mkdir(parents=True)
-    zstd = subprocess.Popen(["zstd", "-dcq", str(tarball)], stdout=subprocess.PIPE)
-    tar = subprocess.run(["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-C",
-                          str(root), "-xf", "-"], stdin=zstd.stdout, stderr=subprocess.PIPE,
-                         text=True)
-    zstd.stdout.close()
-    if zstd.wait() != 0 or tar.returncode != 0:
-        raise FleetError(f"unpacking {tarball} into {root} failed: {tar.stderr.strip()}")
-
-
-# --------------------------------------------------------------------------------------------
-# Hosts
-# --------------------------------------------------------------------------------------------
-
-@dataclasses.dataclass
-class Host:
-    name: str
-    index: int                 # N: 10.77.N.0/24
-    root: str                  # unpacked root filesystem
-    pid: int | None = None     # systemd-nspawn process, while the host runs
-    pid_start: int | None = None
-    ssh_port: int = 22
-    fleet_id: str = ""         # random, per fleet: marks its veth (alias) and iptables rules
-
-    @property
-    def address(self) -> str:          # the host's (guest side) veth address
-        return f"{SUBNET}.{self.index}.2"
-
-    @property
-    def gateway(self) -> str:          # this machine's side of the host's veth pair
-        return f"{SUBNET}.{self.index}.1"
-
-    @property
-    def netns(self) -> str:
-        return f"{PREFIX}-{self.index}"
-
-    @property
-    def machine(self) -> str:          # nspawn's machine name, unique on this machine
-        return f"{PREFIX}-{self.index}"
-
-    @property
-    def veth(self) -> str:
-        return f"{PREFIX}{self.index}"
-
-    @property
-    def tag(self) -> str:
-        return f"{TAG}:{self.veth}:{self.fleet_id}"
-
-    def owns_network(self) -> bool:
-        """Are the veth/netns of number N (still) this host's? Another fleet may have taken the
-        number after a `down --all`: then its network is not ours to remove."""
-        try:
-            alias = Path(f"/sys/class/net/{self.veth}/ifalias").read_text().strip()
-        except OSError:
-            return True      # no link: at most our half-made namespace is left
-        return alias == self.tag
-
-    @property
-    def cgroups(self) -> list[Path]:
-        """The host's own cgroups. Without them every nspawn host would share one `payload`
-        cgroup tree, and hosts starting and stopping same-named units at the same moment fail
-        with "Failed to attach to cgroup ...: No such file or directory"."""
-        return [root / self.machine for root in _systemd_cgroup_roots()]
-
-    def running(self) -> bool:
-        """Is this host's systemd-nspawn (the very process we started) still running?"""
-        return self.pid is not None and _proc_start_time(self.pid) == self.pid_start
-
-
-def _systemd_cgroup_roots() -> list[Path]:
-    """Where systemd-nspawn --keep-unit puts a container's cgroups: the hierarchies systemd
-    tracks processes in (name=systemd and the unified one on a cgroup v1 "hybrid" machine, the
-    unified one alone on a cgroup v2 machine), each at this process's own cgroup."""
-    mine = {}
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        _, controllers, path = line.split(":", 2)
-        mine[controllers] = path
-    roots = []
-    for mount, key in ((Path("/sys/fs/cgroup/systemd"), "name=systemd"),
-                       (Path("/sys/fs/cgroup/unified"), ""),
-                       (Path("/sys/fs/cgroup"), "")):
-        if (mount / "cgroup.procs").exists() and key in mine:
-            if mount == Path("/sys/fs/cgroup") and not (mount / "cgroup.controllers").exists():
-                continue     # the tmpfs holding v1 hierarchies, not a cgroup v2 root
-            roots.append(mount / mine[key].lstrip("/"))
-    return roots
-
-
-def _remove_cgroup(path: Path) -> None:
-    """Remove a cgroup directory and the empty cgroups below it (cgroupfs only allows rmdir)."""
-    if not path.is_dir():
-        return
-    for dirpath, _, _ in sorted(os.walk(path), key=lambda w: -len(w[0])):
-        with contextlib.suppress(OSError):
-            os.rmdir(dirpath)
-
-
-def _used_indices() -> set[int]:
-    """Host numbers in use on this machine by any fleet (or anything else on 10.77.N.0/24)."""
-    used = set()
-    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
-    used |= {int(m) for m in re.findall(rf"^\d+: {PREFIX}(\d+)[@:]", links, re.M)}
-    addrs = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True,
-                           text=True).stdout
-    used |= {int(m) for m in re.findall(rf"inet {re.escape(SUBNET)}\.(\d+)\.", addrs)}
-    if Path("/run/netns").is_dir():
-        for ns in Path("/run/netns").iterdir():
-            m = re.fullmatch(rf"{PREFIX}-(\d+)", ns.name)
-            if m:
-                used.add(int(m.group(1)))
-    return used
-
-
-def gateway_port_range() -> tuple[int, int]:
-    """The ports a test server bound to port 0 gets (the kernel's ephemeral range)."""
-    low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-    return int(low), int(high)
-
-
-def _iptables_rules(host: Host, mirror_ips: list[str], ports: list[int],
-                    gateway_ports: tuple[int, int]) -> list[list[str]]:
-    """The host's rules, top first: [table, chain, match/target args...]."""
-    v, tag = host.veth, ["-m", "comment", "--comment", host.tag]
-    # Test servers on the gateway: only the ports a server bound to port 0 gets, so that the
-    # hosts cannot reach this machine's own services (which listen on fixed, lower ports).
-    low, high = gateway_ports
-    rules = [["filter", "FORWARD", "-o", v, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED",
-              "-j", "ACCEPT"]]
-    for ip in mirror_ips:
-        for port in ports:
-            rules.append(["filter", "FORWARD", "-i", v, "-d", ip, "-p", "tcp", "--dport",
-                          str(port), "-j", "ACCEPT"])
-    rules += [
-        ["filter", "FORWARD", "-i", v, "-j", "DROP"],
-        ["filter", "FORWARD", "-o", v, "-j", "DROP"],
-        # Replies to our SSH connections, and the test servers on the host's own gateway.
-        ["filter", "INPUT", "-i", v, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED",
-         "-j", "ACCEPT"],
-        ["filter", "INPUT", "-i", v, "-d", host.gateway, "-p", "tcp", "--dport",
-         f"{low}:{high}", "-j", "ACCEPT"],
-        ["filter", "INPUT", "-i", v, "-j", "DROP"],
-        ["nat", "POSTROUTING", "-s", f"{SUBNET}.{host.index}.0/24", "!", "-d", f"{SUBNET}.0.0/16",
-         "-j", "MASQUERADE"],
-    ]
-    return [r[:2] + tag + r[2:] for r in rules]
-
-
-def _delete_tagged_rules(prefix: str) -> None:
-    """Delete every iptables rule whose comment is `prefix` or starts with `prefix`."""
-    for table in ("filter", "nat"):
-        listing = subprocess.run(["iptables", "-w", "-t", table, "-S"], capture_output=True,
-                                 text=True).stdout
-        for line in listing.splitlines():
-            args = shlex.split(line)
-            if args[:1] != ["-A"] or "--comment" not in args:
-                continue
-            comment = args[args.index("--comment") + 1]
-            if comment == prefix or comment.startswith(prefix):
-                _quiet(["iptables", "-w", "-t", table, "-D", *args[1:]])
-
-
-def _host_files(root: Path, host: Host, mirror_hosts: dict[str, str]) -> None:
-    """Per-host files: identity, name resolution, fresh SSH host keys."""
-    _write(root / "etc/machine-id", uuid.uuid4().hex + "\n")
-    _write(root / "etc/hostname", host.name + "\n")
-    lines = ["127.0.0.1\tlocalhost", f"127.0.1.1\t{host.name}",
-             "::1\tlocalhost ip6-localhost ip6-loopback", "ff02::1\tip6-allnodes",
-             "ff02::2\tip6-allrouters"]
-    # No DNS inside: the mirror's name comes from here.
-    lines += [f"{ip}\t{name}" for name, ip in mirror_hosts.items()]
-    _write(root / "etc/hosts", "\n".join(lines) + "\n")
-    _run(["ssh-keygen", "-A", "-f", str(root)], f"{host.name}: generating SSH host keys")
-
+# The inventory.py written for each fleet: this file with the hosts filled in.
+INVENTORY_TEMPLATE = Path(__file__).with_name("inventory_template.py")
 
 # --------------------------------------------------------------------------------------------
 # The fleet
@@ -670,28 +185,8 @@ class Fleet:
     def _write_inventory(self) -> None:
         hosts = [(h.name, self.host_data(h.name)) for h in self.hosts]
         body = ",\n".join(f"    ({name!r}, {json.dumps(data)})" for name, data in hosts)
-        _write(self.inventory_path, f'''\
-"""pyinfra inventory of the disposable test fleet, written by testbed/fleet.py; do not edit.
-
-Per-host settings: put {{"HOST": {{"setting": value}}}} (or "*" for every host) in
-host_data.json beside this file; they are merged into each host's data on load.
-"""
-import json as _json
-import os as _os
-
-_HOSTS = [
-{body},
-]
-
-_extra_path = _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "host_data.json")
-_extra = {{}}
-if _os.path.exists(_extra_path):
-    with open(_extra_path) as _f:
-        _extra = _json.load(_f)
-
-fleet = [(_name, {{**_data, **_extra.get("*", {{}}), **_extra.get(_name, {{}})}})
-         for _name, _data in _HOSTS]
-''')
+        _write(self.inventory_path, INVENTORY_TEMPLATE.read_text().replace(
+            "_HOSTS = [\n]", f"_HOSTS = [\n{body},\n]", 1))
 
     def _write_known_hosts(self) -> None:
         lines = []
@@ -763,8 +258,8 @@ fleet = [(_name, {{**_data, **_extra.get("*", {{}}), **_extra.get(_name, {{}})}}
                                        root=str(self.workdir / "roots" / name)))
             self._save()    # from here on `down` (from any process) knows what to remove
             for host in self.hosts:
-                self._make_network(host)
-        self._enable_forwarding()
+                make_network(host, self.mirror_ips, self.mirror_ports, self.gateway_ports)
+        enable_forwarding()
 
         # Unpack the roots in parallel (I/O bound; zstd and tar are separate processes).
         for host in self.hosts:
@@ -792,67 +287,17 @@ fleet = [(_name, {{**_data, **_extra.get("*", {{}}), **_extra.get(_name, {{}})}}
                       mirror_hosts: dict[str, str]) -> None:
         root = Path(host.root)
         unpack_image(tarball, root)
-        _host_files(root, host, mirror_hosts)
+        host_files(root, host, mirror_hosts)
         _write(root / "root/.ssh/authorized_keys", pubkey, 0o600)
 
-    def _make_network(self, host: Host) -> None:
-        ns, v = host.netns, host.veth
-        what = f"{host.name}: network setup"
-        _run(["ip", "netns", "add", ns], what)
-        _run(["ip", "link", "add", v, "type", "veth", "peer", "name", "host0", "netns", ns], what)
-        _run(["ip", "link", "set", v, "alias", host.tag], what)
-        _run(["ip", "-n", ns, "addr", "add", f"{host.address}/24", "dev", "host0"], what)
-        _run(["ip", "-n", ns, "link", "set", "lo", "up"], what)
-        _run(["ip", "-n", ns, "link", "set", "host0", "up"], what)
-        _run(["ip", "-n", ns, "route", "add", "default", "via", host.gateway], what)
-        _run(["ip", "addr", "add", f"{host.gateway}/24", "dev", v], what)
-        _run(["ip", "link", "set", v, "up"], what)
-        # Insert in reverse at the top so the list's order holds and rules of this machine's
-        # own (e.g. a FORWARD policy) come after ours.
-        rules = _iptables_rules(host, self.mirror_ips, self.mirror_ports, self.gateway_ports)
-        for table, chain, *args in reversed(rules):
-            _run(["iptables", "-w", "-t", table, "-I", chain, "1", *args], what)
-
-    def _enable_forwarding(self) -> None:
-        # Needed for NAT to the mirror. Left on at teardown: other fleets may still need it.
-        Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
-
     def _boot(self, host: Host) -> None:
-        env = dict(os.environ, SYSTEMD_SECCOMP="0", SYSTEMD_NSPAWN_API_VFS_WRITABLE="network")
-        cmd = ["systemd-nspawn", "-D", host.root, "-b",
-               f"--network-namespace-path=/run/netns/{host.netns}", "--register=no",
-               "--keep-unit", f"--machine={host.machine}", "--console=passive",
-               "--capability=all", "--resolv-conf=off"]
-        log_path = self.workdir / "logs" / f"{host.name}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as log:
-            log.write(f"\n=== {time.ctime()}: {shlex.join(cmd)}\n".encode())
-            log.flush()
-            # Own session: a Ctrl-C in the terminal reaches us, and we power the hosts off
-            # cleanly, instead of reaching every nspawn at once.
-            cgroups = host.cgroups
-            for cgroup in cgroups:
-                _remove_cgroup(cgroup)        # leftovers of a previous boot
-                cgroup.mkdir(exist_ok=True)
-
-            def join_cgroups() -> None:       # runs in the child, before exec
-                for cgroup in cgroups:
-                    (cgroup / "cgroup.procs").write_text("0")
-
-            proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True,
-                                    preexec_fn=join_cgroups)
+        proc = boot(host, self._console_log(host))
         self._procs[host.name] = proc
         host.pid = proc.pid
         host.pid_start = _proc_start_time(proc.pid)
 
-    def _log_tail(self, host: Host, lines: int = 15) -> str:
-        path = self.workdir / "logs" / f"{host.name}.log"
-        try:
-            tail = path.read_text(errors="replace").splitlines()[-lines:]
-        except OSError:
-            return ""
-        return f"\n--- last lines of {path}:\n" + "\n".join(tail)
+    def _console_log(self, host: Host) -> Path:
+        return self.workdir / "logs" / f"{host.name}.log"
 
     def _wait_ssh(self, hosts: list[Host], timeout: float) -> None:
         errors: dict[str, str] = {}
@@ -863,7 +308,7 @@ fleet = [(_name, {{**_data, **_extra.get("*", {{}}), **_extra.get(_name, {{}})}}
             while time.monotonic() < deadline:
                 if not host.running():
                     errors[host.name] = (f"{host.name}: systemd-nspawn exited before SSH "
-                                         f"answered{self._log_tail(host)}")
+                                         f"answered{log_tail(self._console_log(host))}")
                     return
                 try:
                     # SSH answers before boot has finished; wait for that too, so a test never
@@ -882,7 +327,8 @@ fleet = [(_name, {{**_data, **_extra.get("*", {{}}), **_extra.get(_name, {{}})}}
                     last = f"{type(e).__name__}: {e}"
                 time.sleep(0.3)
             errors[host.name] = (f"{host.name} ({host.address}): SSH did not answer within "
-                                 f"{timeout:.0f} s; last error: {last}{self._log_tail(host)}")
+                                 f"{timeout:.0f} s; last error: {last}"
+                                 f"{log_tail(self._console_log(host))}")
 
         threads = [threading.Thread(target=wait, args=(h,), daemon=True) for h in hosts]
         for t in threads:
@@ -954,53 +400,7 @@ fleet = [(_name, {{**_data, **_extra.get("*", {{}}), **_extra.get(_name, {{}})}}
         self._wait_ssh([host], timeout)
 
     def _poweroff(self, hosts: list[Host], timeout: float = 30) -> None:
-        """Power hosts off together (no threads: this also runs from atexit, at shutdown)."""
-        running = [h for h in hosts if h.running()]
-        for host in running:
-            # SIGTERM to nspawn = a clean poweroff of the host (~1.5 s).
-            os.kill(host.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for host in running:
-            if not self._wait_exit(host, max(0.0, deadline - time.monotonic())):
-                self._log(f"fleet: {host.name} did not power off in {timeout:.0f} s; killing it")
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(host.pid, signal.SIGKILL)
-                self._wait_exit(host, 10)
-        for host in hosts:
-            # Anything still in the host's network namespace (its init, should nspawn have
-            # died without taking it along) goes too; killing its init ends its PID namespace.
-            for _ in range(50 if host.owns_network() else 0):
-                pids = subprocess.run(["ip", "netns", "pids", host.netns], capture_output=True,
-                                      text=True).stdout.split()
-                if not pids:
-                    break
-                for pid in pids:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(int(pid), signal.SIGKILL)
-                time.sleep(0.1)
-            for sub in ("propagate", "unix-export", "incoming"):
-                with contextlib.suppress(OSError):
-                    _remove_tree(NSPAWN_RUN / sub / host.machine)
-            if host.owns_network():
-                for cgroup in host.cgroups:
-                    _remove_cgroup(cgroup)
-            host.pid = host.pid_start = None
-            self._procs.pop(host.name, None)
-
-    def _wait_exit(self, host: Host, timeout: float) -> bool:
-        proc = self._procs.get(host.name)
-        if proc is not None:      # our child: reap it
-            try:
-                proc.wait(timeout)
-                return True
-            except subprocess.TimeoutExpired:
-                return False
-        deadline = time.monotonic() + timeout
-        while host.running():
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.1)
-        return True
+        poweroff(hosts, self._procs, self._log, timeout)
 
     # Down ------------------------------------------------------------------------------------
     def down(self) -> None:
@@ -1067,7 +467,6 @@ def down_all(log=print) -> None:
                     if (m := re.fullmatch(rf"{PREFIX}-(\d+)", ns.name))}
     links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
     indices |= {int(m) for m in re.findall(rf"^\d+: {PREFIX}(\d+)[@:]", links, re.M)}
-    fleet = Fleet(tempfile.gettempdir(), names=[], down_at_exit=False, log=log)
     for index in sorted(indices):
         host = Host(name=f"orphan{index}", index=index, root="")
         with contextlib.suppress(OSError):     # take the fleet's id from its veth's alias
@@ -1080,7 +479,7 @@ def down_all(log=print) -> None:
                 ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
                 if "systemd-nspawn" in Path(f"/proc/{ppid}/cmdline").read_text():
                     host.pid, host.pid_start = ppid, _proc_start_time(ppid)
-        fleet._poweroff([host])
+        poweroff([host], {}, log)
         _quiet(["ip", "link", "del", host.veth])
         _quiet(["ip", "netns", "del", host.netns])
         log(f"fleet: removed {host.netns}")
@@ -1151,3 +550,4 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+

@@ -21,6 +21,7 @@ import pytest
 
 from testbed import fleet as fleetmod
 from testbed.fleet import Fleet
+from testbed.system import _systemd_cgroup_roots
 
 REPO = Path(__file__).resolve().parents[1]
 PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
@@ -65,7 +66,7 @@ def leftovers(fleet_indices: list[int], workdir: Path) -> list[str]:
         propagate = fleetmod.NSPAWN_RUN / "propagate" / f"{fleetmod.PREFIX}-{i}"
         if propagate.exists():
             found.append(str(propagate))
-        found += [str(root / f"{fleetmod.PREFIX}-{i}") for root in fleetmod._systemd_cgroup_roots()
+        found += [str(root / f"{fleetmod.PREFIX}-{i}") for root in _systemd_cgroup_roots()
                   if (root / f"{fleetmod.PREFIX}-{i}").exists()]
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
