@@ -4,7 +4,7 @@ The e2e fleet's hosts: their names, the settings each gets, their preparation be
 (ssh, pyinfra, testinfra). The end-to-end tests, `make demo` (testbed/demo.py) and the
 benchmark (bench/fleet.py) use these.
 
-What AMD, NVIDIA and Docker Hub would serve is built by testbed/standins.py and served on each
+What AMD, NVIDIA and Docker Hub would serve is built by testbed/standins/ and served on each
 host's own gateway address; the deploys reach it through their ordinary settings (mirror URLs,
 keys, checksums), as a homelab mirror would. The rocm host is Debian 12 and uses the explicit
 override for distributions AMD does not support; it has stand-in /dev/kfd and /dev/dri nodes
@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 
 import paramiko
+
+from testbed.standins.common import program
 
 REPO = Path(__file__).resolve().parents[1]
 PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
@@ -79,17 +81,8 @@ def settings_for(fleet, stand_ins, server, name: str) -> dict:
     return {**common, **per_backend[backend_of(name)]}
 
 
-# sdinfra STAND-IN for pciutils' lspci on the rocm hosts (TEST ONLY): the RX 460 the stand-in
-# rocminfo lists (testbed/standins.py: Chip ID 0x67ef, BDFID 256 = 01:00.0). The line is the seed
-# post's `lspci -s 08:00.0 -vvv` header (shared/seed) at that slot, with what -nn adds: the class
-# code and the vendor:device pair in brackets (pciutils lspci.c, show_device via
-# pci_lookup_name with PCI_LOOKUP_NUMERIC|PCI_LOOKUP_MIXED). Every form the preflight runs
-# (-nn; -vvv -nn -d 1002:) prints the device line; no capability lines are made up.
-LSPCI_STANDIN = (
-    "#!/bin/sh\n"
-    "echo '01:00.0 VGA compatible controller [0300]: Advanced Micro Devices, Inc. [AMD/ATI] "
-    "Baffin [Radeon RX 460/560D / Pro 450/455/460/555/555X/560/560X] [1002:67ef] (rev cf)'\n"
-)
+# The stand-in lspci of the rocm hosts: the RX 460 the stand-in rocminfo lists.
+LSPCI_STANDIN = program("lspci.sh")
 
 
 def write_settings(fleet, data: dict) -> None:

@@ -1,4 +1,4 @@
-"""Tests of testbed/standins.py: the stand-ins must behave the way the e2e tests rely on.
+"""Tests of testbed/standins/: the stand-ins must behave the way the e2e tests rely on.
 
 Fast (a few seconds), no fleet.  The tests that chroot into the image's root filesystem, install
 with dpkg --root or run apt-get need root (CI runs as root) and are skipped otherwise.

@@ -1,6 +1,6 @@
 # sdinfra web UI STAND-IN (TEST ONLY; not AUTOMATIC1111's stable-diffusion-webui): webui.py of
 # v1.10.1 (82a973c) and what it starts, reduced to what the deploy depends on. It generates
-# no images. The knobs of the tests' control file are documented in testbed/standins.py.
+# no images. The knobs of the tests' control file are documented in testbed/standins/webui_image.py.
 import base64
 import glob
 import hmac
