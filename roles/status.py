@@ -28,7 +28,7 @@ from pyinfra.api import FactBase
 
 from roles import summary
 from roles.settings import read
-from roles.webui import MODELS, PROJECT
+from roles.webui import BUILT_IMAGES, BUILT_TAG, MODELS, PROJECT
 from roles.webui.settings import SETTINGS
 
 INSPECT = "\n".join([
@@ -91,8 +91,7 @@ def summarize(found: dict) -> dict:
     return {
         "backend": found.get("service") or None,
         "image": image or None, "image_id": found.get("image_id") or None,
-        "version": image.rsplit("-", 1)[-1] if image.startswith("sdinfra/webui:") else
-        (image.rsplit(":", 1)[-1] if ":" in image else None),
+        "version": version_of(image),
         "state": found.get("state") or "no container",
         "health": found.get("health") if found.get("health") not in (None, "none") else None,
         "uptime_s": uptime,
@@ -104,6 +103,16 @@ def summarize(found: dict) -> dict:
         "outputs_bytes": found.get("du", {}).get("outputs"),
         "free_bytes": int(found["free"]) * 1024 if found.get("free", "").isdigit() else None,
     }
+
+
+def version_of(image: str) -> str | None:
+    """The web UI release an image is: a built one's tag says it (``cpu-v1.10.1-3f2a9c01d4e5``,
+    see roles.webui.image_of), a prebuilt one's tag is taken for it."""
+    name, colon, tag = image.rpartition(":")
+    if not colon or "/" in tag:
+        return None
+    built = BUILT_TAG.fullmatch(tag) if name == BUILT_IMAGES else None
+    return built["version"] if built else tag
 
 
 def read_status() -> None:

@@ -129,7 +129,6 @@ def render(values: dict, backend: str, *, auth: bool = False, env: dict | None =
     preflight's decision, see ``render_plan``); the webui_cpu_threads setting, when set, wins
     over the plan's thread count.
     """
-    version = values["webui_version"]
     environment = dict(env or {})
     if values["webui_api"] and auth:
         environment["SDINFRA_API_AUTH"] = "1"  # launch.py hands the secret's logins over
@@ -142,10 +141,13 @@ def render(values: dict, backend: str, *, auth: bool = False, env: dict | None =
     publish = values["webui_bind_address"] if values["webui_listen"] else "127.0.0.1"
     start = {name: TEMPLATES.get_template(name).render() for name in ("start.sh", "launch.py")}
     start_digest = hashlib.sha256("".join(start.values()).encode()).hexdigest()
+    dockerfiles = {name: dockerfile(values, name, torch_build if name == backend else None)
+                   for name in BACKENDS}
     rendered = {
         "docker-compose.yml": TEMPLATES.get_template("docker-compose.yml.j2").render(
             backend=backend, backends=BACKENDS, publish_address=publish,
-            port=values["webui_port"], auth=auth, image=values["webui_image"], version=version,
+            port=values["webui_port"], auth=auth, image=values["webui_image"],
+            images={name: image_of(values, name, text) for name, text in dockerfiles.items()},
             start_timeout=values["webui_start_timeout"],
             gids={"video": "video", "render": "render", **(gids or {})},
             start_digest=start_digest,
@@ -160,16 +162,50 @@ def render(values: dict, backend: str, *, auth: bool = False, env: dict | None =
         }, header=f"Managed by sdinfra: the web UI's environment for the {backend} backend."),
         **start,
     }
-    for name in BACKENDS:
-        build = (torch_build if name == backend else None) or DEFAULT_BUILDS[name]
-        rendered[f"Dockerfile.{name}"] = TEMPLATES.get_template("Dockerfile.j2").render(
-            backend=name, version=version, repo_url=values["webui_repo_url"],
-            torch_command=values["webui_torch_command"] or TORCH_COMMANDS[build],
-            sources=[(variable, values[setting]) for variable, setting, _, _ in LAUNCHER_SOURCES],
-            clip_revision=values["webui_clip_revision"],
-        )
-    rendered["constraints.txt"] = CONSTRAINTS.read_text()
+    for name, text in dockerfiles.items():
+        rendered[f"Dockerfile.{name}"] = text
+    rendered["constraints.txt"] = _constraints()
     return rendered
+
+
+@lru_cache(maxsize=None)
+def _constraints() -> str:
+    return CONSTRAINTS.read_text()
+
+
+def dockerfile(values: dict, backend: str, torch_build: str | None = None) -> str:
+    """``backend``'s Dockerfile: the web UI at ``webui_version`` with the torch build named
+    (``torch_build``, the preflight's; else the backend's default)."""
+    build = torch_build or DEFAULT_BUILDS[backend]
+    return TEMPLATES.get_template("Dockerfile.j2").render(
+        backend=backend, version=values["webui_version"], repo_url=values["webui_repo_url"],
+        torch_command=values["webui_torch_command"] or TORCH_COMMANDS[build],
+        sources=[(variable, values[setting]) for variable, setting, _, _ in LAUNCHER_SOURCES],
+        clip_revision=values["webui_clip_revision"],
+    )
+
+
+def image_of(values: dict, backend: str, dockerfile_text: str) -> str:
+    """
+    The image ``backend``'s service runs: ``webui_image``, else the one built from
+    ``dockerfile_text``, tagged with the release and the first 12 hex digits of the sha256 of
+    what the build reads (the Dockerfile, constraints.txt). Whatever makes a rebuild (a new
+    release, torch build, source, pin) makes a new tag, so the new image is built beside the
+    running one, which keeps its tag for a rollback.
+
+    .. code:: python
+
+        image_of(values, "cpu", dockerfile(values, "cpu"))  # "sdinfra/webui:cpu-v1.10.1-3f2a..."
+    """
+    if values["webui_image"]:
+        return values["webui_image"]
+    digest = hashlib.sha256((dockerfile_text + _constraints()).encode()).hexdigest()
+    return f"{BUILT_IMAGES}:{backend}-{values['webui_version']}-{digest[:12]}"
+
+
+# The images this role builds, and how a tag of theirs names the release (deploy/status.py).
+BUILT_IMAGES = "sdinfra/webui"
+BUILT_TAG = re.compile(r"(?:cpu|rocm|cuda)-(?P<version>.+?)(?:-[0-9a-f]{12})?")
 
 
 def render_plan(values: dict, plan, *, auth: bool = False, env: dict | None = None,
@@ -241,6 +277,8 @@ RUNNING_FROM_FILES = " ".join([
     'while ((getline line < f) > 0) if (index(line, id)) alive = 1;',
     'close(f); if (!alive) next;',
     'print "running=" str("com.docker.compose.service");',
+    # The image it was started from (.Config.Image, the first "Image" key; the last is its id).
+    'print "current=" str("com.docker.compose.service") "=" str("Image");',
     # Docker's health of that container, as `docker inspect` shows .State.Health.Status.
     'h = index($0, "\\"Health\\":{\\"Status\\":\\""); if (h) { hs = substr($0, h + 20); '
     'print "health=" str("com.docker.compose.service") "=" substr(hs, 1, index(hs, "\\"") - 1) }',
@@ -255,7 +293,7 @@ RUNNING_FROM_FILES = " ".join([
 ])
 # The same lines from `docker ps --format 'SERVICE|IMAGE'`.
 RUNNING_FROM_PS = (
-    'NF { print "running=" $1; seen[$2] = 1 } '
+    'NF { print "running=" $1; print "current=" $1 "=" $2; seen[$2] = 1 } '
     'END { n = split(images, w, " "); for (k = 1; k <= n; k++) '
     'print (w[k] in seen ? "image=" : "check=") w[k] }'
 )
@@ -278,7 +316,9 @@ class ProjectState(FactBase):
     .. code:: python
 
         {"nproc": 8, "gids": {"video": "44", "render": "110"}, "running": ["cpu"],
-         "images": ["sdinfra/webui:cpu-v1.10.1"], "models": ["sd-v1-5.safetensors"],
+         "current": {"cpu": "sdinfra/webui:cpu-v1.10.1-3f2a9c01d4e5"},
+         "health": {"cpu": "healthy"},
+         "images": ["sdinfra/webui:cpu-v1.10.1-3f2a9c01d4e5"], "models": ["sd-v1-5.safetensors"],
          "files": {"/opt/stable-diffusion/webui.env": ("644", "ab12...")},
          "dirs": {"/opt/stable-diffusion": "755"},
          "trusted": {"/opt/stable-diffusion/models/Stable-diffusion/sd.safetensors": "6ce0..."},
@@ -324,7 +364,7 @@ class ProjectState(FactBase):
             # An image no running service shows is asked for: `docker image inspect` (each
             # docker command costs the daemon too).
             "for line in $found; do case \"$line\" in "
-            "running=*|image=*|health=*) echo \"$line\" ;; "
+            "running=*|current=*|image=*|health=*) echo \"$line\" ;; "
             "check=*) i=${line#check=}; docker image inspect \"$i\" >/dev/null 2>&1 "
             "&& echo \"image=$i\" ;; esac; done; "
             "fi; true"
@@ -333,7 +373,8 @@ class ProjectState(FactBase):
     @staticmethod
     def default():
         return {"nproc": 0, "gids": {}, "running": [], "images": [], "models": [],
-                "files": {}, "dirs": {}, "trusted": {}, "hashed": {}, "leftover": [], "health": {}}
+                "files": {}, "dirs": {}, "trusted": {}, "hashed": {}, "leftover": [], "health": {},
+                "current": {}}
 
     def process(self, output):
         state = self.default()
@@ -352,6 +393,9 @@ class ProjectState(FactBase):
                 kind, mode_path = rest.split("=", 1)
                 mode, _, path = mode_path.partition("=")
                 kinds[path] = (kind, mode)
+            elif key == "current":  # the image a running service was started from
+                service, _, image = rest.partition("=")
+                state["current"][service] = image
             elif key == "health":
                 service, _, status = rest.partition("=")
                 state["health"][service] = HEALTH_SAID.get(status, status)
@@ -462,7 +506,7 @@ def stack(backend: str, known: HostFacts, env: dict | None = None, plan=None):
     if (values["webui_auth_env"] or values["webui_auth_file"]) and not secret:
         raise host_error("the login set by webui_auth_file/webui_auth_env holds no "
                          "user:password line")
-    image = values["webui_image"] or f"sdinfra/webui:{backend}-{values['webui_version']}"
+    image = image_of(values, backend, dockerfile(values, backend, plan.torch_build))
     directories = [directory, f"{directory}/data", f"{directory}/models", f"{directory}/{MODELS}",
                    f"{directory}/outputs", f"{directory}/secrets"]
     paths = directories + [f"{directory}/{name}" for name in FILES]
@@ -488,6 +532,17 @@ def stack(backend: str, known: HostFacts, env: dict | None = None, plan=None):
     regroup = wanted_files if backend == "rocm" and missing_groups else None
     wanted = wanted_files(state["gids"])
     changes = []
+    # The new image first, beside the one running: a failed upload or load changes nothing else.
+    if values["webui_image_archive"] and image not in state["images"]:
+        changes.append(_load_image(values["webui_image_archive"], image))
+    # An upgrade (the running service's image is not the one asked): its files are kept, before
+    # they are replaced, so that the switch can go back to them (switch_script).
+    previous = state["current"].get(backend) if backend in state["running"] else None
+    previous = previous if previous not in (None, image) else None
+    if previous:
+        changes.append(server.shell(
+            name=f"Keep the {backend} service's files for a rollback ({previous})",
+            commands=[keep_files(directory, previous)]))
     # The operation only when something differs (or may, with regroup): calling one costs the
     # controller a walk of the call stack (pyinfra orders operations by it), even for no change.
     if regroup is not None or project_commands(directories, wanted, state):
@@ -501,8 +556,6 @@ def stack(backend: str, known: HostFacts, env: dict | None = None, plan=None):
         server.shell(name="Remove what an interrupted run left",
                      commands=["rm -f -- " + " ".join(shlex.quote(p) for p in state["leftover"])])
     changes += _models(values, directory, state)
-    if values["webui_image_archive"] and image not in state["images"]:
-        changes.append(_load_image(values["webui_image_archive"], image))
 
     models_present = set(state["models"]) | {m["name"] for m in values["webui_models"]}
     if not any(name.endswith((".ckpt", ".safetensors")) for name in models_present):
@@ -518,24 +571,80 @@ def stack(backend: str, known: HostFacts, env: dict | None = None, plan=None):
     if others:
         server.shell(name=f"Stop the other backends ({', '.join(others)})",
                      commands=[f"{compose} rm --stop --force {' '.join(others)}"])
-    if backend not in state["running"] or any(op.will_change for op in changes):
-        build = "" if values["webui_image"] else " --build"
-        up = f"{compose} up -d{build} {backend}"
+    if backend not in state["running"] or previous or any(op.will_change for op in changes):
         server.shell(name=f"Start the {backend} service",
-                     commands=[Shown(f"( {ticking(f'starting {backend}', up)} ) || exit $?\n" + health_wait(
-                         directory, backend, values["webui_start_timeout"]))])
+                     commands=[Shown(switch_script(
+                         directory, compose, backend, image, values["webui_start_timeout"],
+                         build=not values["webui_image"], previous=previous))])
     else:
         summary.health(state["health"].get(backend, HEALTH_SAID["starting"]))
 
 
-# The container's log lines never show the login: each user:password line of the secret, and
-# each password alone, becomes *** (literal matches: index, not a regular expression).
+# The container's log lines never show the login: each user:password line of the secret
+# files f and g, and each password alone, becomes *** (literal matches: index, not a regular
+# expression).
 MASK_SECRET = (
-    'BEGIN { while ((getline l < f) > 0) { n = index(l, ":"); if (n) { k++; s[k] = l; k++; '
-    's[k] = substr(l, n + 1) } } } '
+    'BEGIN { fs[1] = f; fs[2] = g; for (x = 1; x <= 2; x++) if (fs[x] != "") '
+    'while ((getline l < fs[x]) > 0) { '
+    'n = index(l, ":"); if (n) { k++; s[k] = l; k++; s[k] = substr(l, n + 1) } } } '
     '{ for (i = 1; i <= k; i++) if (length(s[i])) while ((j = index($0, s[i])) > 0) '
     '$0 = substr($0, 1, j - 1) "***" substr($0, j + length(s[i])); print }'
 )
+
+
+def wait_function(directory: str, every: int = 5) -> str:
+    """
+    Shell: ``sdinfra_wait SERVICE TIMEOUT`` waits until Docker reports the project's
+    ``SERVICE`` container healthy, at most TIMEOUT seconds, saying how it goes every ``every``
+    seconds: 0 when healthy; 1 when it exited, restarts or turned unhealthy (``$why`` says
+    which); 2 when Docker still says starting after TIMEOUT s (``$s``: the seconds waited).
+    ``sdinfra_logs`` prints the last log lines of the container waited for, each behind
+    roles.summary.LOG_LINES, the login masked.
+    """
+    from roles.summary import LOG_LINES
+
+    labels = f"--filter label=com.docker.compose.project={PROJECT}"
+    inspect = ("'{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none"
+               "{{end}} {{.RestartCount}} {{.State.ExitCode}}'")
+    # The login now, and the one kept for a rollback (a login changed in the same run).
+    secret = (f"f={shlex.quote(directory + '/secrets/webui-auth')} -v "
+              f"g={shlex.quote(directory + '/' + STATE_DIR + '/previous/secrets/webui-auth')}")
+    return "\n".join([
+        "sdinfra_wait() {",
+        f"  svc=$1 limit=$2 s=0 why=; c=$(docker ps -aq {labels} "
+        "--filter label=com.docker.compose.service=$svc | head -n 1)",
+        '  [ -n "$c" ] || { why="no container for $svc"; return 1; }',
+        "  while :; do",
+        f"    set -- $(docker inspect -f {inspect} \"$c\" 2>/dev/null) none none 0 0",
+        '    state=$1 health=$2 restarts=$3 code=$4',
+        '    case "$state/$health" in',
+        "      running/healthy|running/none) return 0 ;;",
+        "      running/unhealthy) why=\"Docker's healthcheck (/internal/ping) fails\" ;;",
+        '      restarting/*) why="restarting: exited with code $code, restarted $restarts times" ;;',
+        '      exited/*|dead/*) why="exited with code $code" ;;',
+        "    esac",
+        # Running again after a restart: Docker has reset the exit code to 0 by then.
+        '    [ -z "$why" ] && [ "$restarts" -gt 0 ] 2>/dev/null && why="restart loop: '
+        '$([ "$code" = 0 ] || echo "exited with code $code, ")restarted $restarts times"',
+        '    [ -n "$why" ] && return 1',
+        '    [ $s -ge "$limit" ] && return 2',
+        f"    [ $((s % {every})) -eq 0 ] && echo \"waiting for $svc to turn healthy: "
+        "$state, $health, $s s\"",
+        "    sleep 1; s=$((s + 1))",
+        "  done",
+        "}",
+        "sdinfra_logs() {",
+        f"  docker logs --tail 15 \"$c\" 2>&1 | awk -v {secret} {shlex.quote(MASK_SECRET)} "
+        f"| sed 's/^/{LOG_LINES}/' >&2",
+        "}",
+    ])
+
+
+def _said(status: str) -> str:
+    """Shell words printing the summary's ``status`` (up to its first ``{``) behind HEALTH."""
+    from roles.summary import HEALTH, STATUSES
+
+    return shlex.quote(HEALTH + STATUSES[status].split("{")[0])
 
 
 def health_wait(directory: str, service: str, timeout: int, every: int = 5) -> str:
@@ -547,40 +656,158 @@ def health_wait(directory: str, service: str, timeout: int, every: int = 5) -> s
     it exited, restarts or turned unhealthy, ``unhealthy: WHY`` and the container's last log
     lines (behind roles.summary.LOG_LINES, the login masked).
     """
-    from roles.summary import HEALTH, LOG_LINES, STATUSES
-
-    labels = (f"--filter label=com.docker.compose.project={PROJECT} "
-              f"--filter label=com.docker.compose.service={service}")
-    inspect = ("'{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none"
-               "{{end}} {{.RestartCount}} {{.State.ExitCode}}'")
-    healthy = shlex.quote(HEALTH + STATUSES["healthy"])
-    starting = shlex.quote(HEALTH + STATUSES["starting"].split("{")[0])
-    unhealthy = shlex.quote(HEALTH + STATUSES["unhealthy"].split("{")[0])
-    secret = shlex.quote(f"{directory}/secrets/webui-auth")
     return "\n".join([
-        f"c=$(docker ps -aq {labels} | head -n 1); s=0; why=",
-        f"[ -n \"$c\" ] || {{ echo {unhealthy}'no container for {service}' >&2; exit 1; }}",
-        "while :; do",
-        f"  set -- $(docker inspect -f {inspect} \"$c\" 2>/dev/null) none none 0 0",
-        '  state=$1 health=$2 restarts=$3 code=$4',
-        '  case "$state/$health" in',
-        f"    running/healthy|running/none) echo {healthy}; exit 0 ;;",
-        "    running/unhealthy) why=\"Docker's healthcheck (/internal/ping) fails\" ;;",
-        '    restarting/*) why="restarting: exited with code $code, restarted $restarts times" ;;',
-        '    exited/*|dead/*) why="exited with code $code" ;;',
-        "  esac",
-        '  [ -z "$why" ] && [ "$restarts" -gt 0 ] 2>/dev/null && '
-        'why="restart loop: exited with code $code, restarted $restarts times"',
-        '  [ -n "$why" ] && break',
-        f"  [ $s -ge {int(timeout)} ] && {{ echo {starting}\"$s s)\"; exit 0; }}",
-        f"  [ $((s % {every})) -eq 0 ] && echo \"waiting for {service} to turn healthy: "
-        "$state, $health, $s s\"",
-        "  sleep 1; s=$((s + 1))",
-        "done",
-        f"docker logs --tail 15 \"$c\" 2>&1 | awk -v f={secret} {shlex.quote(MASK_SECRET)} "
-        f"| sed 's/^/{LOG_LINES}/' >&2",
-        f"echo {unhealthy}\"$why\" >&2; exit 1",
+        wait_function(directory, every),
+        f"sdinfra_wait {shlex.quote(service)} {int(timeout)}; r=$?",
+        f"[ $r -eq 0 ] && {{ echo {_said('healthy')}; exit 0; }}",
+        f"[ $r -eq 2 ] && {{ echo {_said('starting')}\"$s s)\"; exit 0; }}",
+        f"sdinfra_logs; echo {_said('unhealthy')}\"$why\" >&2; exit 1",
     ])
+
+
+# Where the switch keeps its own files, in the project directory (root only: a copy of the
+# login is there): ``images``, the images this role ran as the web UI on this host (the only
+# ones it ever removes), and ``previous/``, the files of the service an upgrade replaces.
+STATE_DIR = ".sdinfra"
+KEPT = (*FILES, "secrets/webui-auth")
+
+
+def keep_files(directory: str, previous: str) -> str:
+    """
+    Shell: copy the project's files (``KEPT``) into ``.sdinfra/previous`` before an upgrade
+    replaces them, when they are those of the running image ``previous`` (the compose file
+    names it). Files an earlier, unfinished switch kept for the same image are kept as they are
+    (the project's files may already be the new ones); with neither, nothing is kept and the
+    switch cannot roll back.
+
+    .. code:: python
+
+        server.shell(commands=[keep_files("/opt/stable-diffusion", "sdinfra/webui:cpu-v1...")])
+    """
+    d = shlex.quote(directory)
+    names = " ".join(shlex.quote(f) for f in KEPT)
+    named = shlex.quote(f"image: {json_string(previous)}")
+    return (
+        f"d={d}; p=$d/{STATE_DIR}/previous; install -d -m 0700 $d/{STATE_DIR} && "
+        f"if grep -qF -- {named} $d/docker-compose.yml 2>/dev/null; then "
+        "rm -rf $p.sdinfra-new && mkdir -p $p.sdinfra-new/secrets && "
+        f"for f in {names}; do if [ -e \"$d/$f\" ]; then cp -p \"$d/$f\" \"$p.sdinfra-new/$f\" "
+        "|| exit 1; fi; done && rm -rf $p && mv $p.sdinfra-new $p; "
+        f"elif grep -qF -- {named} $p/docker-compose.yml 2>/dev/null; then "
+        "echo \"the files kept by an earlier run are those of the running image\"; "
+        "else rm -rf $p; echo \"no files of the running image: this switch cannot roll "
+        "back\"; fi"
+    )
+
+
+def json_string(value: str) -> str:
+    """``value`` as the compose template writes it (Jinja's tojson)."""
+    from jinja2.utils import htmlsafe_json_dumps
+
+    return str(htmlsafe_json_dumps(value))
+
+
+def switch_script(directory: str, compose: str, service: str, image: str, timeout: int,
+                  build: bool = False, previous: str | None = None) -> str:
+    """
+    Shell: start ``service`` on ``image`` and wait until Docker says it is healthy (see
+    ``wait_function``), printing the summary's status behind roles.summary.HEALTH.
+
+    The image is prepared first, while the running container serves: built (``build``) or
+    pulled when the host lacks it. With ``previous`` (the image the running service was
+    started from: an upgrade), and when that container is healthy and its files were kept
+    (``keep_files``), a new container that does not turn healthy within ``timeout`` seconds
+    (it exits, restarts, turns unhealthy or is still starting) is replaced by the previous
+    one, on its files and image: the status is ``rolled back: WHY``, exit 1. A failed build or
+    pull puts the previous files back too: the running container never stopped.
+
+    Images: every one this role ran here is listed in ``.sdinfra/images``. Once the new one is
+    healthy the others listed are removed (``docker rmi``, never forced: an image another
+    container uses, or another tag of the same image, stays); otherwise the previous and the
+    new one are kept (the previous to go back to, the new one for the next run to try again).
+
+    .. code:: python
+
+        server.shell(commands=[switch_script("/opt/sd", "cd /opt/sd && docker compose -p sdinfra",
+                                             "cpu", "sdinfra/webui:cpu-v1.10.1-3f2a9c01d4e5",
+                                             900, build=True, previous="sdinfra/webui:...")])
+    """
+    q_service, q_image = shlex.quote(service), shlex.quote(image)
+    q_previous = shlex.quote(previous or "")
+    limit = int(timeout)
+    restore = " ".join(shlex.quote(f) for f in KEPT)
+    named = shlex.quote(f"image: {json_string(previous or '')}")
+    prepare = (f"{compose} build {q_service}" if build else f"{compose} pull {q_service}")
+    up = f"{compose} up -d {q_service}"
+    labels = (f"--filter label=com.docker.compose.project={PROJECT} "
+              f"--filter label=com.docker.compose.service={q_service}")
+    lines = [
+        wait_function(directory),
+        f"d={shlex.quote(directory)}; st=$d/{STATE_DIR}; p=$st/previous; "
+        f"new={q_image}; old={q_previous}",
+        "install -d -m 0700 $st || exit 1",
+        # Every image this role runs here is listed, so that only those are ever removed.
+        'for i in $old $new; do grep -qxF -- "$i" $st/images 2>/dev/null || '
+        'echo "$i" >> $st/images; done',
+        # prune KEEP...: remove the listed images but KEEP; the list keeps what stays.
+        "prune() {",
+        "  : > $st/images.sdinfra-new",
+        "  while IFS= read -r i; do",
+        '    keep=; for k in "$@"; do [ "$i" = "$k" ] && keep=1; done',
+        '    if [ -n "$keep" ]; then echo "$i" >> $st/images.sdinfra-new',
+        '    elif docker rmi "$i" >/dev/null 2>&1 </dev/null; then echo "removed image $i"',
+        '    elif docker image inspect "$i" >/dev/null 2>&1 </dev/null; then '
+        'echo "$i" >> $st/images.sdinfra-new; fi',
+        "  done < $st/images",
+        "  mv $st/images.sdinfra-new $st/images",
+        "}",
+        # restore: the previous files back in place, each replaced at once; a file the
+        # previous service did not have (a login set since) removed.
+        "restore() {",
+        f"  for f in {restore}; do",
+        '    if [ -e "$p/$f" ]; then cp -p "$p/$f" "$d/$f.sdinfra-new" && '
+        'mv "$d/$f.sdinfra-new" "$d/$f" || return 1; else rm -f "$d/$f"; fi',
+        "  done",
+        "}",
+        # A rollback only to a container that was healthy on the files kept for it.
+        "guard=",
+        f'if [ -n "$old" ] && grep -qF -- {named} $p/docker-compose.yml 2>/dev/null; then',
+        f"  c0=$(docker ps -q {labels} | head -n 1)",
+        "  [ -n \"$c0\" ] && [ \"$(docker inspect -f '{{.Config.Image}} {{if .State.Health}}"
+        "{{.State.Health.Status}}{{end}}' \"$c0\" 2>/dev/null)\" = \"$old healthy\" ] && guard=1",
+        "fi",
+        # The new image beside the running one.
+        'if ! docker image inspect "$new" >/dev/null 2>&1; then',
+        f"  ( {ticking(('building ' if build else 'pulling ') + image, prepare)} ); rc=$?",
+        '  if [ $rc -ne 0 ]; then',
+        '    [ -n "$guard" ] && restore && '
+        f"echo {_said('rolled back')}\"$new could not be {'built' if build else 'pulled'} "
+        '(exit code $rc); $old still runs" >&2',
+        "    exit $rc",
+        "  fi",
+        "fi",
+        f"( {ticking(f'starting {service}', up)} ); rc=$?",
+        f'if [ $rc -eq 0 ]; then sdinfra_wait {q_service} {limit}; r=$?; '
+        'else r=1 why="docker compose up failed (exit code $rc)"; c=; fi',
+        f"if [ $r -eq 0 ]; then prune \"$new\"; rm -rf $p; echo {_said('healthy')}; exit 0; fi",
+        f'[ $r -eq 2 ] && why="still starting after {limit} s"',
+        '[ -n "$c" ] && sdinfra_logs',
+        'if [ -z "$guard" ]; then',
+        '  prune "$old" "$new"',
+        f"  [ $r -eq 2 ] && {{ echo {_said('starting')}\"$s s)\"; exit 0; }}",
+        f"  echo {_said('unhealthy')}\"$why\" >&2; exit 1",
+        "fi",
+        # Back to the previous image and files.
+        'echo "$new did not turn healthy ($why): back to $old"; failed=$why',
+        f"restore && ( {ticking(f'starting {service} on the previous image', up)} ) && "
+        f"sdinfra_wait {q_service} {limit}; r=$?",
+        'prune "$old" "$new"',
+        f"[ $r -eq 0 ] && {{ echo {_said('rolled back')}\"$new $failed; $old runs again\" >&2; "
+        "exit 1; }",
+        f"echo {_said('unhealthy')}\"$new $failed; back on $old: ${{why:-still starting}}\" >&2",
+        "exit 1",
+    ]
+    return "\n".join(lines)
 
 
 def _models(values, directory, state):

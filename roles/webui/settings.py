@@ -184,7 +184,8 @@ SETTINGS = [
             "backend; 0 = the preflight's choice (one per physical core)"),
     Setting("webui_start_timeout", 900, integer(30, 86400),
             "seconds a started container may take to turn healthy (a CPU host loading a 7 GB "
-            "checkpoint takes minutes) before the run reports it"),
+            "checkpoint takes minutes) before the run reports it; an upgrade's new container "
+            "is rolled back after it"),
     Setting("webui_timezone", "Etc/UTC", matches(r"[A-Za-z_]+(/[A-Za-z0-9_+-]+)*", "a tz name"),
             "TZ of the container"),
     Setting("webui_models", [], list_of(model_entry, "{name, url|src, sha256} mappings"),

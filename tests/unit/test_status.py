@@ -27,3 +27,15 @@ def test_a_stopped_container_or_none_is_not_called_up():
     nothing = summarize(WebuiStatus().process(["now=1", "free=5"]))
     assert (nothing["state"], nothing["backend"], nothing["models"]) == ("no container", None, [])
     assert summarize(WebuiStatus().process(RUNNING[:-1] + ["gpu=True"]))["gpu_visible"] is True
+
+
+def test_the_version_is_read_from_the_images_tag():
+    from roles.status import version_of
+
+    # A built image's tag: backend, release, the sha256 of the build's files (roles.webui.image_of).
+    assert version_of("sdinfra/webui:cpu-v1.10.1-3f2a9c01d4e5") == "v1.10.1"
+    assert version_of("sdinfra/webui:rocm-v1.10.0-RC-3f2a9c01d4e5") == "v1.10.0-RC"
+    assert version_of("sdinfra/webui:cuda-" + "82a973c0" * 5 + "-3f2a9c01d4e5") == "82a973c0" * 5
+    assert version_of("sdinfra/webui:cpu-v1.10.1") == "v1.10.1"  # tagged before the digest
+    assert version_of("registry.lan:5000/sd/webui:v2") == "v2"  # prebuilt: its tag
+    assert version_of("registry.lan:5000/sd/webui") is None
