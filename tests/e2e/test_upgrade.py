@@ -20,8 +20,9 @@ import shlex
 
 import pytest
 
-from tests import standins
-from tests.e2e.conftest import booted, prepare, settings_for, ssh, write_settings
+from testbed import standins
+from testbed.hosts import prepare, settings_for, ssh, write_settings
+from tests.e2e.conftest import booted
 from tests.e2e.test_faults import changed, report, site, summary
 
 NAMES = ["u-cpu1", "u-cpu2"]
@@ -47,7 +48,7 @@ def upgrade_fleet(tmp_path_factory, stand_ins):
             assert {n: row[2] for n, row in summary(first).items()} == \
                 {n: "healthy" for n in NAMES}
             # The stand-in v1.10.2 exits at start on u-cpu1 only (the control file in its data
-            # directory, read at each start: tests/standins.py).
+            # directory, read at each start: testbed/standins.py).
             ssh(fleet, "u-cpu1", f"printf '%s' {shlex.quote(json.dumps(BAD))} > "
                                  f"{DIR}/data/sdinfra-standin.json")
             ssh(fleet, "u-cpu2", f"docker tag {stand_ins.image.tag} {MINE}")
