@@ -4,7 +4,10 @@ roles.webui: the AUTOMATIC1111 web UI as a compose stack, one service per backen
 The project directory (``webui_dir``) holds ``docker-compose.yml`` with ``cpu``, ``rocm`` and
 ``cuda`` services, a Dockerfile per backend, ``webui.env`` with the launch flags, and the
 ``models`` and ``outputs`` directories that survive rebuilds. Only the host's backend is started,
-and only when a file changed or it is not running: a converged host rebuilds and restarts nothing.
+and only when a file changed, it is not running or it runs another image: a converged host
+rebuilds and restarts nothing. A new image is prepared beside the running one, and a new
+container that does not turn healthy is rolled back to the previous image and files
+(``switch_script``).
 
 .. code:: python
 

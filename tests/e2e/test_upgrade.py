@@ -10,7 +10,10 @@ on the stand-in web UI v1.10.1, ``sdinfra/webui-standin:test``):
    back again; a run asking v1.10.1 again for u-cpu1 changes nothing there;
 3. both asked for v1.10.3 (good): each ends healthy on it; on u-cpu1 v1.10.1 (the previous)
    and v1.10.2 (the failed one) are gone once v1.10.3 was healthy, on u-cpu2 v1.10.2 (the
-   previous) is gone and v1.10.1 (two back) long gone; the run after changes nothing.
+   previous) is gone and v1.10.1 (two back) long gone; the run after changes nothing;
+4. v1.10.4, which on u-cpu2 never answers (its control file: a start that takes an hour), with
+   webui_start_timeout at 30 s: u-cpu2 is rolled back when the wait runs out, u-cpu1 ends
+   healthy on v1.10.4.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ MINE = "mine/webui:kept"  # a tag of the user's on the v1.10.1 image, on u-cpu2
 def upgrade_fleet(tmp_path_factory, stand_ins):
     images = tmp_path_factory.mktemp("upgrade-images")
     releases = {"v1.10.1": stand_ins.image}
-    for version in ("v1.10.2", "v1.10.3"):
+    for version in ("v1.10.2", "v1.10.3", "v1.10.4"):
         releases[version] = standins.build_webui_image(
             images / f"{version}.tar", tag=f"sdinfra/webui-standin:{version}", version=version)
     with booted(tmp_path_factory, "upgrade-fleet", NAMES) as fleet:
@@ -166,3 +169,23 @@ def test_a_good_upgrade_ends_healthy_and_prunes_what_it_replaced(upgrade_fleet, 
     after = site(fleet)
     assert after.returncode == 0
     assert changed(after, "u-cpu1") == [] and changed(after, "u-cpu2") == []
+
+
+def test_a_new_version_still_starting_when_the_wait_runs_out_is_rolled_back(upgrade_fleet,
+                                                                            bad_upgrade):
+    fleet, data, releases = upgrade_fleet
+    slow = {"versions": {"v1.10.4": {"start_delay": 3600}}}
+    ssh(fleet, "u-cpu2", f"printf '%s' {shlex.quote(json.dumps(slow))} > "
+                         f"{DIR}/data/sdinfra-standin.json")
+    before = project_sums(fleet, "u-cpu2")
+    data["u-cpu2"]["webui_start_timeout"] = 30
+    ask(fleet, data, releases, u_cpu1="v1.10.4", u_cpu2="v1.10.4")
+    result = site(fleet)
+    table = summary(result)
+    assert table["u-cpu2"][2] == ("rolled back: sdinfra/webui-standin:v1.10.4 still starting "
+                                  "after 30 s; sdinfra/webui-standin:v1.10.3 runs again"), \
+        result.stderr[-3000:]
+    assert table["u-cpu1"][2] == "healthy"
+    assert report(result)["failed_hosts"] == ["u-cpu2"]
+    assert answers(fleet, "u-cpu2") == "v1.10.3" and answers(fleet, "u-cpu1") == "v1.10.4"
+    assert project_sums(fleet, "u-cpu2") == before  # start_period back to 900 s, too

@@ -329,3 +329,24 @@ def test_the_kept_files_are_those_of_the_running_image_only(tmp_path):
     assert "this switch cannot roll back" in done.stdout
     assert not (project / ".sdinfra" / "previous").exists()
     assert oct((project / ".sdinfra").stat().st_mode & 0o777) == "0o700"  # a login is kept there
+
+
+def test_files_kept_by_an_unfinished_switch_are_kept_while_the_old_image_runs(tmp_path):
+    # An earlier run replaced the files, then stopped before its switch (a failed model
+    # download, Ctrl-C): the files there are the new ones, the kept ones still the running
+    # image's.
+    project = tmp_path / "sd"
+    (project / ".sdinfra" / "previous").mkdir(parents=True)
+    (project / ".sdinfra" / "previous" / "docker-compose.yml").write_text(f'image: "{OLD}"\n')
+    (project / "docker-compose.yml").write_text(f'    image: "{NEW}"\n')
+    done = subprocess.run(["sh", "-c", keep_files(str(project), OLD)], capture_output=True,
+                          text=True)
+    assert done.returncode == 0
+    assert "the files kept by an earlier run are those of the running image" in done.stdout
+    assert (project / ".sdinfra" / "previous" / "docker-compose.yml").read_text() == \
+        f'image: "{OLD}"\n'
+    # Files that are the running image's are kept afresh.
+    (project / "docker-compose.yml").write_text(f'    image: "{OLD}"\n')
+    (project / "webui.env").write_text("A='1'\n")
+    assert subprocess.run(["sh", "-c", keep_files(str(project), OLD)]).returncode == 0
+    assert (project / ".sdinfra" / "previous" / "webui.env").read_text() == "A='1'\n"
