@@ -28,7 +28,9 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.util.packaging import parse_packages
 from pyinfra.operations import apt, files, server
 
+from roles import parsers
 from roles.hostfacts import HostFacts
+from roles.parsers import MARKER
 from roles.settings import Setting, integer, read
 from roles.shell import SHOW
 
@@ -295,21 +297,21 @@ class TextFile(FactBase):
         {"text": "Types: deb\\n...", "mode": "644"}
     """
 
-    MARK = "##sdinfra:text-file"
+    SECTIONS = ("text-file", "mode", "text")
 
     def command(self, path):
         quoted = shlex.quote(path)
-        # sed adds the newline a file may lack, so that the mode line is a line of its own.
-        return (f"echo {shlex.quote(f'{self.MARK} {path}')}; [ -f {quoted} ] && "
-                f"{{ sed -e '$a\\' -- {quoted}; echo \"{self.MARK}-mode=$(stat -c %a -- {quoted})\"; }}; "
+        # sed adds the newline a file may lack, so that the next marker starts a line.
+        return (f"echo '{MARKER}text-file'; [ -f {quoted} ] && {{ echo '{MARKER}mode'; "
+                f"stat -c %a -- {quoted}; echo '{MARKER}text'; sed -e '$a\\' -- {quoted}; }}; "
                 "true")
 
     def process(self, output):
-        lines = [line for line in output if not line.startswith(f"{self.MARK} ")]
-        if not lines or not lines[-1].startswith(f"{self.MARK}-mode="):
+        found = parsers.sections(output, self.SECTIONS)
+        mode = [line.strip() for line in found.get("mode", []) if line.strip()]
+        if "text" not in found or not mode:
             return None
-        text = "".join(f"{line}\n" for line in lines[:-1])
-        return {"text": text, "mode": lines[-1].split("=", 1)[1].strip()}
+        return {"text": "".join(f"{line}\n" for line in found["text"]), "mode": mode[0]}
 
 
 @operation()
@@ -378,33 +380,27 @@ class OtherSources(FactBase):
          "others": {"/etc/apt/sources.list.d/docker.list": "deb [signed-by=...] https://..."}}
     """
 
-    MARK = "##sdinfra:other-source"
-
     @staticmethod
     def default():
         return {"source": None, "others": {}}
 
     def command(self, path, uris):
         patterns = " ".join(f"-e {shlex.quote(uri)}" for uri in uris.split())
-        return (f"{TextFile().command(path)}; {SHOW}; echo '{self.MARK}s'; "
+        # Each other file: a part of its own whose first line is its path.
+        return (f"{TextFile().command(path)}; {SHOW}; echo '{MARKER}other-sources'; "
                 f"for f in $(grep -lsF {patterns} -- {SOURCES_LIST} {SOURCES}/*.list "
                 f"{SOURCES}/*.sources); do [ \"$f\" = {shlex.quote(path)} ] || "
-                f"{{ echo \"{self.MARK} $f\"; show \"$f\"; }}; done; true")
+                f"{{ echo '{MARKER}other-source'; echo \"$f\"; show \"$f\"; }}; done; true")
 
     def process(self, output):
-        lines = list(output)
-        cut = next((i for i, line in enumerate(lines) if line == f"{self.MARK}s"), len(lines))
-        others: dict[str, list[str]] = {}
-        current = None
-        for line in lines[cut + 1:]:
-            if line.startswith(f"{self.MARK} "):
-                current = line[len(self.MARK) + 1:].strip()
-                others[current] = []
-            elif current is not None:
-                others[current].append(line)
-        return {"source": TextFile().process(lines[:cut]),
-                "others": {name: "".join(f"{line}\n" for line in text)
-                           for name, text in others.items()}}
+        found = parsers.parts(output, (*TextFile.SECTIONS, "other-sources", "other-source"))
+        cut = next((i for i, (name, _) in enumerate(found) if name == "other-sources"),
+                   len(found))
+        source = TextFile().process(
+            [line for name, lines in found[:cut] for line in [f"{MARKER}{name}", *lines]])
+        others = {lines[0].strip(): "".join(f"{line}\n" for line in lines[1:])
+                  for name, lines in found[cut:] if name == "other-source" and lines}
+        return {"source": source, "others": others}
 
 
 def _names(line: str, uris: tuple[str, ...]) -> bool:

@@ -17,22 +17,26 @@ NOTE = "#! "
 _NAME = re.compile(r"[a-z0-9-]+")
 
 
-def sections(output: list[str] | str, names=None) -> dict[str, list[str]]:
+def parts(output: list[str] | str, names=None) -> list[tuple[str, list[str]]]:
     """
-    ``{NAME: lines}`` of the output cut at its ``### NAME`` lines (lines before the first are
-    dropped). ``names``: the only names that open a section, so that a line of a file the
-    command shows whole (``### notes`` in someone's config) stays that file's line.
+    ``[(NAME, lines), ...]`` of the output cut at its ``### NAME`` lines, in their order (a
+    name may come again: one part per file of a list); lines before the first are dropped.
+    ``names``: the only names that open a part, so that a line of a file the command shows whole
+    (``### notes`` in someone's config) stays that file's line.
     """
-    found: dict[str, list[str]] = {}
-    current = None
+    found: list[tuple[str, list[str]]] = []
     for line in lines_of(output):
         name = line[len(MARKER):].strip() if line.startswith(MARKER) else None
         if name is not None and _NAME.fullmatch(name) and (names is None or name in names):
-            current = name
-            found[current] = []
-        elif current is not None:
-            found[current].append(line)
+            found.append((name, []))
+        elif found:
+            found[-1][1].append(line)
     return found
+
+
+def sections(output: list[str] | str, names=None) -> dict[str, list[str]]:
+    """``{NAME: lines}`` of ``parts`` (a name printed twice: its last part)."""
+    return dict(parts(output, names))
 
 
 def split_notes(lines: list[str] | str) -> tuple[list[str], list[str]]:

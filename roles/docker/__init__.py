@@ -24,7 +24,8 @@ from pyinfra.api import FactBase, FileUploadCommand, deploy, operation
 from pyinfra.api.command import QuoteString, make_formatted_string_command
 from pyinfra.operations import server, systemd
 
-from roles import apt, distro, ssh
+from roles import apt, distro, parsers, ssh
+from roles.parsers import MARKER
 from roles.hostfacts import HostFacts
 from roles.summary import fail
 from roles.settings import host_error, read
@@ -179,8 +180,9 @@ class DockerState(FactBase):
     """
     Everything ``install`` reads, in one command: the packages and whether a dpkg run was left
     interrupted (``DpkgPackages``), daemon.json (``JsonFile``), the docker service
-    (``ServiceState``) and the users' groups (``UserGroups``), each part printed after a marker
-    and read by that fact's own parser. Four facts for one round trip.
+    (``ServiceState``) and the users' groups (``UserGroups``), each part printed after a
+    ``### NAME`` line (roles.parsers) and read by that fact's own parser. Four facts for one
+    round trip.
 
     .. code:: python
 
@@ -188,7 +190,7 @@ class DockerState(FactBase):
          "service": {"running": True, "enabled": True}, "users": {"alice": {...}}}
     """
 
-    MARK = "##sdinfra:docker-state:"
+    MARK = MARKER  # what opens each part's lines: "### dpkg"
 
     @staticmethod
     def parts(users: str = "") -> list[tuple[str, FactBase, str]]:
@@ -205,8 +207,9 @@ class DockerState(FactBase):
                 ("users", groups, groups.command(users) if users.split() else "true")]
 
     def command(self, users: str = ""):
-        return "; ".join(f"echo '{self.MARK}{name}'; {{ {command}; }}"
-                         for name, _, command in self.parts(users)) + "; true"
+        return "; ".join([f"echo '{MARKER}docker-state'"] + [
+            f"echo '{MARKER}{name}'; {{ {command}; }}" for name, _, command in self.parts(users)
+        ]) + "; true"
 
     @staticmethod
     def default():
@@ -214,14 +217,7 @@ class DockerState(FactBase):
                 "service": ServiceState.default(), "users": {}}
 
     def process(self, output):
-        sections: dict[str, list[str]] = {}
-        current = None
-        for line in output:
-            if line.startswith(self.MARK):
-                current = line[len(self.MARK):].strip()
-                sections[current] = []
-            elif current is not None:
-                sections[current].append(line)
+        sections = parsers.sections(output, ("docker-state", *(n for n, _, _ in self.parts())))
         state = self.default()
         for name, fact, _ in self.parts():
             if name in sections:

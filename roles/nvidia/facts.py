@@ -10,10 +10,10 @@ import shlex
 
 from pyinfra.api import FactBase
 
-from roles.parsers import dpkg_status
+from roles import parsers
+from roles.parsers import MARKER, NOTE, dpkg_status
 from roles.shell import DOCKER_PID, DOCKERD_RUNNING, SHOW
 
-MARK = "##sdinfra:"
 KEYRING = "/etc/apt/keyrings/nvidia-container-toolkit.asc"
 SOURCES = "/etc/apt/sources.list.d/nvidia-container-toolkit.sources"
 # The files NVIDIA's install guide (and older guides) write for the same repository: with another
@@ -51,43 +51,46 @@ class NvidiaState(FactBase):
          "reboot_required": False}
     """
 
-    # Reads use a shell function rather than "cat PATH", and "gpg --with-colons --show-keys"
-    # rather than the other order, so that the command shares no text with the facts of other
-    # roles (tests answer commands by the text they contain).
+    # The parts, each after a "### NAME" line (roles.parsers); nvidia-smi's exit status is a
+    # note in its part ("#! exit N", as in the preflight's), yes-or-no parts are sections of
+    # their own ("runtimes-current", "reboot-required").
+    SECTIONS = ("nvidia-state", "smi", "arch", "dpkg", "key", "sources", "legacy", "daemon",
+                "runtimes", "runtimes-current", "reboot-required", "reboot", "end")
+
     def command(self, driver_package: str = "", smi: bool = True):
         packages = " ".join(shlex.quote(p) for p in ["nvidia-container-toolkit", driver_package]
                             if p)
         legacy = " ".join(LEGACY_LISTS)
         # With smi=False nvidia-smi is not run: the caller has its answer from this run already
         # (the preflight's fact).
-        smi_part = (f"echo '{MARK}smi'; if command -v nvidia-smi >/dev/null 2>&1; then "
-                    f"timeout 60 nvidia-smi 2>&1; echo \"{MARK}smi-rc=$?\"; "
-                    f"else echo '{MARK}smi-missing'; fi") if smi else f"echo '{MARK}smi-skipped'"
+        smi_part = (f"echo '{MARKER}smi'; if command -v nvidia-smi >/dev/null 2>&1; then "
+                    f"timeout 60 nvidia-smi 2>&1; echo \"{NOTE}exit $?\"; "
+                    f"else echo '{NOTE}missing nvidia-smi'; fi") if smi else f"echo '{NOTE}smi-skipped'"
         # Whether the running dockerd has loaded daemon.json as it is now: dockerd reads it
         # before it writes its pid file, so a pid file (of a live dockerd) newer than daemon.json
         # says so without asking Docker; otherwise `docker info` lists the loaded runtimes (a
         # SIGHUP reload, a daemon.json written after the start).
         runtimes = (
-            f"echo '{MARK}runtimes'; if command -v docker >/dev/null 2>&1; then "
+            f"echo '{MARKER}runtimes'; if command -v docker >/dev/null 2>&1; then "
             f"if {DOCKERD_RUNNING} && [ -n \"$(find {DOCKER_PID} -newer {DAEMON_JSON} "
-            f"2>/dev/null)\" ]; then echo '{MARK}runtimes-current'; "
+            f"2>/dev/null)\" ]; then echo '{MARKER}runtimes-current'; "
             "else timeout 30 docker info --format '{{json .Runtimes}}' 2>/dev/null; fi; fi"
         )
         return "; ".join([
-            f"echo '{MARK}nvidia-state'",
+            f"echo '{MARKER}nvidia-state'",
             SHOW,
             smi_part,
-            f"echo '{MARK}arch'; dpkg --print-architecture 2>/dev/null",
-            f"echo '{MARK}dpkg'; dpkg -s {packages} 2>/dev/null",
-            f"echo '{MARK}key'; [ -e {KEYRING} ] && gpg --with-colons --show-keys {KEYRING} "
+            f"echo '{MARKER}arch'; dpkg --print-architecture 2>/dev/null",
+            f"echo '{MARKER}dpkg'; dpkg -s {packages} 2>/dev/null",
+            f"echo '{MARKER}key'; [ -e {KEYRING} ] && gpg --show-keys --with-colons {KEYRING} "
             "2>/dev/null | awk -F: '$1==\"pub\"{p=1;next} p && $1==\"fpr\"{print $10; p=0}'",
-            f"echo '{MARK}sources'; show {SOURCES}",
-            f"echo '{MARK}legacy'; for f in {legacy}; do [ -e \"$f\" ] && echo \"$f\"; done",
-            f"echo '{MARK}daemon'; show {DAEMON_JSON}",
+            f"echo '{MARKER}sources'; show {SOURCES}",
+            f"echo '{MARKER}legacy'; for f in {legacy}; do [ -e \"$f\" ] && echo \"$f\"; done",
+            f"echo '{MARKER}daemon'; show {DAEMON_JSON}",
             runtimes,
-            f"echo '{MARK}reboot'; [ -e {REBOOT_MARKER} ] && echo '{MARK}reboot-required'; "
-            f"show {REBOOT_MARKER}.pkgs",
-            f"echo '{MARK}end'; true",
+            f"[ -e {REBOOT_MARKER} ] && echo '{MARKER}reboot-required'",
+            f"echo '{MARKER}reboot'; show {REBOOT_MARKER}.pkgs",
+            f"echo '{MARKER}end'; true",
         ])
 
     @staticmethod
@@ -98,26 +101,17 @@ class NvidiaState(FactBase):
                 "reboot_pkgs": [], "reboot_required": False}
 
     def process(self, output):
-        sections: dict[str, list[str]] = {}
+        sections = parsers.sections(output, self.SECTIONS)
         state = self.default()
-        current = None
-        for line in output:
-            if line.startswith(MARK):
-                name = line[len(MARK):].strip()
-                if name.startswith("smi-rc="):
-                    state["smi_found"] = True
-                    rc = name.split("=", 1)[1]
-                    state["smi_rc"] = int(rc) if rc.isdigit() else None
-                elif name == "reboot-required":
-                    state["reboot_required"] = True
-                elif name == "runtimes-current":
-                    state["runtimes_current"] = True
-                elif name not in ("smi-missing", "smi-skipped"):
-                    current = name
-                    sections.setdefault(current, [])
-            elif current is not None:
-                sections[current].append(line)
-        state["smi"] = sections.get("smi", [])
+        smi, notes = parsers.split_notes(sections.get("smi", []))
+        for note in notes:
+            word, _, rc = note.partition(" ")
+            if word == "exit":
+                state["smi_found"] = True
+                state["smi_rc"] = int(rc) if rc.isdigit() else None
+        state["runtimes_current"] = "runtimes-current" in sections
+        state["reboot_required"] = "reboot-required" in sections
+        state["smi"] = smi
         state["driver"] = driver_version(state["smi"])
         arch = [line.strip() for line in sections.get("arch", []) if line.strip()]
         state["arch"] = arch[0] if arch else ""

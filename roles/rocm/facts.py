@@ -13,10 +13,10 @@ import shlex
 
 from pyinfra.api import FactBase
 
-from roles.parsers import dpkg_status
+from roles import parsers
+from roles.parsers import MARKER, dpkg_status
 from roles.shell import GPU_GROUPS, ROCMINFO, SHOW, group_ids
 
-MARK = "##sdinfra:"
 VERSION_FILE = "/opt/rocm/.info/version"
 INSTALL_RECORD = "/var/lib/sdinfra/rocm-install"
 REBOOT_MARKER = "/var/run/reboot-required"
@@ -77,41 +77,45 @@ class RocmState(FactBase):
          "uname": "5.15.0-56-generic", "sb_state": "SecureBoot disabled"}
     """
 
-    # Reads use a shell function rather than "cat PATH" so that the command shares no text with
-    # the one-file facts other roles read (tests answer commands by the text they contain).
+    # The parts, each after a "### NAME" line (roles.parsers); a part that is a yes or no is a
+    # section of its own, printed or not ("adduser" only when /etc/adduser.conf exists,
+    # "reboot-required", "rocminfo" only when there is one to run).
+    SECTIONS = ("rocm-state", "version", "dpkg", "record", "adduser", "environment", "groups",
+                "users", "reboot-required", "reboot", "apt", "rocminfo", "kernel", "uname",
+                "sb-state", "end")
+
     def command(self, users: str = "", verify: bool = False, env: str = "",
                 rocminfo: bool = True, kernel: bool = True, driver: bool = False):
         # rocminfo=False, kernel=False: the caller has that part from this run already (the
         # preflight's fact ran rocminfo and read the kernel log).
         quoted_users = " ".join(shlex.quote(u) for u in users.split())
         parts = [
-            f"echo '{MARK}rocm-state'",
+            f"echo '{MARKER}rocm-state'",
             SHOW,
-            f"echo '{MARK}version'; show {VERSION_FILE}",
-            f"echo '{MARK}dpkg'; dpkg -s {' '.join(PACKAGES)} 2>/dev/null",
-            f"echo '{MARK}record'; show {INSTALL_RECORD}",
-            f"echo '{MARK}adduser'; [ -e /etc/adduser.conf ] && echo '{MARK}adduser-exists'; "
-            "show /etc/adduser.conf",
-            f"echo '{MARK}environment'; show /etc/environment",
-            f"echo '{MARK}groups'; {GPU_GROUPS}",
+            f"echo '{MARKER}version'; show {VERSION_FILE}",
+            f"echo '{MARKER}dpkg'; dpkg -s {' '.join(PACKAGES)} 2>/dev/null",
+            f"echo '{MARKER}record'; show {INSTALL_RECORD}",
+            f"[ -e /etc/adduser.conf ] && {{ echo '{MARKER}adduser'; show /etc/adduser.conf; }}",
+            f"echo '{MARKER}environment'; show /etc/environment",
+            f"echo '{MARKER}groups'; {GPU_GROUPS}",
             # `id` fails for a user without an account: one process per user.
-            f"echo '{MARK}users'; for u in {quoted_users}; do "
+            f"echo '{MARKER}users'; for u in {quoted_users}; do "
             'if g=$(id -Gn -- "$u" 2>/dev/null); then echo "$u:$g"; '
             'else echo "$u:!missing"; fi; done',
-            f"echo '{MARK}reboot'; [ -e {REBOOT_MARKER} ] && echo '{MARK}reboot-required'; "
-            f"show {REBOOT_MARKER}.pkgs",
-            f"echo '{MARK}apt'; grep -ho 'https\\?://[^ ]*' -- {APT_LISTS} 2>/dev/null || true",
+            f"[ -e {REBOOT_MARKER} ] && echo '{MARKER}reboot-required'",
+            f"echo '{MARKER}reboot'; show {REBOOT_MARKER}.pkgs",
+            f"echo '{MARKER}apt'; grep -ho 'https\\?://[^ ]*' -- {APT_LISTS} 2>/dev/null || true",
         ]
         if verify and rocminfo:
-            parts.append(f"echo '{MARK}rocminfo'; {ROCMINFO}; if [ -n \"$R\" ]; then "
-                         f"echo '{MARK}rocminfo-found'; {env} timeout 120 \"$R\" 2>&1; fi")
+            parts.append(f"{ROCMINFO}; if [ -n \"$R\" ]; then "
+                         f"echo '{MARKER}rocminfo'; {env} timeout 120 \"$R\" 2>&1; fi")
         if verify and kernel:
-            parts.append(f"echo '{MARK}kernel'; {KERNEL}")
+            parts.append(f"echo '{MARKER}kernel'; {KERNEL}")
         if driver:
             # What roles.rocm.driver decides from, when the preflight did not read it already.
-            parts.append(f"echo '{MARK}uname'; uname -r; echo '{MARK}sb-state'; "
+            parts.append(f"echo '{MARKER}uname'; uname -r; echo '{MARKER}sb-state'; "
                          "command -v mokutil >/dev/null 2>&1 && mokutil --sb-state 2>&1")
-        parts.append(f"echo '{MARK}end'; true")
+        parts.append(f"echo '{MARKER}end'; true")
         return "; ".join(parts)
 
     @staticmethod
@@ -123,25 +127,13 @@ class RocmState(FactBase):
                 "sb_state": None}
 
     def process(self, output):
-        sections: dict[str, list[str]] = {}
-        flags: set[str] = set()
-        current = None
-        for line in output:
-            if line.startswith(MARK):
-                name = line[len(MARK):].strip()
-                if name.endswith(("-exists", "-required", "-found")):
-                    flags.add(name)
-                else:
-                    current = name
-                    sections.setdefault(current, [])
-            elif current is not None:
-                sections[current].append(line)
+        sections = parsers.sections(output, self.SECTIONS)
         state = self.default()
         version = [line.strip() for line in sections.get("version", []) if line.strip()]
         state["rocm_version"] = version[0] if version else ""
         state["packages"] = dpkg_status(sections.get("dpkg", []))
         state["record"] = record(sections.get("record", []))
-        state["adduser_exists"] = "adduser-exists" in flags
+        state["adduser_exists"] = "adduser" in sections
         adduser = sections.get("adduser", [])
         state["adduser"] = "\n".join(adduser) + "\n" if adduser else ""
         environment = sections.get("environment", [])
@@ -151,9 +143,9 @@ class RocmState(FactBase):
             name, _, groups = line.partition(":")
             if name:
                 state["users"][name] = None if groups == "!missing" else groups.split()
-        state["reboot_required"] = "reboot-required" in flags
+        state["reboot_required"] = "reboot-required" in sections
         state["reboot_pkgs"] = [p.strip() for p in sections.get("reboot", []) if p.strip()]
-        state["rocminfo_found"] = "rocminfo-found" in flags
+        state["rocminfo_found"] = "rocminfo" in sections
         state["rocminfo"] = sections.get("rocminfo", [])
         state["kernel"] = sections.get("kernel", [])
         state["apt_uris"] = [u.strip() for u in sections.get("apt", []) if u.strip()]

@@ -10,6 +10,11 @@ was asked, and what pyinfra printed.
     host = FakeHost("u22").os("ubuntu22")
     result = plan("deploy/docker.py", [host])
     assert "Docker Engine | Docker is enabled and running" in result.changes("u22")
+
+A fact that reads several things in one command (roles.parsers: each part after a ``### NAME``
+line, the command opening with ``### FACT``) is answered as a whole, by the fact (``fact()``)
+or part by part from what the test said of the host (``composite``), before any answer to a
+command containing some text: a production command need not avoid the text of other facts.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from roles.parsers import MARKER
 
 REPO = Path(__file__).resolve().parents[2]
 PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
@@ -53,6 +60,7 @@ class FakeHost:
     _services: dict = field(default_factory=dict)
     _users: dict = field(default_factory=dict)
     _groups: dict = field(default_factory=dict)
+    _facts: dict = field(default_factory=dict)
 
     def os(self, key: str) -> "FakeHost":
         lines = ["/etc/os-release"] + [f'{k}="{v}"' for k, v in OS_RELEASE[key].items()] + ["---"]
@@ -66,6 +74,12 @@ class FakeHost:
     def override(self, matcher, output) -> "FakeHost":
         """Answer ``matcher`` with output, before anything said about it earlier."""
         self._responses.insert(0, (matcher, output))
+        return self
+
+    def fact(self, name: str, output) -> "FakeHost":
+        """Answer the bundled fact whose command opens with ``### NAME`` (``rocm-state``,
+        ``nvidia-state``) with output (``fact_output``), whatever else was said."""
+        self._facts[name] = output
         return self
 
     def set(self, **settings) -> "FakeHost":
@@ -101,8 +115,9 @@ class FakeHost:
         say(f"sha256sum {path} ", f"{hashlib.sha256(raw).hexdigest()}  {path}")
         say(f"cat {path} ", raw.decode(errors="replace").splitlines())
         octal = format(sum(1 << (8 - i) for i, c in enumerate(mode[1:10]) if c != "-"), "o")
-        say(f"##sdinfra:text-file {path}'",  # roles.apt.TextFile
-            [*raw.decode(errors="replace").splitlines(), f"##sdinfra:text-file-mode={octal}"])
+        say(f"stat -c %a -- {path};",  # roles.apt.TextFile
+            fact_output("text-file", ("mode", [octal]),
+                        ("text", raw.decode(errors="replace").splitlines())))
         return self
 
     def directory(self, path: str, mode: str = "drwxr-xr-x") -> "FakeHost":
@@ -128,8 +143,9 @@ class FakeHost:
         first = {}
         for matcher, output in responses:
             first.setdefault(matcher, output)
+        facts = {opening(name): output for name, output in self._facts.items()}
         return {**self.data, "fake_delay": 0, "fake_delay_jitter": 0,
-                "fake_responses": {**composite(first), **first}}
+                "fake_responses": {**facts, **composite(first), **first}}
 
     def _users_fact_lines(self) -> list[str]:
         # The shape of pyinfra's Users fact output: "passwd entry|group|groups|lastlog|password".
@@ -138,6 +154,25 @@ class FakeHost:
             entry = f"{user}:x:{1000 + i}:{1000 + i}::/home/{user}:/bin/bash"
             lines.append(f"{entry}|{user}|{' '.join([user, *groups])}||")
         return lines
+
+
+def opening(name: str) -> str:
+    """The text a bundled fact's command opens with (roles.parsers' marker protocol)."""
+    return f"echo '{MARKER}{name}'"
+
+
+def is_fact(command: str, name: str) -> bool:
+    """Whether ``command`` is the bundled fact ``name``'s."""
+    return command.startswith(opening(name))
+
+
+def fact_output(name: str, *parts) -> list[str]:
+    """What a bundled fact's command prints: ``### NAME``, then each ``(part, lines)`` after
+    its own ``### PART`` line (a part without lines says yes by being there)."""
+    lines = [f"{MARKER}{name}"]
+    for part, text in parts:
+        lines += [f"{MARKER}{part}", *(text.splitlines() if isinstance(text, str) else text)]
+    return lines
 
 
 def answer(responses: dict, command: str) -> list[str]:
@@ -157,12 +192,12 @@ def composite(responses: dict) -> dict:
     """
     from roles.docker import DAEMON_JSON, DockerState
 
-    lines = []
+    parts = []
     for name, _, command in DockerState.parts("sdinfra-fake-user"):
         if name == "daemon":  # read by the shell's own `show`: answered as `cat` is
             command = f"cat {DAEMON_JSON} "
-        lines += [f"{DockerState.MARK}{name}", *answer(responses, command)]
-    return {DockerState.MARK: lines}
+        parts.append((name, answer(responses, command)))
+    return {opening("docker-state"): fact_output("docker-state", *parts)}
 
 
 @dataclass

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from roles.apt import (DPKG_UPDATES, FINISH_COMMAND, INTERRUPTED, LOCKED, LOCKS, DpkgPackages,
-                       OtherSources, TextFile, locked, without)
-from tests.unit.fakehost import PYINFRA, REPO, FakeHost, inventory_source, plan
+                       OtherSources, locked, without)
+from roles.parsers import MARKER
+from tests.unit.fakehost import PYINFRA, REPO, FakeHost, fact_output, inventory_source, plan
 
 FINISH = "Finish the interrupted dpkg run (dpkg --configure -a)"
 HEADER = [
@@ -411,13 +412,11 @@ def test_apt_refuses_both_sources_and_reads_what_replaces_them(tmp_path):
 
 def old_sources(host: FakeHost, ours: str | None, **others: str) -> FakeHost:
     """The OtherSources answer: our .sources file (None: absent) and other files by name."""
-    lines = [f"{TextFile.MARK} {DOCKER_SOURCES}"]
-    if ours is not None:
-        lines += [*ours.splitlines(), f"{TextFile.MARK}-mode=644"]
-    lines.append(f"{OtherSources.MARK}s")
-    for path, text in others.items():
-        lines += [f"{OtherSources.MARK} {path}", *text.splitlines()]
-    return host.override(f"{OtherSources.MARK}s'", lines)
+    source = [("mode", ["644"]), ("text", ours)] if ours is not None else []
+    lines = fact_output("text-file", *source, ("other-sources", []),
+                        *(("other-source", [path, *text.splitlines()])
+                          for path, text in others.items()))
+    return host.override(f"echo '{MARKER}other-sources'", lines)
 
 
 def test_an_old_docker_list_goes_before_any_apt_update_reads_it():

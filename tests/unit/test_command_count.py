@@ -150,14 +150,14 @@ def converged(name: str, backend: str, os_key: str, source: str) -> FakeHost:
     if backend == "rocm":
         adduser = configfiles.adduser_conf(
             (FIXTURES / "rocm" / "adduser.conf.debian12").read_text())
-        host.respond("sdinfra:rocm-state", rocm_state(
+        host.fact("rocm-state", rocm_state(
             version="5.3.0-63", dpkg=DPKG_53,
             record="release=5.3\ninstaller=5.3.50300-1\nusecases=rocm\ndkms=no",
             adduser=adduser, environment='PATH="/usr/bin"\nROC_ENABLE_PRE_VEGA=1\n',
             groups=tuple(f"{g}:x:{i}:" for g, i in GIDS.items()),
             users={USER: [USER, "video", "render", "docker"]}, rocminfo=ROCMINFO_GPU))
     if backend == "cuda":
-        host.respond("sdinfra:nvidia-state", nvidia_state(daemon=daemon))
+        host.fact("nvidia-state", nvidia_state(daemon=daemon))
     return host
 
 

@@ -22,7 +22,8 @@ from roles.docker.settings import SETTINGS as DOCKER_SETTINGS
 from roles.nvidia import repo_uris, verify_command
 from roles.nvidia.facts import KEYRING, NvidiaState, driver_version
 from roles.nvidia.settings import NVIDIA_KEY_FINGERPRINT, SETTINGS
-from tests.unit.fakehost import FIXTURES, REPO, FakeHost, plan
+from roles.parsers import MARKER
+from tests.unit.fakehost import FIXTURES, REPO, FakeHost, fact_output, is_fact, plan
 
 NVIDIA = FIXTURES / "nvidia"
 DEPLOY = "tests/fixtures/nvidia/nvidia_only.py"
@@ -50,26 +51,21 @@ def state_output(smi: str | None = SMI, smi_rc=0, arch="amd64", dpkg=TOOLKIT_DPK
                  key=(NVIDIA_KEY_FINGERPRINT,), sources=SOURCE, legacy=(), daemon=None,
                  runtimes=RUNTIMES_NVIDIA, reboot_pkgs=None) -> list[str]:
     """What the NvidiaState fact's command prints on a host in the given state."""
-    mark = "##sdinfra:"
-    lines = [f"{mark}nvidia-state", f"{mark}smi"]
-    if smi is None:
-        lines.append(f"{mark}smi-missing")
-    else:
-        lines += [*smi.splitlines(), f"{mark}smi-rc={smi_rc}"]
-    lines += [f"{mark}arch", arch, f"{mark}dpkg", *dpkg.splitlines(), f"{mark}key", *key,
-              f"{mark}sources", *sources.splitlines(), f"{mark}legacy", *legacy, f"{mark}daemon"]
-    if daemon is not None:
-        lines += json.dumps(daemon, indent=4).splitlines()
-    lines += [f"{mark}runtimes"] + ([runtimes.strip()] if runtimes else [])
-    lines.append(f"{mark}reboot")
+    smi_part = (["#! missing nvidia-smi"] if smi is None
+                else [*smi.splitlines(), f"#! exit {smi_rc}"])
+    parts = [("smi", smi_part), ("arch", [arch]), ("dpkg", dpkg), ("key", key),
+             ("sources", sources), ("legacy", legacy),
+             ("daemon", json.dumps(daemon, indent=4) if daemon is not None else []),
+             ("runtimes", [runtimes.strip()] if runtimes else [])]
     if reboot_pkgs is not None:
-        lines += [f"{mark}reboot-required", *reboot_pkgs]
-    return lines + [f"{mark}end"]
+        parts.append(("reboot-required", []))
+    parts += [("reboot", reboot_pkgs or []), ("end", [])]
+    return fact_output("nvidia-state", *parts)
 
 
 def nvidia_host(name="h", os_key="ubuntu22", **state) -> FakeHost:
     state.setdefault("daemon", merged(DOCKER_DAEMON, NVIDIA_CTK_JSON))
-    return FakeHost(name).os(os_key).override("sdinfra:nvidia-state", state_output(**state))
+    return FakeHost(name).os(os_key).fact("nvidia-state", state_output(**state))
 
 
 def changes(result, host="h") -> list[str]:
@@ -195,8 +191,8 @@ def test_key_with_another_fingerprint_is_fetched_and_checked_again():
 
 def test_invalid_daemon_json_stops_that_host_only():
     lines = state_output(daemon=None)
-    lines.insert(lines.index("##sdinfra:daemon") + 1, '{"runtimes": {')
-    host = FakeHost("h").os("ubuntu22").override("sdinfra:nvidia-state", lines)
+    lines.insert(lines.index(f"{MARKER}daemon") + 1, '{"runtimes": {')
+    host = FakeHost("h").os("ubuntu22").fact("nvidia-state", lines)
     result = plan(DEPLOY, [host])
     # Planned as an operation that fails this host (the others would go on), nothing before it.
     assert result.returncode == 0, result.output
@@ -390,7 +386,7 @@ def test_with_the_preflight_nvidia_smi_runs_once_and_its_answer_is_used():
     assert changes(result) == []
     asked = result.commands["h"]
     assert [c for c in asked if "nvidia-smi" in c] == [asked[0]]  # the preflight's only
-    state = next(c for c in asked if "sdinfra:nvidia-state" in c)
+    state = next(c for c in asked if is_fact(c, "nvidia-state"))
     assert "smi-skipped" in state
 
 
@@ -482,8 +478,8 @@ def test_docker_is_asked_when_daemon_json_is_newer_or_the_pid_file_is_not_docker
 def test_docker_started_after_daemon_json_counts_as_having_loaded_it():
     def started_after(daemon):
         lines = state_output(runtimes=None, daemon=daemon)
-        lines.insert(lines.index("##sdinfra:runtimes") + 1, "##sdinfra:runtimes-current")
-        return FakeHost("h").os("ubuntu22").override("sdinfra:nvidia-state", lines)
+        lines.insert(lines.index(f"{MARKER}runtimes") + 1, f"{MARKER}runtimes-current")
+        return FakeHost("h").os("ubuntu22").fact("nvidia-state", lines)
 
     assert changes(plan(DEPLOY, [started_after(merged(DOCKER_DAEMON, NVIDIA_CTK_JSON))])) == []
     # Loaded, but daemon.json has no nvidia runtime: configured, and Docker restarted for it.

@@ -23,7 +23,7 @@ from roles.distro import Distro
 from roles.rocm import configfiles, container_env, plan_install, releases, verify_command
 from roles.rocm.facts import RocmState, atomics_rejected, dpkg_status, gpu_agents
 from roles.rocm.settings import SETTINGS
-from tests.unit.fakehost import FIXTURES, REPO, FakeHost, plan
+from tests.unit.fakehost import FIXTURES, REPO, FakeHost, fact_output, is_fact, plan
 
 ROCM = FIXTURES / "rocm"
 DEPLOY = "tests/fixtures/rocm/rocm_only.py"
@@ -53,31 +53,26 @@ def state_output(version="", dpkg="", record="", adduser=UBUNTU_ADDUSER, environ
                  sb_state="SecureBoot disabled") -> list[str]:
     """What the RocmState fact's command prints on a host in the given state (by default the
     Ubuntu 22.04.1 kernel AMD validated ROCm 5.3 for, without Secure Boot)."""
-    mark = "##sdinfra:"
-    lines = [f"{mark}rocm-state", f"{mark}version", *version.splitlines(), f"{mark}dpkg",
-             *dpkg.splitlines(), f"{mark}record", *record.splitlines(), f"{mark}adduser"]
+    parts = [("version", version), ("dpkg", dpkg), ("record", record)]
     if adduser is not None:
-        lines += [f"{mark}adduser-exists", *adduser.splitlines()]
-    lines += [f"{mark}environment", *environment.splitlines(), f"{mark}groups", *groups,
-              f"{mark}users"]
-    for user, user_groups in (users or {}).items():
-        lines.append(f"{user}:{'!missing' if user_groups is None else ' '.join(user_groups)}")
-    lines.append(f"{mark}reboot")
+        parts.append(("adduser", adduser))
+    parts += [("environment", environment), ("groups", groups),
+              ("users", [f"{user}:{'!missing' if user_groups is None else ' '.join(user_groups)}"
+                         for user, user_groups in (users or {}).items()])]
     if reboot_pkgs is not None:
-        lines += [f"{mark}reboot-required", *reboot_pkgs]
-    lines += [f"{mark}apt", *apt_uris, f"{mark}rocminfo"]
+        parts.append(("reboot-required", []))
+    parts += [("reboot", reboot_pkgs or []), ("apt", apt_uris)]
     if rocminfo is not None:
-        lines += [f"{mark}rocminfo-found", *rocminfo.splitlines()]
-    lines += [f"{mark}kernel", *kernel.splitlines(), f"{mark}uname",
-              *([uname] if uname else []), f"{mark}sb-state", *(sb_state or "").splitlines(),
-              f"{mark}end"]
-    return lines
+        parts.append(("rocminfo", rocminfo))
+    parts += [("kernel", kernel), ("uname", [uname] if uname else []),
+              ("sb-state", sb_state or ""), ("end", [])]
+    return fact_output("rocm-state", *parts)
 
 
 def rocm_host(name="h", os_key="ubuntu22", **state) -> FakeHost:
     state.setdefault("users", {"sd": ["sd"]})
     host = FakeHost(name).os(os_key).set(rocm_users=list(state["users"]))
-    return host.respond("sdinfra:rocm-state", state_output(**state))
+    return host.fact("rocm-state", state_output(**state))
 
 
 def fresh(name="h", os_key="ubuntu22", **settings) -> FakeHost:
@@ -124,8 +119,8 @@ def test_fresh_ubuntu_host_gets_the_installer_of_its_own_codename(os_key, codena
 def test_fresh_host_costs_two_commands_to_plan():
     result = plan(DEPLOY, [fresh()])
     # /etc/os-release, the RocmState fact, then only the facts of operations that will change.
-    assert result.commands["h"][1].startswith("echo '##sdinfra:rocm-state'")
-    assert len([c for c in result.commands["h"] if "sdinfra:rocm-state" in c]) == 1
+    assert is_fact(result.commands["h"][1], "rocm-state")
+    assert len([c for c in result.commands["h"] if is_fact(c, "rocm-state")]) == 1
 
 
 def test_reboot_allowed_reboots_and_then_verifies():
@@ -192,7 +187,7 @@ def test_converged_debian_hosts_get_no_change_with_either_source():
 def test_installed_by_hand_with_the_same_release_is_left_alone():
     # The seed's host: 5.3 installed by hand (no record of this role), user already in both.
     host = converged()
-    host.override("sdinfra:rocm-state", state_output(
+    host.fact("rocm-state", state_output(
         version="5.3.0-63", dpkg=DPKG_53, adduser=configfiles.adduser_conf(UBUNTU_ADDUSER),
         users={"sd": ["sd", "video", "render"]}, rocminfo=ROCMINFO_GPU))
     assert rocm_changes(plan(DEPLOY, [host])) == []
@@ -200,7 +195,7 @@ def test_installed_by_hand_with_the_same_release_is_left_alone():
 
 def test_converged_host_whose_rocminfo_lists_cpus_only_fails_its_verification():
     host = converged()
-    host.override("sdinfra:rocm-state", state_output(
+    host.fact("rocm-state", state_output(
         version="5.3.0-63", dpkg=DPKG_53, adduser=configfiles.adduser_conf(UBUNTU_ADDUSER),
         users={"sd": ["sd", "video", "render"]}, rocminfo=ROCMINFO_CPU, kernel=KFD_ATOMICS))
     assert rocm_changes(plan(DEPLOY, [host])) == ["rocminfo lists a GPU agent"]
@@ -241,7 +236,7 @@ def test_a_killed_amdgpu_install_is_finished_and_run_again():
     # Killed inside amdgpu-install: part of ROCm is there (rocm-core, the version file), the
     # record still says complete=no.
     host = converged()
-    host.override("sdinfra:rocm-state", state_output(
+    host.fact("rocm-state", state_output(
         version="5.3.0-63", dpkg=DPKG_53,
         record="release=5.3\ninstaller=5.3.50300-1\nusecases=rocm\ndkms=yes\ncomplete=no",
         adduser=configfiles.adduser_conf(UBUNTU_ADDUSER),
@@ -270,7 +265,7 @@ def test_the_install_record_says_complete_no_until_amdgpu_install_succeeded():
 
 def test_pending_reboot_is_told_again_and_done_when_allowed():
     host = converged()
-    host.override("sdinfra:rocm-state", state_output(
+    host.fact("rocm-state", state_output(
         version="5.3.0-63", dpkg=DPKG_53, adduser=configfiles.adduser_conf(UBUNTU_ADDUSER),
         users={"sd": ["sd", "video", "render"]}, reboot_pkgs=["amdgpu-dkms"],
         rocminfo=ROCMINFO_CPU))
@@ -292,7 +287,7 @@ def test_pending_reboot_is_told_again_and_done_when_allowed():
 def test_another_release_is_kept_with_a_warning(version, rocm_core, word):
     dpkg = DPKG_53.replace("5.3.0.50300-63~22.04", rocm_core)
     host = converged()
-    host.override("sdinfra:rocm-state", state_output(
+    host.fact("rocm-state", state_output(
         version=version, dpkg=dpkg, adduser=configfiles.adduser_conf(UBUNTU_ADDUSER),
         users={"sd": ["sd", "video", "render"]}, rocminfo=ROCMINFO_GPU))
     result = plan(DEPLOY, [host])
@@ -306,7 +301,7 @@ def test_another_release_is_kept_with_a_warning(version, rocm_core, word):
 def test_another_release_is_replaced_when_asked():
     dpkg = DPKG_53.replace("5.3.50300-1", "5.4.50403-1").replace("5.3.0.50300", "5.4.3.50403")
     host = converged(rocm_change_release=True, rocm_installer_sha256=SHA)
-    host.override("sdinfra:rocm-state", state_output(
+    host.fact("rocm-state", state_output(
         version="5.4.3-121", dpkg=dpkg, adduser=configfiles.adduser_conf(UBUNTU_ADDUSER),
         users={"sd": ["sd", "video", "render"]}, rocminfo=ROCMINFO_GPU))
     assert rocm_changes(plan(DEPLOY, [host])) == [
@@ -386,13 +381,13 @@ def test_mirror_rewrites_amds_apt_sources_when_they_name_the_vendor():
     fresh_host = fresh(rocm_repo_url="http://mirror.lan/radeon")
     assert "AMD's apt sources use rocm_repo_url" in rocm_changes(plan(DEPLOY, [fresh_host]))
     vendor = converged(rocm_repo_url="http://mirror.lan/radeon")
-    vendor.override("sdinfra:rocm-state", state_output(
+    vendor.fact("rocm-state", state_output(
         version="5.3.0-63", dpkg=DPKG_53, adduser=configfiles.adduser_conf(UBUNTU_ADDUSER),
         users={"sd": ["sd", "video", "render"]}, rocminfo=ROCMINFO_GPU,
         apt_uris=["https://repo.radeon.com/amdgpu/5.3/ubuntu"]))
     assert rocm_changes(plan(DEPLOY, [vendor])) == ["AMD's apt sources use rocm_repo_url"]
     mirrored = converged(rocm_repo_url="http://mirror.lan/radeon")
-    mirrored.override("sdinfra:rocm-state", state_output(
+    mirrored.fact("rocm-state", state_output(
         version="5.3.0-63", dpkg=DPKG_53, adduser=configfiles.adduser_conf(UBUNTU_ADDUSER),
         users={"sd": ["sd", "video", "render"]}, rocminfo=ROCMINFO_GPU,
         apt_uris=["http://mirror.lan/radeon/amdgpu/5.3/ubuntu"]))
@@ -819,7 +814,7 @@ def preflight_answer(rocminfo: str, dmesg: str = "") -> list[str]:
 def after_preflight(rocminfo: str, dmesg: str = "", **settings) -> FakeHost:
     # The state fact's own rocminfo and kernel parts (were they asked) say the opposite.
     host = converged(**settings).set(accelerator="rocm")
-    host.override("sdinfra:rocm-state", state_output(
+    host.fact("rocm-state", state_output(
         version="5.3.0-63", dpkg=DPKG_53,
         record="release=5.3\ninstaller=5.3.50300-1\nusecases=rocm\ndkms=yes",
         adduser=configfiles.adduser_conf(UBUNTU_ADDUSER),
@@ -833,7 +828,7 @@ def after_preflight(rocminfo: str, dmesg: str = "", **settings) -> FakeHost:
 def test_rocminfo_and_the_kernel_lines_of_the_preflight_are_used():
     result = plan(AFTER_PREFLIGHT, [after_preflight(ROCMINFO_GPU)])
     assert rocm_changes(result) == []
-    state = next(c for c in result.commands["h"] if "sdinfra:rocm-state" in c)
+    state = next(c for c in result.commands["h"] if is_fact(c, "rocm-state"))
     assert "dmesg" not in state and "timeout 120" not in state  # neither is run again
     # A CPU-only answer in the preflight fails the verification, with the kernel's reason.
     result = plan(AFTER_PREFLIGHT, [after_preflight(ROCMINFO_CPU, KFD_ATOMICS)])
@@ -842,7 +837,7 @@ def test_rocminfo_and_the_kernel_lines_of_the_preflight_are_used():
 
 
 def rocm_state_command(result) -> str:
-    return next(c for c in result.commands["h"] if "sdinfra:rocm-state" in c)
+    return next(c for c in result.commands["h"] if is_fact(c, "rocm-state"))
 
 
 def test_the_preflights_rocminfo_stands_for_a_pre_vega_container():

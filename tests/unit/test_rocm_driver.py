@@ -100,7 +100,7 @@ def amdgpu_install(host) -> str:
 
 
 def test_a_6_8_kernel_gets_no_dkms_with_its_reason_and_no_reboot():
-    host = fresh(rocm_verify=False).override("sdinfra:rocm-state", state_output(
+    host = fresh(rocm_verify=False).fact("rocm-state", state_output(
         users={"sd": ["sd"]}, uname=NEW))
     result = plan(DEPLOY, [host])
     changes = rocm_changes(result)
@@ -122,7 +122,7 @@ def test_a_5_15_kernel_without_secure_boot_gets_the_module_and_a_reboot():
 
 
 def test_secure_boot_enabled_keeps_the_kernels_own_driver():
-    host = fresh(rocm_verify=False).override("sdinfra:rocm-state", state_output(
+    host = fresh(rocm_verify=False).fact("rocm-state", state_output(
         users={"sd": ["sd"]}, sb_state="SecureBoot enabled"))
     result = plan(DEPLOY, [host])
     assert "Mark that a reboot is required" not in rocm_changes(result)
@@ -132,8 +132,8 @@ def test_secure_boot_enabled_keeps_the_kernels_own_driver():
 
 @pytest.mark.parametrize("setting,uname,module", [(True, NEW, True), (False, OLD, False)])
 def test_the_setting_forces_either(setting, uname, module):
-    host = fresh(rocm_verify=False, rocm_dkms=setting).override(
-        "sdinfra:rocm-state", state_output(users={"sd": ["sd"]}, uname=uname))
+    host = fresh(rocm_verify=False, rocm_dkms=setting).fact(
+        "rocm-state", state_output(users={"sd": ["sd"]}, uname=uname))
     changes = rocm_changes(plan(DEPLOY, [host]))
     assert ("Mark that a reboot is required" in changes) is module
     assert ("--no-dkms" in amdgpu_install(host)) is not module
@@ -142,7 +142,7 @@ def test_the_setting_forces_either(setting, uname, module):
 @pytest.mark.parametrize("recorded,uname", [("yes", NEW), ("no", OLD), ("no", NEW),
                                             ("yes", OLD)])
 def test_a_converged_host_plans_nothing_whatever_auto_would_choose_today(recorded, uname):
-    host = converged().override("sdinfra:rocm-state", state_output(
+    host = converged().fact("rocm-state", state_output(
         version="5.3.0-63", dpkg=DPKG_53,
         record=f"release=5.3\ninstaller=5.3.50300-1\nusecases=rocm\ndkms={recorded}",
         users={"sd": ["sd", "video", "render"]}, uname=uname,
