@@ -168,7 +168,15 @@ def render(values: dict, backend: str, *, auth: bool = False, env: dict | None =
     for name, text in dockerfiles.items():
         rendered[f"Dockerfile.{name}"] = text
     rendered["constraints.txt"] = _constraints()
+    rendered[".dockerignore"] = DOCKERIGNORE
     return rendered
+
+
+# The build's context is webui_dir, which also holds the models (GBs), outputs, data and the
+# login in secrets/: without this file each build sent all of it to the daemon. The Dockerfile
+# COPYs constraints.txt alone; Docker reads the Dockerfile itself even when it is ignored.
+DOCKERIGNORE = ("# Managed by sdinfra: the build reads constraints.txt, nothing else of webui_dir.\n"
+                "*\n!constraints.txt\n")
 
 
 @lru_cache(maxsize=None)
@@ -225,7 +233,7 @@ def render_plan(values: dict, plan, *, auth: bool = False, env: dict | None = No
 
 # The files render() writes, by path relative to the project directory.
 FILES = ("docker-compose.yml", "webui.env", "start.sh", "launch.py", "constraints.txt",
-         *(f"Dockerfile.{b}" for b in BACKENDS))
+         ".dockerignore", *(f"Dockerfile.{b}" for b in BACKENDS))
 
 
 def url(values: dict) -> str:

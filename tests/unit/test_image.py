@@ -195,3 +195,39 @@ def test_start_sh_seeds_files_and_links_never_over_what_is_there(tmp_path):
     copied = data / "hub/models--x/snapshots/rev/vocab.json"
     assert copied.is_symlink() and copied.read_text() == "tokenizer"
     assert (data / "VAE-approx/model.pt").read_text() == "the user's"
+
+
+def sent_to_the_daemon(dockerignore: str, paths: list[str]) -> list[str]:
+    """The paths of the build context Docker sends, read as moby/patternmatcher reads a
+    .dockerignore (patternmatcher.go MatchesOrParentMatches: patterns in order, the last one
+    that matches the path or one of its parent directories wins, ``!`` re-includes; a pattern's
+    ``*`` is filepath.Match's, within one path element)."""
+    import fnmatch
+
+    patterns = [line.strip() for line in dockerignore.splitlines()
+                if line.strip() and not line.startswith("#")]
+    sent = []
+    for path in paths:
+        parts = path.split("/")
+        excluded = False
+        for pattern in patterns:
+            negated = pattern.startswith("!")
+            elements = pattern.lstrip("!").split("/")
+            if any(len(elements) == n and all(fnmatch.fnmatchcase(p, e) for p, e in
+                                                zip(parts[:n], elements))
+                   for n in range(1, len(parts) + 1)):
+                excluded = not negated
+        if not excluded:
+            sent.append(path)
+    return sent
+
+
+@pytest.mark.parametrize("backend", ["cpu", "rocm", "cuda"])
+def test_the_build_context_is_what_the_dockerfile_copies_not_the_models_or_the_login(backend):
+    files = render(values(), backend, auth=True)
+    copied = {words[1] for line in files[f"Dockerfile.{backend}"].splitlines()
+              if (words := line.split()) and words[0] in ("COPY", "ADD")}
+    webui_dir = [*files, "models/Stable-diffusion/sd15.safetensors", "outputs/txt2img/1.png",
+                 "data/config.json", "secrets/webui-auth", ".sdinfra/previous/webui.env"]
+    assert sent_to_the_daemon(files[".dockerignore"], webui_dir) == sorted(copied) == [
+        "constraints.txt"]
