@@ -40,11 +40,13 @@ from pyinfra.api import operation
 from pyinfra.facts.files import Sha256File
 
 from roles.progress import Shown, Upload, room
+from roles.settings import COMMON, read
 
 # Every download is bounded: no connection within CONNECT_TIMEOUT seconds, or less than
 # STALL_BYTES a second for STALL_SECONDS (a link that went down mid-download), gives up the
 # attempt; RETRIES more attempts follow. Without a bound a host whose link went down held the
-# whole run for as long as anyone waited.
+# whole run for as long as anyone waited. ``fetch`` takes the last two from the host's
+# settings (download_stall_timeout, download_retries: roles.settings.COMMON).
 CONNECT_TIMEOUT = 30
 STALL_SECONDS = 60
 STALL_BYTES = 1024
@@ -53,11 +55,22 @@ RETRIES = 3
 PROGRESS_EVERY = 3
 
 # Downloads with python3 when neither curl nor wget is there (Debian's minbase has neither);
-# the timeout is per read, so a stall ends it too.
+# the timeout is per read, so a stall ends it too. A timeout is tried again, as curl's --retry
+# does, and ends as curl's does (exit 28), so that the message says why.
 _PYTHON_GET = (
-    "import shutil, sys, urllib.request; "
-    f"r = urllib.request.urlopen(sys.argv[1], timeout={STALL_SECONDS}); "
-    "shutil.copyfileobj(r, open(sys.argv[2], 'wb'))"
+    "import shutil, sys, time, urllib.error, urllib.request\n"
+    "url, out, stall, retries = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])\n"
+    "for attempt in range(retries + 1):\n"
+    "    try:\n"
+    "        r = urllib.request.urlopen(url, timeout=stall)\n"
+    "        shutil.copyfileobj(r, open(out, 'wb'))\n"
+    "        break\n"
+    "    except (TimeoutError, urllib.error.URLError) as e:\n"
+    "        if not isinstance(getattr(e, 'reason', e), TimeoutError):\n"
+    "            raise\n"
+    "        if attempt == retries:\n"
+    "            sys.exit(28)\n"
+    "        time.sleep(2)\n"
 )
 
 
@@ -112,7 +125,8 @@ def _keep(temp: str, dest: str, source: str, sha256: str, mode: str, record: boo
 
 
 def fetch_command(url: str, dest: str, sha256: str, mode: str = "644",
-                  record: bool = False) -> str:
+                  record: bool = False, stall: int | None = None,
+                  retries: int | None = None) -> str:
     """
     The shell command that downloads ``url`` to ``dest`` only if its sha256 is ``sha256``.
 
@@ -121,8 +135,11 @@ def fetch_command(url: str, dest: str, sha256: str, mode: str = "644",
     written after it was moved into place, never for a file whose checksum differs. Prints the
     bytes that arrived every few seconds while it runs and how long it took (see
     roles.progress.Shown). A partial file a killed run left behind is removed first. Exposed
-    (not only used by ``fetch``) so that it can be tested by running it.
+    (not only used by ``fetch``) so that it can be tested by running it. ``stall`` and
+    ``retries``: STALL_SECONDS and RETRIES unless given.
     """
+    stall = STALL_SECONDS if stall is None else stall
+    retries = RETRIES if retries is None else retries
     directory = posixpath.dirname(dest) or "/"
     base = posixpath.basename(dest)
     q_url, q_dir = shlex.quote(url), shlex.quote(directory)
@@ -133,14 +150,17 @@ def fetch_command(url: str, dest: str, sha256: str, mode: str = "644",
     return "\n".join([
         f"install -d -m 0755 {q_dir} && rm -f {q_partials} && t=$(mktemp {q_template}) || exit 1",
         # Removed however this shell ends (an error, a signal); after the move it is gone anyway.
-        "pid=; trap 'rm -f \"$t\"' EXIT; trap '[ -n \"$pid\" ] && kill $pid; exit 130' HUP INT TERM",
+        # PIPE: the run was killed or interrupted, and the next progress line has no reader;
+        # the download would otherwise go on alone, its partial file with it.
+        "pid=; trap 'rm -f \"$t\"' EXIT; "
+        "trap '[ -n \"$pid\" ] && kill $pid; exit 130' HUP INT TERM PIPE",
         "if command -v curl >/dev/null 2>&1; then",
         f"  curl -fsSL --connect-timeout {CONNECT_TIMEOUT} --speed-limit {STALL_BYTES} "
-        f"--speed-time {STALL_SECONDS} --retry {RETRIES} --retry-delay 2 -o \"$t\" {q_url} &",
+        f"--speed-time {stall} --retry {retries} --retry-delay 2 -o \"$t\" {q_url} &",
         "elif command -v wget >/dev/null 2>&1; then",
-        f"  wget -q -T {STALL_SECONDS} -t {RETRIES + 1} -O \"$t\" {q_url} &",
+        f"  wget -q -T {stall} -t {retries + 1} -O \"$t\" {q_url} &",
         "else",
-        f"  python3 -c {shlex.quote(_PYTHON_GET)} {q_url} \"$t\" &",
+        f"  python3 -c {shlex.quote(_PYTHON_GET)} {q_url} \"$t\" {stall} {retries} &",
         "fi",
         "pid=$! s=0",
         "while kill -0 $pid 2>/dev/null; do sleep 1; s=$((s + 1)); "
@@ -150,8 +170,8 @@ def fetch_command(url: str, dest: str, sha256: str, mode: str = "644",
         "if [ $rc -ne 0 ]; then",
         # curl's 23 and wget's 3 are write errors: say so, it reads like a network fault else.
         "  why=; case $rc in 23|3) why=': no space left on the device of '; "
-        f"why=\"$why\"{q_dir} ;; 28|4) why=': no data for {STALL_SECONDS} s or no connection "
-        f"within {CONNECT_TIMEOUT} s, {RETRIES + 1} attempts' ;; esac",
+        f"why=\"$why\"{q_dir} ;; 28|4) why=': no data for {stall} s or no connection "
+        f"within {CONNECT_TIMEOUT} s, {retries + 1} attempts' ;; esac",
         f"  echo {failed}\"$why (exit $rc)\"{kept} >&2; exit 1",
         "fi",
         f"echo \"downloaded {base}: $(($(stat -c %s \"$t\") / 1024)) KiB in $s s\"",
@@ -242,7 +262,10 @@ def fetch(url: str, dest: str, sha256: str, mode: str = "644", record: bool = Fa
         current = host.get_fact(Sha256File, path=dest)
     if current == sha256:
         return
-    yield Shown(fetch_command(url, dest, sha256, mode, record))
+    bounds = read(host, COMMON)
+    yield Shown(fetch_command(url, dest, sha256, mode, record,
+                              stall=bounds["download_stall_timeout"],
+                              retries=bounds["download_retries"]))
 
 
 @operation()

@@ -284,6 +284,12 @@ COMMON = [
         isinstance(k, str) for k in v) else "a list of key names",
             "host-data keys of your own (for your own deploys): never taken for a misspelt "
             "setting"),
+    # roles/download.py: a link that goes down mid-download must not hold the run.
+    Setting("download_stall_timeout", 60, integer(5, 3600),
+            "seconds a download may go below 1 KiB/s (a link that went down) before the "
+            "attempt is given up"),
+    Setting("download_retries", 3, integer(0, 20),
+            "more attempts after a download stalled or failed to connect (30 s each)"),
 ]
 
 

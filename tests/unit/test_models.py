@@ -339,6 +339,28 @@ def test_a_stalled_download_gives_up_within_its_bound_and_leaves_nothing(trickle
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_stalled_download_without_curl_or_wget_is_bounded_and_says_why(trickle, tmp_path):
+    """A minimal host (Debian's minbase: no curl, no wget) downloads with python3: a stall
+    ends each attempt after ``stall`` s, tried ``retries`` more times, and says so."""
+    import time
+
+    dest = tmp_path / NAME
+    command = download.fetch_command(f"{trickle}/stall", str(dest), SHA, stall=2, retries=1)
+    command = command.replace("command -v curl", "false").replace("command -v wget", "false")
+    started = time.monotonic()
+    done = sh(command)
+    assert 4 <= time.monotonic() - started < 20  # two attempts of 2 s each, 2 s apart
+    assert done.returncode == 1, done.stderr
+    assert "no data for 2 s or no connection within 30 s, 2 attempts (exit 28)" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []
+    # A server that answers is read to its end the same way.
+    done = sh(download.fetch_command(f"{trickle}/slow", str(dest), SHA).replace(
+        "command -v curl", "false").replace("command -v wget", "false"))
+    assert done.returncode == 0, done.stderr
+    assert dest.read_bytes() == CONTENT
+
+
 def test_a_partial_file_a_killed_run_left_is_removed_by_the_next(server, tmp_path):
     models = tmp_path / "models"
     models.mkdir()
