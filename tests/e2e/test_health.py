@@ -15,7 +15,7 @@ from __future__ import annotations
 import pytest
 
 from testbed import standins
-from testbed.hosts import prepare, settings_for, ssh, write_settings
+from testbed.hosts import REPO, prepare, settings_for, ssh, write_settings
 from tests.e2e.conftest import booted
 from tests.e2e.test_faults import changed, host_lines, report, site, summary
 
@@ -217,3 +217,404 @@ def test_a_full_disk_fails_its_host_only_naming_the_disk_and_leaves_nothing(runs
     again = site(fleet)
     assert summary(again)["h-cpu"][2] == "healthy", again.stderr[-3000:]
     assert "TZ='Europe/Berlin'" in ssh(fleet, "h-cpu", f"cat {directory}/webui.env")
+
+
+# --------------------------------------------------------------------------------------------
+# slow starts, a link cut mid-download, an interrupted run, a re-run racing a killed run's apt,
+# what deploy/status.py costs; each on the fleet as the tests above left it
+
+
+KNOBS = "/opt/stable-diffusion/data/sdinfra-standin.json"  # the stand-in's control file
+MODELS_DIR = "/opt/stable-diffusion/models/Stable-diffusion"
+
+
+class Watched:
+    """deploy/site.py (or another deploy) started in the background; each line it prints on
+    stderr kept with the seconds since the start, as it arrives."""
+
+    def __init__(self, fleet, deploy: str = "deploy/site.py", *args: str):
+        import os
+        import subprocess
+        import threading
+        import time
+
+        from testbed.hosts import PYINFRA
+
+        self.started = time.monotonic()
+        self.lines: list[tuple[float, str]] = []
+        self.out: list[str] = []
+        self.proc = subprocess.Popen(
+            [PYINFRA, str(fleet.inventory_path), deploy, "-y", "--json", *args], cwd=REPO,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "PYINFRA_PROGRESS": "off"})
+
+        def read_err():
+            for line in self.proc.stderr:
+                self.lines.append((time.monotonic() - self.started, line))
+
+        self.readers = [threading.Thread(target=read_err, daemon=True),
+                        threading.Thread(target=lambda: self.out.extend(self.proc.stdout),
+                                         daemon=True)]
+        for reader in self.readers:
+            reader.start()
+
+    def said(self, text: str) -> bool:
+        return any(text in line for _, line in list(self.lines))
+
+    def at(self, text: str) -> float:
+        """When the first line holding ``text`` arrived."""
+        return next(t for t, line in self.lines if text in line)
+
+    def wait(self, timeout: float = 600):
+        import subprocess
+        import time
+
+        self.proc.wait(timeout=timeout)
+        for reader in self.readers:
+            reader.join(timeout=10)
+        result = subprocess.CompletedProcess(self.proc.args, self.proc.returncode,
+                                             "".join(self.out),
+                                             "".join(line for _, line in self.lines))
+        result.seconds = time.monotonic() - self.started
+        print(f"{self.proc.args[2]}: exit {result.returncode} in {result.seconds:.1f} s")
+        return result
+
+
+def kept(fleet, *args: str):
+    """deploy/site.py (test_faults.site), its stderr kept in the fleet's directory to read
+    after a failure."""
+    result = site(fleet, *args)
+    logs = sorted(fleet.workdir.glob("site-*.log"))
+    (fleet.workdir / f"site-{len(logs) + 1:02d}.log").write_text(result.stderr + result.stdout)
+    return result
+
+
+def until(check, seconds: float, what: str, every: float = 0.3):
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(every)
+    raise AssertionError(f"after {seconds} s: {what}")
+
+
+def set_data(fleet, name: str, **changes) -> None:
+    import json
+
+    data = json.loads(fleet.host_data_path.read_text())
+    data[name].update(changes)
+    write_settings(fleet, data)
+
+
+def container_health(fleet, name: str, service: str = "cpu") -> str:
+    return ssh(fleet, name, "docker inspect -f '{{.State.Status}}/{{.State.Health.Status}}' "
+                            f"$(docker ps -aq --filter label=com.docker.compose.service={service}"
+                            " | head -n 1)").strip()
+
+
+def test_a_slow_start_is_waited_for_and_ends_healthy(runs, health_fleet):
+    """The web UI takes 25 s to listen (2.5 healthcheck intervals): the run waits, says how it
+    goes every 5 s without -v, and ends healthy once Docker says so."""
+    fleet = health_fleet
+    ssh(fleet, "h-cpu", f"echo '{{\"start_delay\": 25}}' > {KNOBS} && docker stop "
+                        "$(docker ps -q --filter label=com.docker.compose.service=cpu)")
+    run = Watched(fleet, "deploy/site.py", "--limit", "h-cpu")
+    result = run.wait()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert summary(result)["h-cpu"][2] == "healthy"
+    said = host_lines(result, "h-cpu")
+    progress = [line for line in said.splitlines()
+                if "waiting for cpu to turn healthy: running, starting, " in line]
+    assert len(progress) >= 4, said[-3000:]  # 0, 5, 10, 15, 20 s ...
+    # Waited the stand-in's 25 s out, and no longer than the healthcheck after it needs.
+    waited = run.at("sdinfra-health: healthy") - run.at("waiting for cpu to turn healthy")
+    assert 20 <= waited <= 25 + 10 + 15, waited
+    assert container_health(fleet, "h-cpu") == "running/healthy"
+
+
+def test_a_start_slower_than_the_bound_says_starting_and_how_long_truly(runs, health_fleet):
+    """webui_start_timeout = 30 (the least allowed) and a web UI that takes 45 s: the run ends
+    (exit 0: slow is not broken) saying 'starting (waited N s)', N the seconds it waited; Docker
+    says starting then, and healthy soon after, as the README's table says; the next run, which
+    starts nothing, reads healthy."""
+    import re
+
+    fleet = health_fleet
+    ssh(fleet, "h-cpu", f"echo '{{\"start_delay\": 45}}' > {KNOBS}")
+    set_data(fleet, "h-cpu", webui_start_timeout=30)  # the compose file changes: recreated
+    run = Watched(fleet, "deploy/site.py", "--limit", "h-cpu")
+    result = run.wait()
+    state_then = container_health(fleet, "h-cpu")
+    assert result.returncode == 0, result.stderr[-3000:]
+    status = summary(result)["h-cpu"][2]
+    found = re.fullmatch(r"starting \(waited (\d+) s\)", status)
+    assert found, status
+    said = int(found.group(1))
+    assert said == 30  # the bound, reached
+    waited = run.at("sdinfra-health: starting") - run.at("waiting for cpu to turn healthy")
+    assert abs(waited - said) <= 2, (waited, said)  # the seconds it says are the ones it waited
+    assert state_then == "running/starting"
+    assert report(result).get("failed_hosts") == []
+    readme = (REPO / "README.md").read_text()
+    assert "| `starting (waited N s)` | still loading after `webui_start_timeout`; not a " \
+           "failure |" in readme
+    until(lambda: container_health(fleet, "h-cpu") == "running/healthy", 60,
+          "the slow web UI did not turn healthy after the run said starting")
+    ssh(fleet, "h-cpu", f"rm -f {KNOBS}")
+    again = site(fleet, "--limit", "h-cpu")
+    assert summary(again)["h-cpu"][2] == "healthy", again.stderr[-3000:]
+    assert "Stable Diffusion web UI | Start the cpu service" not in changed(again, "h-cpu")
+
+
+class CutLink:
+    """A model served on one host's gateway (its own veth: the only address it may reach) that
+    stops mid-body while ``cut`` is set, as a link that went down does: half the bytes, then
+    nothing, the connection neither closed nor reset. ``requests`` counts the GETs."""
+
+    def __init__(self, gateway: str):
+        import hashlib
+        import http.server
+        import threading
+        import time
+
+        self.content = bytes(range(256)) * 1024  # 256 KiB
+        self.sha256 = hashlib.sha256(self.content).hexdigest()
+        self.cut = True
+        self.requests = 0
+        self.stop = threading.Event()
+        link = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                link.requests += 1
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(link.content)))
+                self.end_headers()
+                half = len(link.content) // 2 if link.cut else len(link.content)
+                self.wfile.write(link.content[:half])
+                self.wfile.flush()
+                if half < len(link.content):
+                    link.stop.wait(600)  # the link is down: nothing more comes
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer((gateway, 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://{gateway}:{self.httpd.server_address[1]}/cut.safetensors"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self._sleep = time.sleep
+
+    def close(self):
+        self.stop.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def cut_link(health_fleet):
+    link = CutLink(health_fleet.host("h-cpu").gateway)
+    yield link
+    link.close()
+
+
+def with_cut_model(fleet, link: CutLink, **settings) -> None:
+    """h-cpu's models and the one behind ``link``, with ``settings``; h-cuda with the flag
+    test_status_reports_every_host_truly gave it (it starts, torch sees no GPU there)."""
+    import json
+
+    models = [model for model in json.loads(fleet.host_data_path.read_text())["h-cpu"][
+        "webui_models"] if model["name"] != "cut.safetensors"]
+    set_data(fleet, "h-cpu", **settings, webui_models=[
+        *models, {"name": "cut.safetensors", "url": link.url, "sha256": link.sha256}])
+    set_data(fleet, "h-cuda", webui_extra_args=["--skip-torch-cuda-test"])
+
+
+def partials(fleet, name: str) -> list[str]:
+    return ssh(fleet, name, f"ls -A {MODELS_DIR} | grep sdinfra-part || true").split()
+
+
+def test_a_link_cut_mid_download_fails_its_host_on_the_stall_bound_the_other_finishes(
+        runs, health_fleet, cut_link):
+    """h-cpu's new model stops arriving half way; h-cuda's web UI was stopped, so its start
+    is pending behind that download. The stall bound (download_stall_timeout: 5 s, one retry)
+    fails h-cpu, named, with the reason; h-cuda gets its start and ends healthy."""
+    fleet = health_fleet
+    with_cut_model(fleet, cut_link, download_stall_timeout=5, download_retries=1)
+    ssh(fleet, "h-cuda", "docker stop $(docker ps -q --filter "
+                         "label=com.docker.compose.service=cuda)")
+    result = kept(fleet)
+    assert result.seconds < 180, result.seconds
+    table = summary(result)
+    assert report(result).get("failed_hosts") == ["h-cpu"], result.stderr[-3000:]
+    why = (f"download of {cut_link.url} failed: no data for 5 s or no connection within 30 s, "
+           f"2 attempts (exit 28); {MODELS_DIR}/cut.safetensors was not changed")
+    assert table["h-cpu"][2] == ("failed at Stable Diffusion web UI | Download model "
+                                 f"cut.safetensors: {why}"), table["h-cpu"]
+    assert cut_link.requests == 2
+    assert table["h-cuda"][2] == "healthy"
+    # pyinfra names an operation after the first host that planned it: "Start the cpu service"
+    assert any(op.startswith("Stable Diffusion web UI | Start the ")
+               for op in changed(result, "h-cuda"))
+    assert partials(fleet, "h-cpu") == []  # the failed attempt removed its own
+    assert "cut.safetensors" not in ssh(fleet, "h-cpu", f"ls -A {MODELS_DIR}")
+
+
+def test_an_interrupted_download_says_interrupted_and_the_next_run_converges(
+        runs, health_fleet, cut_link):
+    """Ctrl-C (SIGINT to pyinfra) while h-cpu's download hangs on the cut link (the default
+    60 s stall bound) and h-cuda's start waits behind it: neither host says ok, both say
+    interrupted (exit 130). On the host the download stops when its progress line finds no
+    reader, its partial file removed (it went on alone, holding the file, before); with the
+    link back, the next run downloads the model and keeps it with its sha256."""
+    import signal
+
+    fleet = health_fleet
+    with_cut_model(fleet, cut_link, download_stall_timeout=60, download_retries=3)
+    ssh(fleet, "h-cuda", "docker stop $(docker ps -q --filter "
+                         "label=com.docker.compose.service=cuda)")
+    before = cut_link.requests
+    run = Watched(fleet)
+    until(lambda: run.said("downloading cut.safetensors: 128 KiB"), 120,
+          "h-cpu's download never showed its first half arriving")
+    run.proc.send_signal(signal.SIGINT)
+    result = run.wait(timeout=60)
+    assert result.returncode == 130, result.stderr[-3000:]
+    table = summary(result)
+    assert table["h-cpu"][2] == "interrupted" and table["h-cuda"][2] == "interrupted", table
+    assert cut_link.requests == before + 1
+    until(lambda: not partials(fleet, "h-cpu") and not ssh(
+        fleet, "h-cpu", "pgrep -f '[c]ut.safetensors.sdinfra-part' || true").strip(), 20,
+        "the interrupted download went on on h-cpu, or left its partial file")
+
+    cut_link.cut = False  # the link is back
+    again = kept(fleet)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert cut_link.requests == before + 2
+    assert partials(fleet, "h-cpu") == []
+    assert ssh(fleet, "h-cpu", f"sha256sum {MODELS_DIR}/cut.safetensors").split()[0] == \
+        cut_link.sha256
+    assert summary(again)["h-cpu"][2] == "healthy" and summary(again)["h-cuda"][2] == "healthy"
+
+
+SLOW_DPKG = "/etc/apt/apt.conf.d/99sdinfra-test-slow-dpkg"  # TEST ONLY, removed after
+
+
+def killed_mid_apt(fleet, hold: int) -> list[str]:
+    """docker-compose removed from h-cpu, and apt's dpkg run held back ``hold`` s on it (a
+    DPkg::Pre-Invoke hook: what a large package's unpack takes); deploy/site.py started and
+    only the pyinfra process SIGKILLed once apt-get installs docker-compose there. The host's
+    apt goes on (its session had no terminal to hang up): the pids of its apt-get."""
+    ssh(fleet, "h-cpu", "apt-get remove -y docker-compose >/dev/null 2>&1 && "
+                        f"echo 'DPkg::Pre-Invoke {{\"sleep {hold}\";}};' > {SLOW_DPKG}")
+    run = Watched(fleet)
+
+    def installing():
+        seen = ssh(fleet, "h-cpu", "pgrep -a 'apt-get|sleep' || true").splitlines()
+        apt = [line.split()[0] for line in seen
+               if "apt-get" in line and " install " in line and "docker-compose" in line]
+        return apt if apt and any(line.endswith(f"sleep {hold}") for line in seen) else None
+
+    try:
+        pids = until(installing, 240, "the run never installed docker-compose on h-cpu")
+    finally:
+        run.proc.kill()  # SIGKILL, pyinfra alone: no summary, no cleanup of its own
+        run.wait(timeout=30)
+    still = ssh(fleet, "h-cpu", "pgrep -a apt-get || true")
+    assert any(pid in still for pid in pids), f"the host's apt did not go on: {still!r}"
+    return pids
+
+
+def test_a_rerun_racing_a_killed_runs_apt_waits_for_it_and_converges(runs, health_fleet):
+    """The run after a killed one, started at once, finds the killed run's apt-get still
+    installing on h-cpu: it waits for the lock (apt_lock_timeout, 600 s by default) instead of
+    failing on it, and converges; the other host is not held up by more than that wait."""
+    import re
+
+    fleet = health_fleet
+    try:
+        pids = killed_mid_apt(fleet, 20)
+        # -vvv: the wait says so on stderr of a command that succeeds, printed only then
+        result = kept(fleet, "-vvv")
+    finally:
+        ssh(fleet, "h-cpu", f"rm -f {SLOW_DPKG}")
+    assert result.returncode == 0, result.stderr[-4000:]
+    waited = re.search(r"waiting up to 600 s \(apt_lock_timeout\): process (\d+) \(apt-get\) "
+                       r"holds /var/lib/dpkg/lock-frontend", result.stderr)
+    assert waited and waited.group(1) in pids, result.stderr[-4000:]
+    assert summary(result)["h-cpu"][2] == "healthy"
+    assert report(result).get("failed_hosts") == []
+    assert ssh(fleet, "h-cpu", "dpkg-query -W -f='${Status}' docker-compose") == \
+        "install ok installed"
+    assert ssh(fleet, "h-cpu", "dpkg --audit; pgrep -a 'apt-get|dpkg' || true").strip() == ""
+
+
+def test_a_lock_held_past_the_bound_shows_apts_reason_in_the_summary(runs, health_fleet):
+    """The same race with apt_lock_timeout = 3 on h-cpu: h-cpu alone fails, and the summary's
+    line is the one that says why (the E: line naming the lock and the killed run's apt-get),
+    not a line after it; h-cuda ends healthy in the same run."""
+    fleet = health_fleet
+    set_data(fleet, "h-cpu", apt_lock_timeout=3)
+    try:
+        pids = killed_mid_apt(fleet, 25)
+        result = kept(fleet)
+        # The killed run's apt finishes on its own; nothing is left half done.
+        until(lambda: ssh(fleet, "h-cpu", "pgrep apt-get || echo none").strip() == "none", 90,
+              "the killed run's apt-get did not end")
+    finally:
+        ssh(fleet, "h-cpu", f"rm -f {SLOW_DPKG}")
+        set_data(fleet, "h-cpu", apt_lock_timeout=600)
+    assert report(result).get("failed_hosts") == ["h-cpu"], result.stderr[-4000:]
+    status = summary(result)["h-cpu"][2]
+    prefix = ("failed at Docker Engine | Install missing packages | Refresh package lists: "
+              "E: /var/lib/dpkg/lock-frontend is still held by process ")
+    assert status.startswith(prefix), status
+    assert status[len(prefix):].split()[0] in pids
+    assert status.endswith("(apt-get) after 3 s (apt_lock_timeout): another package run is "
+                           "going on; let it finish and run the deploy again, or raise "
+                           "apt_lock_timeout"), status
+    assert "h-cuda" in summary(result)  # run to its end, whatever its web UI does
+    assert ssh(fleet, "h-cpu", "dpkg-query -W -f='${Status}' docker-compose") == \
+        "install ok installed"
+
+
+def test_status_costs_what_a_no_change_run_costs(runs, health_fleet, tmp_path, monkeypatch):
+    """deploy/status.py against a no-change deploy/site.py on the same converged fleet: remote
+    commands per host (pyinfra's SSH connector logs each with --debug, as bench/fleet.py
+    counts them) at most one more, and about the same wall time."""
+    from bench.fleet import COMMAND_LINE, UPLOAD_LINE
+
+    from testbed.hosts import run_pyinfra
+
+    fleet = health_fleet
+    monkeypatch.setenv("SDINFRA_STATUS_JSON", str(tmp_path / "status.json"))
+
+    def counted(deploy: str, *args: str):
+        import time
+
+        started = time.monotonic()
+        done = run_pyinfra(fleet, deploy, "-y", "--debug", *args)
+        seconds = time.monotonic() - started
+        assert done.returncode == 0, done.stderr[-3000:]
+        per_host = {name: 0 for name in NAMES}
+        for line in done.stderr.splitlines():
+            found = COMMAND_LINE.search(line)
+            if found:
+                per_host[found.group(1)] += 1
+            assert not UPLOAD_LINE.search(line), line
+        return done, seconds, per_host
+
+    nochange, nochange_s, site_commands = counted("deploy/site.py", "--json")
+    operations = [op for op in report(nochange)["operations"] if op["success"]]
+    assert operations == [], operations  # converged: the count is that of a no-change run
+    status, status_s, status_commands = counted("deploy/status.py")
+    assert "--> sdinfra status:" in status.stderr
+    print(f"no-change deploy/site.py: {nochange_s:.1f} s, commands per host {site_commands}; "
+          f"deploy/status.py: {status_s:.1f} s, commands per host {status_commands}")
+    for name in NAMES:
+        assert 0 < status_commands[name] <= site_commands[name] + 1, (name, status_commands,
+                                                                        site_commands)
+    assert status_s <= 2 * nochange_s + 10, (status_s, nochange_s)
