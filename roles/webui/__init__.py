@@ -610,8 +610,11 @@ def wait_function(directory: str, every: int = 5) -> str:
     seconds: 0 when healthy; 1 when it exited, restarts or turned unhealthy (``$why`` says
     which); 2 when Docker still says starting after TIMEOUT s (``$s``: the seconds waited).
     ``sdinfra_logs`` prints the last log lines of the container waited for, each behind
-    roles.summary.LOG_LINES, the login masked.
+    roles.summary.LOG_LINES, the login masked. Seconds are counted on the clock
+    (roles.apt.CENTISECONDS), not as loops: each loop's docker inspect takes a while too, and
+    a 30 s bound took 33 s on a quiet test host, more on a loaded one.
     """
+    from roles.apt import CENTISECONDS
     from roles.summary import LOG_LINES
 
     labels = f"--filter label=com.docker.compose.project={PROJECT}"
@@ -621,7 +624,9 @@ def wait_function(directory: str, every: int = 5) -> str:
     secret = (f"f={shlex.quote(directory + '/secrets/webui-auth')} -v "
               f"g={shlex.quote(directory + '/' + STATE_DIR + '/previous/secrets/webui-auth')}")
     return "\n".join([
+        CENTISECONDS,
         "sdinfra_wait() {",
+        "  t0=$(sdinfra_cs); n=0",
         f"  svc=$1 limit=$2 s=0 why=; c=$(docker ps -aq {labels} "
         "--filter label=com.docker.compose.service=$svc | head -n 1)",
         '  [ -n "$c" ] || { why="no container for $svc"; return 1; }',
@@ -639,9 +644,9 @@ def wait_function(directory: str, every: int = 5) -> str:
         '$([ "$code" = 0 ] || echo "exited with code $code, ")restarted $restarts times"',
         '    [ -n "$why" ] && return 1',
         '    [ $s -ge "$limit" ] && return 2',
-        f"    [ $((s % {every})) -eq 0 ] && echo \"waiting for $svc to turn healthy: "
-        "$state, $health, $s s\"",
-        "    sleep 1; s=$((s + 1))",
+        f"    [ $s -ge $n ] && {{ n=$((s - s % {every} + {every})); echo \"waiting for $svc to "
+        "turn healthy: $state, $health, $s s\"; }",
+        "    sleep 1; s=$(( ($(sdinfra_cs) - t0) / 100 ))",
         "  done",
         "}",
         "sdinfra_logs() {",

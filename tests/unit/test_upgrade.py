@@ -350,3 +350,27 @@ def test_files_kept_by_an_unfinished_switch_are_kept_while_the_old_image_runs(tm
     (project / "webui.env").write_text("A='1'\n")
     assert subprocess.run(["sh", "-c", keep_files(str(project), OLD)]).returncode == 0
     assert (project / ".sdinfra" / "previous" / "webui.env").read_text() == "A='1'\n"
+
+
+def test_the_wait_counts_seconds_on_the_clock_not_loops(tmp_path):
+    """Each docker inspect takes 0.4 s here (a loaded host): a 3 s bound ends after 3 s, not
+    after 3 loops of 1.4 s, and the seconds it says are the ones it waited."""
+    import time
+
+    from roles.webui import wait_function
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text("#!/bin/sh\ncase \"$1\" in ps) echo c0ffee ;; "
+                                    "inspect) sleep 0.4; echo 'running starting 0 0' ;; esac\n")
+    (bin_dir / "docker").chmod(0o755)
+    script = wait_function("/nowhere") + "\nsdinfra_wait cpu 3; echo \"r=$? s=$s\""
+    started = time.monotonic()
+    done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30,
+                          env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+    waited = time.monotonic() - started
+    last = done.stdout.splitlines()[-1]
+    assert last.startswith("r=2 s="), done.stdout + done.stderr
+    said = int(last.split("s=")[1])
+    assert 3 <= said <= 4 and said - 1 <= waited < said + 1.5, (said, waited)
+    assert "waiting for cpu to turn healthy: running, starting, 0 s" in done.stdout
