@@ -18,6 +18,7 @@ container that does not turn healthy is rolled back to the previous image and fi
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shlex
@@ -34,6 +35,7 @@ from roles import docker, summary
 from roles.summary import STATUSES
 from roles.download import TRUSTED_SHA256, parse_trusted
 from roles.hostfacts import HostFacts
+from roles.parsers import MARKER, parts
 from roles.progress import Shown, Upload, room, ticking
 from roles.settings import host_error, read
 from roles.shell import GPU_GROUPS, group_ids
@@ -267,55 +269,122 @@ class Wanted:
     mode: str
 
 
-DOCKER_ROOT = "/var/lib/docker"
-SHA256SUM_LINE = re.compile(r"^[0-9a-f]{64}  ")
-
-# awk over Docker's repositories.json files (tag -> image id) then the containers' config.v2.json
-# (one JSON line each): "running=SERVICE" for each container of ``project`` that Docker says runs
-# AND whose process is alive in that container's cgroup (/proc/PID/cgroup names the container
-# id: a stale file, a dead daemon's leftovers or another data-root cannot pass that);
-# "image=NAME" for each of ``images`` that such a container was started from and that still
-# names the same image id (what `docker ps` shows as .Image), "check=NAME" for the others.
-RUNNING_FROM_FILES = " ".join([
-    'function str(key,   i, s) { i = index($0, "\\"" key "\\":\\""); if (!i) return ""; '
-    's = substr($0, i + length(key) + 4); return substr(s, 1, index(s, "\\"") - 1) }',
-    'FILENAME ~ /repositories\\.json$/ { tags = tags $0; next }',
-    'index($0, "\\"com.docker.compose.project\\":\\"" project "\\"") {',
-    'i = index($0, "\\"Running\\":"); if (!i || substr($0, i + 10, 4) != "true") next;',
-    'i = index($0, "\\"Pid\\":"); pid = i ? substr($0, i + 6) + 0 : 0;',
-    'id = str("ID"); if (pid < 1 || length(id) < 12) next;',
-    'alive = 0; f = proc "/" pid "/cgroup";',
-    'while ((getline line < f) > 0) if (index(line, id)) alive = 1;',
-    'close(f); if (!alive) next;',
-    'print "running=" str("com.docker.compose.service");',
-    # The image it was started from (.Config.Image, the first "Image" key; the last is its id).
-    'print "current=" str("com.docker.compose.service") "=" str("Image");',
-    # Docker's health of that container, as `docker inspect` shows .State.Health.Status.
-    'h = index($0, "\\"Health\\":{\\"Status\\":\\""); if (h) { hs = substr($0, h + 20); '
-    'print "health=" str("com.docker.compose.service") "=" substr(hs, 1, index(hs, "\\"") - 1) }',
-    'image = str("Image"); s = $0; imageid = "";',
-    'while ((i = index(s, "\\"Image\\":\\"")) > 0) {',
-    's = substr(s, i + 9); imageid = substr(s, 1, index(s, "\\"") - 1) }',
-    'i = index(tags, "\\"" image "\\":\\"");',
-    'if (i && imageid != "" && substr(tags, i + length(image) + 4, length(imageid) + 1) == '
-    'imageid "\\"") seen[image] = 1 }',
-    'END { n = split(images, w, " "); '
-    'for (k = 1; k <= n; k++) print (w[k] in seen ? "image=" : "check=") w[k] }',
-])
-# The same lines from `docker ps --format 'SERVICE|IMAGE'`.
-RUNNING_FROM_PS = (
-    'NF { print "running=" $1; print "current=" $1 "=" $2; seen[$2] = 1 } '
-    'END { n = split(images, w, " "); for (k = 1; k <= n; k++) '
-    'print (w[k] in seen ? "image=" : "check=") w[k] }'
-)
-
-
 # Docker's health as the summary of a no-change run says it.
 HEALTH_SAID = {
     "healthy": STATUSES["healthy"],
     "starting": "starting (Docker's healthcheck has not passed yet)",
     "unhealthy": STATUSES["unhealthy"].format(why="Docker's healthcheck (/internal/ping) fails"),
 }
+
+
+DOCKER_ROOT = "/var/lib/docker"
+PROC = "/proc"
+SHA256SUM_LINE = re.compile(r"^[0-9a-f]{64}  ")
+# The parts of ProjectState's output that tell what Docker runs (roles.parsers' markers), after
+# every other line: "container", the config.v2.json of each container of the project that runs;
+# "ps", `docker ps`'s SERVICE|IMAGE lines when Docker's files show none; "image", each image
+# asked for that the host has.
+DOCKER_PARTS = ("container", "ps", "image")
+
+
+def docker_command(images) -> str:
+    """
+    Shell: the project's running services and which of ``images`` the host has, without a
+    docker command on a converged host (each costs the host ~20 ms of CPU, the daemon too).
+
+    Docker's own files first: the config.v2.json (one JSON line) of each of the project's
+    containers that Docker says runs AND whose process is alive in that container's cgroup
+    (/proc/PID/cgroup names the container's id: a stale file, a dead daemon's leftovers or
+    another data-root cannot pass that) is printed whole, read on the controller
+    (``docker_state``). An image asked for is there when repositories.json tags it with the
+    image id of such a container (what `docker ps` shows as .Image). What the files do not show
+    is asked for: `docker ps` when no container passed, `docker image inspect` for the images.
+    Only these decisions are taken here, because they choose the commands of the same round
+    trip; the JSON itself is read in Python.
+    """
+    words = " ".join(shlex.quote(image) for image in images)
+    label = f'"com.docker.compose.project":"{PROJECT}"'  # as config.v2.json writes it
+    # One line, as every fact's command (the unit tests' fake reads them from pyinfra's log).
+    return " ".join([
+        "if command -v docker >/dev/null; then",
+        # The newline: the last character of the shell's default IFS (space, tab, newline).
+        "nl=${IFS#??} live='' ids='' ps='';",
+        # One grep for the project's containers, printing FILE:JSON (the id is the directory).
+        f"found=$(grep -HF -e {shlex.quote(label)} -- {DOCKER_ROOT}/containers/*/config.v2.json "
+        "2>/dev/null);",
+        # One JSON line each; no glob in it is expanded.
+        "set -f; IFS=$nl;",
+        "for e in $found; do",
+        "unset IFS; f=${e%%:*} j=${e#*:}; id=${f%/*}; id=${id##*/};",
+        # The first "Running" and "Pid" keys are .State's: JSON escapes a quote inside a string,
+        # so '"Pid":' in an environment variable or argument reads '\"Pid\":'.
+        "case $j in *'\"Running\":true'*) ;; *) continue ;; esac;",
+        "p=${j#*'\"Pid\":'}; p=${p%%[!0-9]*};",
+        f'[ "${{p:-0}}" -gt 0 ] && [ -r {PROC}/"$p"/cgroup ] || continue;',
+        # (2>/dev/null: the process may end between the test and the read)
+        "alive=''; { while IFS= read -r l; do case $l in *\"$id\"*) alive=1 ;; esac;",
+        f"done < {PROC}/\"$p\"/cgroup; }} 2>/dev/null;",
+        '[ -n "$alive" ] || continue;',
+        "echo '### container'; printf '%s\\n' \"$j\"; live=1;",
+        # The image id it runs: the last "Image" key (the first is .Config.Image, its name).
+        "t=${j##*'\"Image\":\"'}; t=${t%%'\"'*}; ids=\"$ids $t\";",
+        "done;",
+        "unset IFS; set +f;",
+        '[ -n "$live" ] || {',
+        f"ps=$(docker ps --filter label=com.docker.compose.project={PROJECT} "
+        "--format '{{.Label \"com.docker.compose.service\"}}|{{.Image}}' 2>/dev/null);",
+        "[ -n \"$ps\" ] && printf '### ps\\n%s\\n' \"$ps\"; };",
+        # repositories.json's entries "TAG":"ID" for an image asked for and a running id.
+        f"set --; for w in {words}; do for t in $ids; do",
+        "set -- \"$@\" -e \"\\\"$w\\\":\\\"$t\\\"\"; done; done;",
+        f"tags=''; [ $# -gt 0 ] && tags=$(grep -ohF \"$@\" -- "
+        f"{DOCKER_ROOT}/image/*/repositories.json 2>/dev/null);",
+        f"for w in {words}; do",
+        "case \"$nl$tags$nl$ps$nl\" in *\"$nl\\\"$w\\\":\"*|*\"|$w$nl\"*) ;;",
+        "*) docker image inspect \"$w\" >/dev/null 2>&1 || continue ;; esac;",
+        "printf '### image\\n%s\\n' \"$w\";",
+        "done;",
+        "fi",
+    ])
+
+
+def docker_state(parts) -> dict:
+    """
+    ``docker_command``'s parts (roles.parsers.parts) -> the running services, the image each
+    was started from (.Config.Image), Docker's health of each (.State.Health.Status, as the
+    summary says it) and the images asked for that the host has.
+
+    .. code:: python
+
+        docker_state(parts(["### ps", "cpu|sdinfra/webui:cpu-v1"], DOCKER_PARTS))
+        # {"running": ["cpu"], "current": {"cpu": "sdinfra/webui:cpu-v1"}, "health": {},
+        #  "images": []}
+    """
+    found = {"running": [], "current": {}, "health": {}, "images": []}
+    for name, lines in parts:
+        for line in lines:
+            if name == "container":
+                try:
+                    container = json.loads(line)
+                except ValueError:
+                    continue
+                config = container.get("Config") or {}
+                service = (config.get("Labels") or {}).get("com.docker.compose.service")
+                if not service:
+                    continue
+                found["running"].append(service)
+                found["current"][service] = config.get("Image", "")
+                status = ((container.get("State") or {}).get("Health") or {}).get("Status")
+                if status:
+                    found["health"][service] = HEALTH_SAID.get(status, status)
+            elif name == "ps":
+                service, sep, image = line.partition("|")
+                if sep and service:
+                    found["running"].append(service)
+                    found["current"][service] = image
+            elif name == "image" and line:
+                found["images"].append(line)
+    return found
 
 
 class ProjectState(FactBase):
@@ -338,8 +407,6 @@ class ProjectState(FactBase):
 
     def command(self, directory, paths, images, models=()):
         quoted = " ".join(shlex.quote(p) for p in paths)
-        quoted_images = shlex.quote(" ".join(images))
-        label = f"label=com.docker.compose.project={PROJECT}"
         # The models: trusted from their sidecars, hashed only when one is stale or missing.
         verify = (f"set -- {' '.join(shlex.quote(m) for m in models)}; {TRUSTED_SHA256}; "
                   if models else "")
@@ -359,26 +426,8 @@ class ProjectState(FactBase):
             f"{shlex.quote(directory + '/' + MODELS)}/.*.sdinfra-upload "
             f"{shlex.quote(directory)}/*.sdinfra-new {shlex.quote(directory)}/secrets/*.sdinfra-new; "
             "do [ -e \"$f\" ] && echo \"leftover=$f\"; done; "
-            "if command -v docker >/dev/null; then "
-            # The project's running services, from Docker's own files when they show one (no
-            # docker command: each costs the host ~20 ms of CPU), else from `docker ps`.
-            f"set --; for f in {DOCKER_ROOT}/image/*/repositories.json "
-            f"{DOCKER_ROOT}/containers/*/config.v2.json; do "
-            "[ -r \"$f\" ] && set -- \"$@\" \"$f\"; done; "
-            f"found=; [ $# -gt 0 ] && found=$(awk -v project={PROJECT} -v proc=/proc "
-            f"-v images={quoted_images} "
-            f"{shlex.quote(RUNNING_FROM_FILES)} \"$@\" 2>/dev/null); "
-            "case \"$found\" in *running=*) ;; *) "
-            f"found=$(docker ps --filter {label} "
-            "--format '{{.Label \"com.docker.compose.service\"}}|{{.Image}}' 2>/dev/null "
-            f"| awk -F'|' -v images={quoted_images} {shlex.quote(RUNNING_FROM_PS)}) ;; esac; "
-            # An image no running service shows is asked for: `docker image inspect` (each
-            # docker command costs the daemon too).
-            "for line in $found; do case \"$line\" in "
-            "running=*|current=*|image=*|health=*) echo \"$line\" ;; "
-            "check=*) i=${line#check=}; docker image inspect \"$i\" >/dev/null 2>&1 "
-            "&& echo \"image=$i\" ;; esac; done; "
-            "fi; true"
+            f"{docker_command(images)}; "
+            "true"
         )
 
     @staticmethod
@@ -390,6 +439,12 @@ class ProjectState(FactBase):
     def process(self, output):
         state = self.default()
         output = list(output)
+        # Docker's parts come last: the lines before them are the directory's.
+        docker = next((n for n, line in enumerate(output)
+                       if line.startswith(MARKER) and line[len(MARKER):] in DOCKER_PARTS),
+                      len(output))
+        state.update(docker_state(parts(output[docker:], DOCKER_PARTS)))
+        output = output[:docker]
         state["trusted"], state["hashed"] = parse_trusted(output)
         state["gids"] = group_ids(output)
         kinds, sums = {}, {}
@@ -404,14 +459,8 @@ class ProjectState(FactBase):
                 kind, mode_path = rest.split("=", 1)
                 mode, _, path = mode_path.partition("=")
                 kinds[path] = (kind, mode)
-            elif key == "current":  # the image a running service was started from
-                service, _, image = rest.partition("=")
-                state["current"][service] = image
-            elif key == "health":
-                service, _, status = rest.partition("=")
-                state["health"][service] = HEALTH_SAID.get(status, status)
-            elif key in ("running", "images", "image", "models", "model", "leftover"):
-                state[{"image": "images", "model": "models"}.get(key, key)].append(rest)
+            elif key in ("model", "leftover"):
+                state[{"model": "models"}.get(key, key)].append(rest)
         for path, (kind, mode) in kinds.items():
             if kind == "directory":
                 state["dirs"][path] = mode

@@ -37,7 +37,7 @@ from tests.unit.test_nvidia import NVIDIA_CTK_JSON
 from tests.unit.test_nvidia import state_output as nvidia_state
 from tests.unit.test_rocm import DPKG_53, ROCMINFO_GPU
 from tests.unit.test_rocm import state_output as rocm_state
-from tests.unit.test_webui import project_lines
+from tests.unit.test_webui import docker_lines, project_lines
 
 DEPLOY = "deploy/site.py"
 USER = "alice"
@@ -123,8 +123,8 @@ def project_state(backend: str, data: dict) -> list[str]:
     files = {name: (text, "644") for name, text in stack_files(backend, data).items()}
     lines = project_lines(base, files, NPROC, GIDS)
     model = f"{base}/models/Stable-diffusion/{MODEL['name']}"
-    return lines + [f"trusted={MODEL['sha256']}={model}", f"model={MODEL['name']}",
-                    f"running={backend}", f"image={IMAGE}"]
+    return lines + [f"trusted={MODEL['sha256']}={model}", f"model={MODEL['name']}"] + \
+        docker_lines({backend: IMAGE}, images=[IMAGE])
 
 
 def converged(name: str, backend: str, os_key: str, source: str) -> FakeHost:

@@ -22,7 +22,7 @@ from roles import download
 from roles.webui import ProjectState, render_plan
 from tests.unit.fakehost import plan
 from tests.unit.test_docker import converged as docker_converged
-from tests.unit.test_webui import unknown_host_plan, values
+from tests.unit.test_webui import docker_lines, unknown_host_plan, values
 
 NAME = "sd15.safetensors"
 CONTENT = b"stand-in checkpoint " * 4096
@@ -216,7 +216,8 @@ def laid_out(tmp_path: Path, server: str, watched) -> tuple:
             if not (directory / name).exists() or (directory / name).read_text() != text:
                 (directory / name).write_text(text)
                 (directory / name).chmod(0o644)
-        output = sh(command, path).stdout.splitlines() + ["running=cpu", f"image={IMAGE}"]
+        output = sh(command, path).stdout.splitlines() + docker_lines({"cpu": IMAGE},
+                                                                       images=[IMAGE])
         base = docker_converged("h", "debian12", "distro").set(docker_source="distro",
                                                                **settings)
         return base.respond("echo nproc=", output)

@@ -67,7 +67,7 @@ def test_the_state_fact_says_which_image_a_running_service_was_started_from(tmp_
     (root / "image" / "overlay2" / "repositories.json").write_text("{}")
     fact = ProjectState()
     command = fact.command("/nowhere", ["/nowhere"], [NEW]).replace(
-        "/var/lib/docker", str(root)).replace("-v proc=/proc", f"-v proc={proc}")
+        "/var/lib/docker", str(root)).replace('/proc/"$p"/', f'{proc}/"$p"/')
 
     def state():
         done = subprocess.run(["sh", "-c", command], capture_output=True, text=True,
@@ -89,8 +89,8 @@ def test_the_state_fact_says_which_image_a_running_service_was_started_from(tmp_
 
 def _host(current: str, **settings):
     host, files = converged_cpu(**settings)
-    return host.override("echo nproc=", stack_state(files, running=("cpu",)) +
-                         [f"current=cpu={current}"]), files
+    return host.override("echo nproc=", stack_state(files, running=("cpu",),
+                                                    current={"cpu": current})), files
 
 
 def test_a_new_image_keeps_the_running_files_then_switches():

@@ -13,7 +13,8 @@ import yaml
 from roles import preflight
 from roles.preflight.__main__ import load_dir
 from roles.settings import read
-from roles.webui import DEFAULT_BUILDS, FILES, TORCH_COMMANDS, GroupIds, render, render_plan
+from roles.webui import (DEFAULT_BUILDS, FILES, HEALTH_SAID, TORCH_COMMANDS, GroupIds, render,
+                         render_plan)
 from roles.webui.settings import SETTINGS
 from tests.unit.fakehost import FIXTURES, REPO, FakeHost, plan
 from tests.unit.test_docker import converged as docker_converged
@@ -53,10 +54,29 @@ def project_lines(base: str, files: dict, nproc: int, gids: dict) -> list[str]:
     return lines
 
 
-def stack_state(files: dict, nproc=4, running=(), models=("sd15.safetensors",), gids=None):
-    """The ProjectState fact's output for a host whose project directory holds ``files``."""
+def stack_state(files: dict, nproc=4, running=(), models=("sd15.safetensors",), gids=None,
+                current=None):
+    """The ProjectState fact's output for a host whose project directory holds ``files`` and
+    runs the services ``running``, each on the image its compose file names unless ``current``
+    ({service: image}) says otherwise."""
     lines = project_lines(DIR, files, nproc, gids or {"video": "44", "render": "110"})
-    lines += [f"model={m}" for m in models] + [f"running={r}" for r in running]
+    lines += [f"model={m}" for m in models]
+    compose = yaml.safe_load(files["docker-compose.yml"][0]) if "docker-compose.yml" in files \
+        else {"services": {}}
+    return lines + docker_lines({
+        r: (current or {}).get(r) or compose["services"].get(r, {}).get("image", f"x/{r}:1")
+        for r in running})
+
+
+def docker_lines(running: dict, images=(), health=None) -> list[str]:
+    """What the ProjectState fact's command prints of Docker (roles.webui.docker_command) on a
+    host where the project's ``running`` ({service: image}) run, their config.v2.json each,
+    and where ``images`` are found."""
+    lines = []
+    for service, image in running.items():
+        lines += ["### container", config_v2(service=service, image=image, health=health)]
+    for image in images:
+        lines += ["### image", image]
     return lines
 
 
@@ -325,13 +345,16 @@ IMAGE_ID = "sha256:" + "38c6" * 16
 
 def config_v2(project="sdinfra", service="cpu", running=True, pid=4242,
               image="sdinfra/webui:cpu-v1.10.1", image_id=IMAGE_ID, health="healthy") -> str:
-    """A container's config.v2.json as Docker writes it (one line; the keys in Docker's order)."""
+    """A container's config.v2.json as Docker writes it (one line; the keys in Docker's order);
+    ``health`` None: an image without a healthcheck."""
     import json
 
+    state = {"Running": running, "Paused": False, "Restarting": False, "Pid": pid}
+    if health is not None:
+        state["Health"] = {"Status": health, "Log": [{"ExitCode": 0, "Output": ""}]}
     return json.dumps({
         "StreamConfig": {},
-        "State": {"Running": running, "Paused": False, "Restarting": False, "Pid": pid,
-                  "Health": {"Status": health, "Log": [{"ExitCode": 0, "Output": ""}]}},
+        "State": state,
         "ID": CONTAINER_ID, "Path": "/bin/sh", "Args": ["-c", "echo \"Image\":\"x\""],
         "Config": {"Image": image, "Env": ['X="Running":true'],
                    "Labels": {"com.docker.compose.project": project,
@@ -343,8 +366,9 @@ def config_v2(project="sdinfra", service="cpu", running=True, pid=4242,
 @pytest.fixture
 def docker_root(tmp_path):
     """A Docker root and a /proc under tmp_path, a docker command that logs its calls, and the
-    docker part of the ProjectState fact pointed at them: state() runs it, (lines, calls)."""
-    from roles.webui import DOCKER_ROOT, ProjectState
+    docker part of the ProjectState fact pointed at them: state() runs it, (what the fact
+    read of Docker, the docker commands it ran)."""
+    from roles.webui import DOCKER_ROOT, PROC, ProjectState
 
     root, proc, bin_dir = tmp_path / "docker", tmp_path / "proc", tmp_path / "bin"
     (root / "image" / "overlay2").mkdir(parents=True)
@@ -356,7 +380,8 @@ def docker_root(tmp_path):
         f"case \"$1\" in ps) cat {tmp_path}/ps 2>/dev/null ;; image) exit 1 ;; esac\n")
     (bin_dir / "docker").chmod(0o755)
     command = ProjectState().command("/nowhere", ["/nowhere"], ["sdinfra/webui:cpu-v1.10.1"])
-    command = command.replace(DOCKER_ROOT, str(root)).replace("-v proc=/proc", f"-v proc={proc}")
+    command = command.replace(DOCKER_ROOT, str(root)).replace(f"{PROC}/\"$p\"/", f"{proc}/\"$p\"/")
+    assert str(proc) in command
 
     def write(config=None, cgroup=f"0::/docker/{CONTAINER_ID}\n",
               tags={"sdinfra/webui:cpu-v1.10.1": IMAGE_ID}):
@@ -373,9 +398,8 @@ def docker_root(tmp_path):
         calls = tmp_path / "calls"
         asked = calls.read_text().splitlines() if calls.exists() else []
         calls.unlink(missing_ok=True)
-        lines = [l for l in done.stdout.splitlines()
-                 if l.startswith(("running=", "image=", "health="))]
-        return lines, asked
+        found = ProjectState().process(done.stdout.splitlines())
+        return {key: found[key] for key in ("running", "health", "images") if found[key]}, asked
 
     return write, state, tmp_path
 
@@ -383,11 +407,11 @@ def docker_root(tmp_path):
 def test_a_running_service_and_its_image_are_read_from_dockers_files(docker_root):
     write, state, _ = docker_root
     write()
-    assert state() == (["running=cpu", "health=cpu=healthy", "image=sdinfra/webui:cpu-v1.10.1"],
-                       [])  # no docker command
+    assert state() == ({"running": ["cpu"], "health": {"cpu": HEALTH_SAID["healthy"]},
+                        "images": ["sdinfra/webui:cpu-v1.10.1"]}, [])  # no docker command
     for health in ("starting", "unhealthy"):
         write(config_v2(health=health))
-        assert f"health=cpu={health}" in state()[0]
+        assert state()[0]["health"] == {"cpu": HEALTH_SAID[health]}
 
 
 def test_dockers_files_are_trusted_only_for_a_live_process_of_that_container(docker_root):
@@ -401,11 +425,11 @@ def test_dockers_files_are_trusted_only_for_a_live_process_of_that_container(doc
     ]:
         write(config, cgroup)
         lines, asked = state()
-        assert lines == [] and asked[0].startswith("ps --filter "), (config, cgroup)
+        assert lines == {} and asked[0].startswith("ps --filter "), (config, cgroup)
         assert asked[1:] == ["image inspect sdinfra/webui:cpu-v1.10.1"]
     # docker ps answers when the files do not: a service it lists counts.
     (tmp / "ps").write_text("cpu|sdinfra/webui:cpu-v1.10.1\n")
-    assert state()[0] == ["running=cpu", "image=sdinfra/webui:cpu-v1.10.1"]
+    assert state()[0] == {"running": ["cpu"], "images": ["sdinfra/webui:cpu-v1.10.1"]}
 
 
 def _wait(tmp_path, states: list[str], logs: str = "", timeout: int = 30):
@@ -472,11 +496,11 @@ def test_a_tag_moved_to_another_image_is_asked_for(docker_root):
     write, state, _ = docker_root
     write(tags={"sdinfra/webui:cpu-v1.10.1": "sha256:" + "99" * 32})
     lines, asked = state()
-    assert lines == ["running=cpu", "health=cpu=healthy"]
+    assert lines == {"running": ["cpu"], "health": {"cpu": HEALTH_SAID["healthy"]}}
     # (the running container's image is not that tag's any more)
     assert asked == ["image inspect sdinfra/webui:cpu-v1.10.1"]
     write(tags={})  # no repositories.json entry (the containerd image store, say)
-    assert state() == (["running=cpu", "health=cpu=healthy"],
+    assert state() == ({"running": ["cpu"], "health": {"cpu": HEALTH_SAID["healthy"]}},
                        ["image inspect sdinfra/webui:cpu-v1.10.1"])
 
 
@@ -484,7 +508,7 @@ def test_without_dockers_files_docker_ps_is_asked(docker_root):
     _, state, tmp = docker_root
     (tmp / "ps").write_text("rocm|sdinfra/webui:rocm-v1.10.1\n")
     lines, asked = state()  # nothing written under the Docker root
-    assert lines == ["running=rocm"]
+    assert lines == {"running": ["rocm"]}
     assert asked[0].startswith("ps --filter label=com.docker.compose.project=sdinfra")
 
 
@@ -492,8 +516,8 @@ def test_what_an_interrupted_run_left_is_removed_by_the_next():
     left = [f"{DIR}/webui.env.sdinfra-new",
             f"{DIR}/models/Stable-diffusion/.sd15.safetensors.sdinfra-part.Xy12ab"]
     host, files = converged_cpu()
-    host.override("echo nproc=", stack_state(files, running=("cpu",)) +
-                  [f"leftover={p}" for p in left])
+    host.override("echo nproc=", [f"leftover={p}" for p in left] +
+                  stack_state(files, running=("cpu",)))
     result = plan("deploy/cpu.py", [host])
     assert result.changes("h") == ["Stable Diffusion web UI | Remove what an interrupted run left"]
 
