@@ -450,11 +450,17 @@ logs) cat {tmp_path}/logs ;;
 esac
 """)
     (bin_dir / "docker").chmod(0o755)
-    (bin_dir / "sleep").symlink_to("/bin/true")  # no real waiting here
+    # No real waiting here: the wait reads its clock from /proc/uptime, here a file that
+    # sleep moves on.
+    uptime = tmp_path / "uptime"
+    uptime.write_text("100.00 0\n")
+    (bin_dir / "sleep").write_text(f"#!/bin/sh\nread -r u _ < {uptime}; "
+                                   f"echo \"$(( ${{u%.*}} + ${{1%.*}} )).00 0\" > {uptime}\n")
+    (bin_dir / "sleep").chmod(0o755)
     (tmp_path / "secrets").mkdir(exist_ok=True)
     (tmp_path / "secrets" / "webui-auth").write_text("alice:s3cret-pass\n")
-    return subprocess.run(["sh", "-c", health_wait(str(tmp_path), "cpu", timeout)],
-                          capture_output=True, text=True,
+    script = health_wait(str(tmp_path), "cpu", timeout).replace("/proc/uptime", str(uptime))
+    return subprocess.run(["sh", "-c", script], capture_output=True, text=True,
                           env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
 
 
