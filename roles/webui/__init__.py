@@ -332,7 +332,8 @@ def docker_command(images) -> str:
         "unset IFS; set +f;",
         '[ -n "$live" ] || {',
         f"ps=$(docker ps --filter label=com.docker.compose.project={PROJECT} "
-        "--format '{{.Label \"com.docker.compose.service\"}}|{{.Image}}' 2>/dev/null);",
+        "--format '{{.Label \"com.docker.compose.service\"}}|{{.Status}}|{{.Image}}' "
+        "2>/dev/null);",
         "[ -n \"$ps\" ] && printf '### ps\\n%s\\n' \"$ps\"; };",
         # repositories.json's entries "TAG":"ID" for an image asked for and a running id.
         f"set --; for w in {words}; do for t in $ids; do",
@@ -377,11 +378,22 @@ def docker_state(parts) -> dict:
                 status = ((container.get("State") or {}).get("Health") or {}).get("Status")
                 if status:
                     found["health"][service] = HEALTH_SAID.get(status, status)
+                # Restarted by its policy and not healthy now: a crash loop caught between two
+                # crashes (its health is "starting" again after each restart).
+                restarts = container.get("RestartCount") or 0
+                if restarts and status != "healthy":
+                    found["health"][service] = STATUSES["unhealthy"].format(
+                        why=f"restart loop: restarted {restarts} times")
             elif name == "ps":
-                service, sep, image = line.partition("|")
+                # SERVICE|STATUS|IMAGE (the image last: the shell matches "|IMAGE" at the end)
+                service, sep, rest = line.partition("|")
+                status, _, image = rest.rpartition("|")
                 if sep and service:
                     found["running"].append(service)
                     found["current"][service] = image
+                    if status.startswith("Restarting"):
+                        found["health"][service] = STATUSES["unhealthy"].format(
+                            why="restart loop: Docker shows it restarting")
             elif name == "image" and line:
                 found["images"].append(line)
     return found

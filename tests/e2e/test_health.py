@@ -60,6 +60,9 @@ def test_a_crash_looping_container_fails_only_its_host_with_its_log_lines(runs, 
 def test_the_run_after_reads_health_without_starting_anything(runs, health_fleet):
     _, second = runs
     assert summary(second)["h-cpu"][2] == "healthy"
+    # h-cuda, untouched too, still restarts in a loop: said so, not "starting".
+    assert summary(second)["h-cuda"][2].startswith("unhealthy: restart loop: "), \
+        second.stderr[-3000:]
     assert "Stable Diffusion web UI | Start the cpu service" not in changed(second, "h-cpu")
     state = ssh(health_fleet, "h-cpu", "docker inspect -f '{{.State.Health.Status}}' "
                                        "$(docker ps -q --filter label=com.docker.compose.service=cpu)")

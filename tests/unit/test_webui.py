@@ -518,6 +518,35 @@ def test_without_dockers_files_docker_ps_is_asked(docker_root):
     assert asked[0].startswith("ps --filter label=com.docker.compose.project=sdinfra")
 
 
+def test_a_container_its_policy_restarted_reads_as_a_restart_loop_not_starting():
+    """A crash loop seen between two crashes: Docker's files say running, its health starting
+    again, and count the restarts; without a live process docker ps says Restarting. A
+    no-change run says it restarts in a loop (it said "starting"); a container that crashed
+    once and came back healthy is healthy."""
+    import json
+
+    from roles.parsers import parts
+    from roles.webui import DOCKER_PARTS, docker_state
+
+    def said(lines):
+        return docker_state(parts(lines, DOCKER_PARTS))["health"].get("cpu")
+
+    looping = json.loads(config_v2(health="starting"))
+    looping["RestartCount"] = 4
+    assert said(["### container", json.dumps(looping)]) == \
+        "unhealthy: restart loop: restarted 4 times"
+    looping["State"]["Health"]["Status"] = "healthy"
+    assert said(["### container", json.dumps(looping)]) == "healthy"
+    assert said(["### container", config_v2(health="starting")]) == HEALTH_SAID["starting"]
+    found = docker_state(parts(["### ps", "cpu|Restarting (1) 2 seconds ago|sdinfra/webui:cpu"],
+                               DOCKER_PARTS))
+    assert found["current"] == {"cpu": "sdinfra/webui:cpu"}
+    assert found["health"] == {"cpu": "unhealthy: restart loop: Docker shows it restarting"}
+    found = docker_state(parts(["### ps", "cpu|Up 3 minutes (healthy)|sdinfra/webui:cpu"],
+                               DOCKER_PARTS))
+    assert found["current"] == {"cpu": "sdinfra/webui:cpu"} and found["health"] == {}
+
+
 def test_what_an_interrupted_run_left_is_removed_by_the_next():
     left = [f"{DIR}/webui.env.sdinfra-new",
             f"{DIR}/models/Stable-diffusion/.sd15.safetensors.sdinfra-part.Xy12ab"]
