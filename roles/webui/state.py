@@ -1,0 +1,247 @@
+"""
+What the stack's directory and Docker hold on a host, read in one round trip (``ProjectState``),
+and the GPU groups' ids (``GroupIds``). Docker's own files are read on the controller
+(``docker_state``); the host only decides which docker command the same round trip still needs.
+
+.. code:: python
+
+    state = host.get_fact(ProjectState, directory="/opt/sd", paths=[...], images=[image])
+    state["running"], state["current"], state["health"]
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+
+from pyinfra.api import FactBase
+
+from roles.download import TRUSTED_SHA256, parse_trusted
+from roles.parsers import MARKER, parts
+from roles.shell import GPU_GROUPS, group_ids
+from roles.summary import STATUSES
+from roles.webui.render import MODELS, PROJECT
+
+# Docker's health as the summary of a no-change run says it.
+HEALTH_SAID = {
+    "healthy": STATUSES["healthy"],
+    "starting": "starting (Docker's healthcheck has not passed yet)",
+    "unhealthy": STATUSES["unhealthy"].format(why="Docker's healthcheck (/internal/ping) fails"),
+}
+
+
+DOCKER_ROOT = "/var/lib/docker"
+PROC = "/proc"
+SHA256SUM_LINE = re.compile(r"^[0-9a-f]{64}  ")
+# The parts of ProjectState's output that tell what Docker runs (roles.parsers' markers), after
+# every other line: "container", the config.v2.json of each container of the project that runs;
+# "ps", `docker ps`'s SERVICE|IMAGE lines when Docker's files show none; "image", each image
+# asked for that the host has.
+DOCKER_PARTS = ("container", "ps", "image")
+
+
+def docker_command(images) -> str:
+    """
+    Shell: the project's running services and which of ``images`` the host has, without a
+    docker command on a converged host (each costs the host ~20 ms of CPU, the daemon too).
+
+    Docker's own files first: the config.v2.json (one JSON line) of each of the project's
+    containers that Docker says runs AND whose process is alive in that container's cgroup
+    (/proc/PID/cgroup names the container's id: a stale file, a dead daemon's leftovers or
+    another data-root cannot pass that) is printed whole, read on the controller
+    (``docker_state``). An image asked for is there when repositories.json tags it with the
+    image id of such a container (what `docker ps` shows as .Image). What the files do not show
+    is asked for: `docker ps` when no container passed, `docker image inspect` for the images.
+    Only these decisions are taken here, because they choose the commands of the same round
+    trip; the JSON itself is read in Python.
+    """
+    words = " ".join(shlex.quote(image) for image in images)
+    label = f'"com.docker.compose.project":"{PROJECT}"'  # as config.v2.json writes it
+    # One line, as every fact's command (the unit tests' fake reads them from pyinfra's log).
+    return " ".join([
+        "if command -v docker >/dev/null; then",
+        # The newline: the last character of the shell's default IFS (space, tab, newline).
+        "nl=${IFS#??} live='' ids='' ps='';",
+        # One grep for the project's containers, printing FILE:JSON (the id is the directory).
+        f"found=$(grep -HF -e {shlex.quote(label)} -- {DOCKER_ROOT}/containers/*/config.v2.json "
+        "2>/dev/null);",
+        # One JSON line each; no glob in it is expanded.
+        "set -f; IFS=$nl;",
+        "for e in $found; do",
+        "unset IFS; f=${e%%:*} j=${e#*:}; id=${f%/*}; id=${id##*/};",
+        # The first "Running" and "Pid" keys are .State's: JSON escapes a quote inside a string,
+        # so '"Pid":' in an environment variable or argument reads '\"Pid\":'.
+        "case $j in *'\"Running\":true'*) ;; *) continue ;; esac;",
+        "p=${j#*'\"Pid\":'}; p=${p%%[!0-9]*};",
+        f'[ "${{p:-0}}" -gt 0 ] && [ -r {PROC}/"$p"/cgroup ] || continue;',
+        # (2>/dev/null: the process may end between the test and the read)
+        "alive=''; { while IFS= read -r l; do case $l in *\"$id\"*) alive=1 ;; esac;",
+        f"done < {PROC}/\"$p\"/cgroup; }} 2>/dev/null;",
+        '[ -n "$alive" ] || continue;',
+        "echo '### container'; printf '%s\\n' \"$j\"; live=1;",
+        # The image id it runs: the last "Image" key (the first is .Config.Image, its name).
+        "t=${j##*'\"Image\":\"'}; t=${t%%'\"'*}; ids=\"$ids $t\";",
+        "done;",
+        "unset IFS; set +f;",
+        '[ -n "$live" ] || {',
+        f"ps=$(docker ps --filter label=com.docker.compose.project={PROJECT} "
+        "--format '{{.Label \"com.docker.compose.service\"}}|{{.Status}}|{{.Image}}' "
+        "2>/dev/null);",
+        "[ -n \"$ps\" ] && printf '### ps\\n%s\\n' \"$ps\"; };",
+        # repositories.json's entries "TAG":"ID" for an image asked for and a running id.
+        f"set --; for w in {words}; do for t in $ids; do",
+        "set -- \"$@\" -e \"\\\"$w\\\":\\\"$t\\\"\"; done; done;",
+        f"tags=''; [ $# -gt 0 ] && tags=$(grep -ohF \"$@\" -- "
+        f"{DOCKER_ROOT}/image/*/repositories.json 2>/dev/null);",
+        f"for w in {words}; do",
+        "case \"$nl$tags$nl$ps$nl\" in *\"$nl\\\"$w\\\":\"*|*\"|$w$nl\"*) ;;",
+        "*) docker image inspect \"$w\" >/dev/null 2>&1 || continue ;; esac;",
+        "printf '### image\\n%s\\n' \"$w\";",
+        "done;",
+        "fi",
+    ])
+
+
+def docker_state(parts) -> dict:
+    """
+    ``docker_command``'s parts (roles.parsers.parts) -> the running services, the image each
+    was started from (.Config.Image), Docker's health of each (.State.Health.Status, as the
+    summary says it) and the images asked for that the host has.
+
+    .. code:: python
+
+        docker_state(parts(["### ps", "cpu|sdinfra/webui:cpu-v1"], DOCKER_PARTS))
+        # {"running": ["cpu"], "current": {"cpu": "sdinfra/webui:cpu-v1"}, "health": {},
+        #  "images": []}
+    """
+    found = {"running": [], "current": {}, "health": {}, "images": []}
+    for name, lines in parts:
+        for line in lines:
+            if name == "container":
+                try:
+                    container = json.loads(line)
+                except ValueError:
+                    continue
+                config = container.get("Config") or {}
+                service = (config.get("Labels") or {}).get("com.docker.compose.service")
+                if not service:
+                    continue
+                found["running"].append(service)
+                found["current"][service] = config.get("Image", "")
+                status = ((container.get("State") or {}).get("Health") or {}).get("Status")
+                if status:
+                    found["health"][service] = HEALTH_SAID.get(status, status)
+                # Restarted by its policy and not healthy now: a crash loop caught between two
+                # crashes (its health is "starting" again after each restart).
+                restarts = container.get("RestartCount") or 0
+                if restarts and status != "healthy":
+                    found["health"][service] = STATUSES["unhealthy"].format(
+                        why=f"restart loop: restarted {restarts} times")
+            elif name == "ps":
+                # SERVICE|STATUS|IMAGE (the image last: the shell matches "|IMAGE" at the end)
+                service, sep, rest = line.partition("|")
+                status, _, image = rest.rpartition("|")
+                if sep and service:
+                    found["running"].append(service)
+                    found["current"][service] = image
+                    if status.startswith("Restarting"):
+                        found["health"][service] = STATUSES["unhealthy"].format(
+                            why="restart loop: Docker shows it restarting")
+            elif name == "image" and line:
+                found["images"].append(line)
+    return found
+
+
+class ProjectState(FactBase):
+    """
+    What the stack's directory and Docker hold, read in one round trip. ``paths`` are hashed
+    (small files); ``models`` are trusted from their sidecars (see roles.download), hashed only
+    when a sidecar is missing or its size and mtime are not the file's.
+
+    .. code:: python
+
+        {"nproc": 8, "gids": {"video": "44", "render": "110"}, "running": ["cpu"],
+         "current": {"cpu": "sdinfra/webui:cpu-v1.10.1-3f2a9c01d4e5"},
+         "health": {"cpu": "healthy"},
+         "images": ["sdinfra/webui:cpu-v1.10.1-3f2a9c01d4e5"], "models": ["sd-v1-5.safetensors"],
+         "files": {"/opt/stable-diffusion/webui.env": ("644", "ab12...")},
+         "dirs": {"/opt/stable-diffusion": "755"},
+         "trusted": {"/opt/stable-diffusion/models/Stable-diffusion/sd.safetensors": "6ce0..."},
+         "hashed": {"/opt/.../other.safetensors": ("5f3a...", "4265380512 1717000000")}}
+    """
+
+    def command(self, directory, paths, images, models=()):
+        quoted = " ".join(shlex.quote(p) for p in paths)
+        # The models: trusted from their sidecars, hashed only when one is stale or missing.
+        verify = (f"set -- {' '.join(shlex.quote(m) for m in models)}; {TRUSTED_SHA256}; "
+                  if models else "")
+        return (
+            "echo nproc=$(nproc); "
+            f"{GPU_GROUPS}; "
+            # Two processes whatever the number of paths (one stat, one sha256sum), read
+            # together on the controller.
+            f"stat -L -c 'S=%F=%a=%n' -- {quoted} 2>/dev/null; "
+            f"sha256sum -- {quoted} 2>/dev/null; "
+            # The models there, as `ls` lists them (no dot files), without a process.
+            f"for f in {shlex.quote(directory + '/' + MODELS)}/*; do "
+            "{ [ -e \"$f\" ] || [ -L \"$f\" ]; } && echo \"model=${f##*/}\"; done; "
+            f"{verify}"
+            # What a run killed mid-way left: partial downloads and uploads, temporary files.
+            f"for f in {shlex.quote(directory + '/' + MODELS)}/.*.sdinfra-part.* "
+            f"{shlex.quote(directory + '/' + MODELS)}/.*.sdinfra-upload "
+            f"{shlex.quote(directory)}/*.sdinfra-new {shlex.quote(directory)}/secrets/*.sdinfra-new; "
+            "do [ -e \"$f\" ] && echo \"leftover=$f\"; done; "
+            f"{docker_command(images)}; "
+            "true"
+        )
+
+    @staticmethod
+    def default():
+        return {"nproc": 0, "gids": {}, "running": [], "images": [], "models": [],
+                "files": {}, "dirs": {}, "trusted": {}, "hashed": {}, "leftover": [], "health": {},
+                "current": {}}
+
+    def process(self, output):
+        state = self.default()
+        output = list(output)
+        # Docker's parts come last: the lines before them are the directory's.
+        docker = next((n for n, line in enumerate(output)
+                       if line.startswith(MARKER) and line[len(MARKER):] in DOCKER_PARTS),
+                      len(output))
+        state.update(docker_state(parts(output[docker:], DOCKER_PARTS)))
+        output = output[:docker]
+        state["trusted"], state["hashed"] = parse_trusted(output)
+        state["gids"] = group_ids(output)
+        kinds, sums = {}, {}
+        for line in output:
+            if SHA256SUM_LINE.match(line):  # sha256sum's "DIGEST  PATH"
+                sums[line[66:]] = line[:64]
+                continue
+            key, _, rest = line.partition("=")
+            if key == "nproc" and rest.isdigit():
+                state["nproc"] = int(rest)
+            elif key == "S":  # stat's S=TYPE=MODE=PATH
+                kind, mode_path = rest.split("=", 1)
+                mode, _, path = mode_path.partition("=")
+                kinds[path] = (kind, mode)
+            elif key in ("model", "leftover"):
+                state[{"model": "models"}.get(key, key)].append(rest)
+        for path, (kind, mode) in kinds.items():
+            if kind == "directory":
+                state["dirs"][path] = mode
+            elif kind.startswith("regular") and path in sums:
+                state["files"][path] = (mode, sums[path])
+        return state
+
+
+class GroupIds(FactBase):
+    """The ids of the GPU device groups: ``{"video": "44", "render": "110"}``."""
+
+    default = dict
+
+    def command(self):
+        return f"{GPU_GROUPS} || true"
+
+    def process(self, output):
+        return group_ids(output)
