@@ -20,8 +20,8 @@ from roles.distro import Distro
 from tests.unit.fakehost import plan
 from tests.unit.test_apt import executed
 from roles.rocm import configfiles
-from tests.unit.test_rocm import (DEPLOY, DPKG_53, ROCMINFO_GPU, UBUNTU_ADDUSER, converged, fresh,
-                                  rocm_changes, state_output)
+from tests.unit.rocm_helpers import (DEPLOY, DPKG_53, ROCMINFO_GPU, UBUNTU_ADDUSER, converged,
+                                     fresh, rocm_changes, state_output)
 
 NEW = "6.8.0-45-generic"  # Ubuntu 22.04's HWE kernel today
 OLD = "5.15.0-56-generic"  # Ubuntu 22.04.1's, which AMD validated ROCm 5.3 for

@@ -11,7 +11,7 @@ import pytest
 
 from tests.unit.fakehost import FakeHost, plan
 from tests.unit.test_command_count import CASES, preflight_output
-from tests.unit.test_rocm import fresh as fresh_rocm
+from tests.unit.rocm_helpers import fresh as fresh_rocm
 
 GROUPS = {"rocm": ["sd-server"], "cuda": ["laptop", "gpu-auto"], "cpu": ["desktop"]}
 
