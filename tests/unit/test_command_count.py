@@ -35,8 +35,8 @@ from roles.settings import read
 from tests.unit.fakehost import FIXTURES, OS_RELEASE, PYINFRA, REPO, FakeHost, inventory_source
 from tests.unit.test_nvidia import NVIDIA_CTK_JSON
 from tests.unit.test_nvidia import state_output as nvidia_state
-from tests.unit.test_rocm import DPKG_53, ROCMINFO_GPU
-from tests.unit.test_rocm import state_output as rocm_state
+from tests.unit.rocm_helpers import DPKG_53, ROCMINFO_GPU
+from tests.unit.rocm_helpers import state_output as rocm_state
 from tests.unit.test_webui import docker_lines, project_lines
 
 DEPLOY = "deploy/site.py"
