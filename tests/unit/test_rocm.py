@@ -295,7 +295,6 @@ def test_debian_with_the_override_gets_the_ubuntu_installer_and_a_warning(codena
             "(bookworm), which AMD does not support") in result.output
 
 
-
 def test_a_converged_debian_host_with_the_override_is_not_warned_again():
     # The warning is about an install to come: a host where it went well hears nothing more.
     result = plan(DEPLOY, [converged("d", "debian12", rocm_allow_unsupported_distro=True)])
@@ -367,7 +366,6 @@ def test_container_env_follows_the_settings():
     values = DEFAULTS | {"rocm_pre_vega": True, "rocm_hsa_override_gfx_version": "10.3.0"}
     assert container_env(values) == {"ROC_ENABLE_PRE_VEGA": "1",
                                      "HSA_OVERRIDE_GFX_VERSION": "10.3.0"}
-
 
 
 # --- what the preflight read in the same run is not read again ----------------------------------

@@ -103,7 +103,6 @@ def docker_lines(running: dict, images=(), health=None) -> list[str]:
     return lines
 
 
-
 @pytest.mark.parametrize("backend", ["cpu", "rocm", "cuda"])
 @pytest.mark.parametrize("auth", [False, True])
 def test_the_files_the_state_fact_checks_are_the_files_render_writes(backend, auth):
