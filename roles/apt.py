@@ -32,7 +32,7 @@ from roles import parsers
 from roles.hostfacts import HostFacts
 from roles.parsers import MARKER
 from roles.settings import Setting, integer, read
-from roles.shell import SHOW
+from roles.shell import CENTISECONDS, SHOW
 
 SETTINGS = [
     Setting("apt_lock_timeout", 600, integer(0, 86400),
@@ -69,11 +69,6 @@ HOLDER = (
     "c=; read -r c < \"/proc/$p/comm\" 2>/dev/null; echo \"$f $p ${c:-?}\"; return 0; "
     "done < /proc/locks; done; return 1; }"
 )
-# ``sdinfra_cs`` prints the time since boot in hundredths of a second. Whole seconds (date +%s)
-# made a wait of N s end after N-1 s when it began late in a second. The 1 before the fraction
-# keeps "05" from reading as octal.
-CENTISECONDS = ("sdinfra_cs() { read -r u _ < /proc/uptime; "
-                "echo $(( ${u%.*} * 100 + 1${u#*.} - 100 )); }")
 # dpkg -l's second status letter for a package a dpkg run left half way: Half-installed,
 # Unpacked, halF-configured, triggers-aWaited, triggers-pending.
 HALF_DONE = "HUFWt"

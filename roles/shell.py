@@ -37,3 +37,9 @@ def group_ids(lines) -> dict[str, str]:
 # can reuse the preflight's answer as the answer of the same program.
 ROCMINFO = ('R=$(command -v rocminfo 2>/dev/null || true); '
             '[ -x /opt/rocm/bin/rocminfo ] && R=/opt/rocm/bin/rocminfo')
+
+# ``sdinfra_cs`` prints the time since boot in hundredths of a second, for the apt lock wait and
+# the web UI's start wait. Whole seconds (date +%s) made a wait of N s end after N-1 s when it
+# began late in a second. The 1 before the fraction keeps "05" from reading as octal.
+CENTISECONDS = ("sdinfra_cs() { read -r u _ < /proc/uptime; "
+                "echo $(( ${u%.*} * 100 + 1${u#*.} - 100 )); }")

@@ -30,10 +30,10 @@ def wait_function(directory: str, every: int = 5) -> str:
     which); 2 when Docker still says starting after TIMEOUT s (``$s``: the seconds waited).
     ``sdinfra_logs`` prints the last log lines of the container waited for, each behind
     roles.summary.LOG_LINES, the login masked. Seconds are counted on the clock
-    (roles.apt.CENTISECONDS), not as loops: each loop's docker inspect takes a while too, and
+    (roles.shell.CENTISECONDS), not as loops: each loop's docker inspect takes a while too, and
     a 30 s bound took 33 s on a quiet test host, more on a loaded one.
     """
-    from roles.apt import CENTISECONDS
+    from roles.shell import CENTISECONDS
     from roles.summary import LOG_LINES
 
     labels = f"--filter label=com.docker.compose.project={PROJECT}"
