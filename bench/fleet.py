@@ -8,7 +8,10 @@ For each size N it boots a fleet of N disposable Debian 12 hosts with the test h
 (testbed/fleet.py; hosts cycle through the backends: cpu1, rocm1, cuda1, cpu2, rocm2, cuda2, ...),
 prepares them as the end-to-end suite does (testbed/hosts.py ``prepare``: an admin user,
 stand-in GPU device nodes on rocm hosts, the stand-in NVIDIA driver on cuda hosts, settings
-pointing at the stand-in vendor downloads served on each host's gateway), and measures:
+pointing at the stand-in vendor downloads served on each host's gateway). Its hosts build the
+web UI image as real hosts do, from the stand-in "internet" (testbed/standins/image_build.py:
+a base image from a Docker Hub mirror, the web UI's tree, a torch wheel of a few hundred MB).
+It measures:
 
 * ``cold_s``: the first run of ``pyinfra INVENTORY deploy/site.py -y`` (installs everything);
 * ``floor_s``: ``pyinfra INVENTORY exec -y -- true``, pyinfra connecting to the same hosts and
@@ -16,6 +19,11 @@ pointing at the stand-in vendor downloads served on each host's gateway), and me
 * ``nochange_s``: deploy/site.py again on the converged fleet (median of ``--repeat`` runs,
   interleaved with the floor runs so that both see the same machine load);
 * ``ratio``: nochange_s / floor_s;
+* ``internet_bytes``: the body bytes the stand-in server sent during the cold run (the
+  internet's share of it: vendor packages, models, the image build's downloads);
+* ``image_builds``: how many images were built for the fleet in the cold run: the distinct
+  image ids the hosts' web UI images have (each build records a random id in its image, a pull
+  keeps the builder's); the torch wheel downloads are shown beside it in the table;
 * ``commands_per_host``: remote commands a no-change run sends to a host (the most any host of
   the fleet gets), counted from one more no-change run with ``--debug``: pyinfra's SSH connector
   logs ``Running command on HOST: ...`` once for each command it executes.
@@ -26,8 +34,9 @@ the same) and no container is recreated or restarted (ids and ``.State.StartedAt
 same). When any of these fails the benchmark says which and exits 1.
 
 Output: a table (on stdout; on stderr with ``--json``, which prints on stdout a list with one
-object per size holding exactly ``hosts``, ``cold_s``, ``nochange_s``, ``floor_s``, ``ratio``
-and ``commands_per_host``). Progress goes to stderr. Needs root, like the fleet itself; every
+object per size holding exactly ``hosts``, ``cold_s``, ``nochange_s``, ``floor_s``, ``ratio``,
+``commands_per_host``, ``internet_bytes`` and ``image_builds``). Progress goes to stderr.
+Needs root, like the fleet itself; every
 fleet booted here is torn down before the next one boots, also on errors and Ctrl-C.
 
 Traffic: only to loopback and the fleet hosts' own veth addresses (the hosts reach the Debian
@@ -53,7 +62,8 @@ REPO = Path(__file__).resolve().parents[1]
 PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
 DEPLOY = "deploy/site.py"
 BACKENDS = ("cpu", "rocm", "cuda")
-KEYS = ("hosts", "cold_s", "nochange_s", "floor_s", "ratio", "commands_per_host")
+KEYS = ("hosts", "cold_s", "nochange_s", "floor_s", "ratio", "commands_per_host",
+        "internet_bytes", "image_builds")
 # The issue's targets, reported with the figures.
 MAX_RATIO_AT_3 = 3.0
 MAX_COMMANDS = 40
@@ -65,6 +75,8 @@ UPLOAD_LINE = re.compile(r"Attempting upload of .* to ")
 CONTAINERS = ("docker ps -aq --filter label=com.docker.compose.project=sdinfra | sort | "
               "xargs -r docker inspect -f '{{.Name}} {{.Id}} {{.State.StartedAt}}'")
 IMAGES = "docker image ls --all --no-trunc --format '{{.ID}} {{.Repository}}:{{.Tag}}' | sort"
+# The web UI images a host has (built here or pulled: a registry's name before sdinfra/webui).
+WEBUI_IMAGE = re.compile(r"^(sha256:[0-9a-f]{64}) (?:\S+/)?sdinfra/webui:\S+$", re.M)
 
 
 def log(message: str) -> None:
@@ -120,6 +132,9 @@ class Result:
     nochange_s: float
     floor_s: float
     commands: dict[str, int]
+    internet_bytes: int = 0
+    image_builds: int = 0
+    wheel_downloads: int = 0
     checks: dict[str, bool] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     nochange_runs: list[float] = field(default_factory=list)
@@ -132,7 +147,8 @@ class Result:
     def as_json(self) -> dict:
         row = {"hosts": self.hosts, "cold_s": round(self.cold_s, 2),
                "nochange_s": round(self.nochange_s, 3), "floor_s": round(self.floor_s, 3),
-               "ratio": round(self.ratio, 2), "commands_per_host": max(self.commands.values())}
+               "ratio": round(self.ratio, 2), "commands_per_host": max(self.commands.values()),
+               "internet_bytes": self.internet_bytes, "image_builds": self.image_builds}
         assert tuple(row) == KEYS
         return row
 
@@ -144,7 +160,12 @@ def snapshot(fleet, names: list[str]) -> dict[str, tuple[str, str]]:
     return {name: (ssh(fleet, name, CONTAINERS), ssh(fleet, name, IMAGES)) for name in names}
 
 
-def measure(count: int, stand_ins, workdir: Path, repeat: int) -> Result:
+def image_builds(images: dict[str, tuple[str, str]]) -> int:
+    """Distinct web UI image ids across the hosts (``snapshot``'s image lists)."""
+    return len({m for _, listing in images.values() for m in WEBUI_IMAGE.findall(listing)})
+
+
+def measure(count: int, stand_ins, build, workdir: Path, repeat: int) -> Result:
     from testbed import standins
     from testbed.fleet import Fleet
     from testbed.hosts import prepare
@@ -157,14 +178,20 @@ def measure(count: int, stand_ins, workdir: Path, repeat: int) -> Result:
         inventory = fleet.inventory_path
         addresses = [h.gateway for h in fleet.hosts] + ["127.0.0.1"]
         with standins.serve(stand_ins.root, addresses) as server:
-            prepare(fleet, stand_ins, server, names)
+            prepare(fleet, stand_ins, server, names, build=build)
+            server.clear()  # the preparation's downloads are not the deploy's
 
             log(f"{count} host(s): cold run of {DEPLOY}")
             cold = pyinfra(inventory, DEPLOY, "-y")
             if cold.returncode != 0:
                 raise BenchError(f"{count} host(s): the cold run of {DEPLOY} failed "
                                  f"(exit {cold.returncode}):\n{cold.stderr[-4000:]}")
-            log(f"{count} host(s): cold run {cold.seconds:.1f} s")
+            internet = server.bytes_served
+            wheels = sum(1 for r in server.requests
+                         if r.path in build.wheel_paths() and r.method == "GET"
+                         and r.status == 200)
+            log(f"{count} host(s): cold run {cold.seconds:.1f} s, {internet} bytes from the "
+                f"stand-in internet, {wheels} torch wheel download(s)")
 
             before = snapshot(fleet, names)
             server.clear()
@@ -216,7 +243,8 @@ def measure(count: int, stand_ins, workdir: Path, repeat: int) -> Result:
         if missing:
             messages.append("no web UI container at all on " + ", ".join(missing))
         return Result(count, cold.seconds, statistics.median(nochanges),
-                      statistics.median(floors), commands, checks,
+                      statistics.median(floors), commands, internet, image_builds(before),
+                      wheels, checks,
                       [f"{count} host(s): {m}" for m in messages], nochanges, floors)
     finally:
         fleet.down()
@@ -228,11 +256,14 @@ class BenchError(RuntimeError):
 
 def table(results: list[Result]) -> str:
     check_names = list(results[0].checks) if results else []
-    head = ["hosts", "cold s", "no-change s", "floor s", "ratio", "cmds/host"] + check_names
+    head = (["hosts", "cold s", "no-change s", "floor s", "ratio", "cmds/host", "internet MB",
+             "builds", "wheels"] + check_names)
     rows = []
     for r in results:
         rows.append([str(r.hosts), f"{r.cold_s:.1f}", f"{r.nochange_s:.2f}", f"{r.floor_s:.2f}",
-                     f"{r.ratio:.2f}", str(max(r.commands.values()))]
+                     f"{r.ratio:.2f}", str(max(r.commands.values())),
+                     f"{r.internet_bytes / 1e6:.1f}", str(r.image_builds),
+                     str(r.wheel_downloads)]
                     + ["yes" if r.checks[c] else "NO" for c in check_names])
     widths = [max(len(x) for x in col) for col in zip(head, *rows)]
     lines = ["  ".join(x.rjust(w) for x, w in zip(line, widths)) for line in [head, *rows]]
@@ -287,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from testbed import standins
     from testbed.fleet import FleetError
+    from testbed.standins.image_build import build_sources
 
     workdir = Path(args.dir or tempfile.mkdtemp(prefix="sdinfra-bench-")).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -294,8 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         log(f"building the stand-ins in {workdir / 'standins'}")
         stand_ins = standins.build_all(workdir / "standins")
+        build = build_sources(stand_ins.root)
         for count in sizes:
-            results.append(measure(count, stand_ins, workdir, args.repeat))
+            results.append(measure(count, stand_ins, build, workdir, args.repeat))
     except (BenchError, FleetError) as e:
         print(f"bench: error: {e}", file=sys.stderr)
         return 1

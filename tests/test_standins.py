@@ -7,6 +7,7 @@ with dpkg --root or run apt-get need root (CI runs as root) and are skipped othe
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -281,6 +282,50 @@ def test_server_serves_files_and_records_requests(tmp_path):
         port = srv.port
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_server_counts_the_body_bytes_it_sent(tmp_path):
+    (tmp_path / "big").write_bytes(b"x" * 300_000)
+    (tmp_path / "small").write_bytes(b"12345")
+    with S.serve(tmp_path, ["127.0.0.1"]) as srv:
+        assert _get(srv.url(path="big"))[0] == 200
+        assert _get(srv.url(path="small"))[0] == 200
+        assert _get(srv.url(path="missing"))[0] == 404  # an error page is not "the internet"
+        head = urllib.request.Request(srv.url(path="big"), method="HEAD")
+        with _no_proxy.open(head, timeout=5) as r:
+            assert r.status == 200 and r.read() == b""
+        assert srv.bytes_served == 300_005
+        srv.clear()
+        assert srv.bytes_served == 0
+
+
+def test_server_answers_a_registry_pull(tmp_path):
+    manifest = json.dumps({"schemaVersion": 2, "mediaType":
+                           "application/vnd.docker.distribution.manifest.v2+json"}).encode()
+    (tmp_path / "v2/library/python/manifests").mkdir(parents=True)
+    (tmp_path / "v2/library/python/blobs").mkdir(parents=True)
+    (tmp_path / "v2/library/python/manifests/3.10-slim").write_bytes(manifest)
+    (tmp_path / "v2/library/python/blobs/sha256:ab").write_bytes(b"blob")
+    with S.serve(tmp_path, ["127.0.0.1"]) as srv:
+        def get(path):
+            try:
+                with _no_proxy.open(srv.url(path=path), timeout=5) as r:
+                    return r.status, r.headers, r.read()
+            except urllib.error.HTTPError as e:
+                return e.code, e.headers, e.read()
+        status, headers, body = get("v2/")
+        assert (status, body) == (200, b"{}")
+        assert headers["Docker-Distribution-API-Version"] == "registry/2.0"
+        status, headers, body = get("v2/library/python/manifests/3.10-slim")
+        assert (status, body) == (200, manifest)
+        assert headers["Content-Type"] == "application/vnd.docker.distribution.manifest.v2+json"
+        assert headers["Docker-Content-Digest"] == "sha256:" + hashlib.sha256(manifest).hexdigest()
+        assert get("v2/library/python/blobs/sha256:ab")[::2] == (200, b"blob")
+        status, _, body = get("v2/library/python/manifests/latest")
+        assert status == 404 and json.loads(body)["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+        status, _, body = get("v2/library/python/blobs/sha256:cd")
+        assert status == 404 and json.loads(body)["errors"][0]["code"] == "BLOB_UNKNOWN"
+        assert srv.bytes_served == len(b"{}") + len(manifest) + len(b"blob")
 
 
 def test_server_refuses_wildcard_addresses(tmp_path):

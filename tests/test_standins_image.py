@@ -4,7 +4,9 @@ way the e2e tests rely on. See test_standins.py.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import json
 import os
 import re
@@ -418,3 +420,48 @@ def test_the_deploys_start_files_keep_the_api_login_out_of_sight(image_root, tmp
     assert "--api-auth" not in log and "pass word" not in log
     # What the image carries under models/ is in the data directory's models/.
     assert (image_root / "data/models/VAE-approx/model.pt").exists()
+
+
+# ------------------------------------------------------------------------------------------
+# what a stand-in build reads (image_build.py)
+
+
+def test_build_sources_are_a_pullable_base_a_fetchable_tree_and_a_checked_wheel(tmp_path):
+    from roles.webui.formats import torch_command_problem
+    from testbed.standins import image_build
+
+    sources = image_build.build_sources(tmp_path, wheel_bytes=3 << 20)
+    repo = tmp_path / "v2/library/python"
+    manifest_bytes = (repo / "manifests/3.10-slim-bookworm").read_bytes()
+    assert sources.base_manifest_digest == "sha256:" + hashlib.sha256(manifest_bytes).hexdigest()
+    assert (repo / "manifests" / sources.base_manifest_digest).read_bytes() == manifest_bytes
+    manifest = json.loads(manifest_bytes)
+    for blob in [manifest["config"], *manifest["layers"]]:  # what dockerd verifies on a pull
+        data = (repo / "blobs" / blob["digest"]).read_bytes()
+        assert (len(data), "sha256:" + hashlib.sha256(data).hexdigest()) == (blob["size"],
+                                                                              blob["digest"])
+    config = json.loads((repo / "blobs" / manifest["config"]["digest"]).read_bytes())
+    layer = gzip.decompress((repo / "blobs" / manifest["layers"][0]["digest"]).read_bytes())
+    assert config["rootfs"]["diff_ids"] == ["sha256:" + hashlib.sha256(layer).hexdigest()]
+    with tarfile.open(fileobj=io.BytesIO(layer)) as tf:
+        names = set(tf.getnames())
+    # The programs the Dockerfile's RUN lines call; not the web UI, which the build fetches.
+    assert {"usr/bin/git", "usr/bin/apt-get", "usr/lib/python3/dist-packages/pip/__main__.py",
+            "usr/lib/python3/dist-packages/transformers/__init__.py", "bin/wget",
+            "bin/sha256sum"} <= names
+    assert not [n for n in names if n.startswith("webui/")]
+    with tarfile.open(tmp_path / sources.webui_repo_path / "standin-archive/v1.10.1.tar") as tf:
+        assert {"launch.py", "webui.py", "modules/launch_utils.py"} <= set(tf.getnames())
+    # Every torch index serves the same checked wheel, and the torch command is a valid setting.
+    for path in sources.wheel_paths():
+        wheel = tmp_path / path.lstrip("/")
+        assert wheel.stat().st_size == 3 << 20
+        assert S.sha256_file(wheel) == sources.wheel_sha256
+        assert Path(f"{wheel}.sha256").read_text().split() == [sources.wheel_sha256]
+    command = sources.torch_command("http://192.0.2.1:40000", "cu121")
+    assert torch_command_problem(command) is None
+    assert command.endswith("--extra-index-url http://192.0.2.1:40000/whl/cu121")
+    # Deterministic: the same bytes on every machine, so a wheel's sha256 is a constant.
+    again = image_build.build_sources(tmp_path / "again", wheel_bytes=3 << 20)
+    assert (again.wheel_sha256, again.base_manifest_digest) == (sources.wheel_sha256,
+                                                                sources.base_manifest_digest)

@@ -34,7 +34,9 @@ What is built (see :func:`build_all`)::
 
 Where each is built: debs.py (keys, .debs, apt repositories), nvidia.py, amd.py,
 webui_image.py (the web UI stand-in image; what it copies from upstream is listed there),
-model.py; where they are served: serve.py. The programs the packages install are real files
+model.py; where they are served: serve.py. What a web UI image build on a host reads (a base
+image in a registry layout, the web UI's tree, a large torch wheel) is not built here but by
+image_build.build_sources, into the same served directory, for the fleets that build. The programs the packages install are real files
 in programs/ (read by common.program).
 
 Every stand-in says it is one (package descriptions, program output, the web page), so that

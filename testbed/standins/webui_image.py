@@ -203,11 +203,14 @@ def _tar_add(tf: tarfile.TarFile, name: str, *, data: bytes | None = None, mode:
         tf.addfile(ti)
 
 
-def build_rootfs_layer(busybox: Path | None = None, version: str = "v1.10.1") -> bytes:
-    """The image's single layer (an uncompressed tar), reproducible."""
+def build_rootfs_layer(busybox: Path | None = None, version: str = "v1.10.1", *,
+                       files: dict[str, tuple[bytes, int]] | None = None) -> bytes:
+    """The image's single layer (an uncompressed tar), reproducible. ``files``: the image's
+    files by path (default: Debian's python3 and the stand-in web UI, ``_standin_tree``)."""
     busybox = busybox or find_static_busybox()
     applets = _busybox_applets(busybox)
-    files = {**_python_runtime(), **_standin_tree(version)}
+    if files is None:
+        files = {**_python_runtime(), **_standin_tree(version)}
     python = next(p for p in files if re.fullmatch(r"usr/bin/python3\.\d+", p))
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
