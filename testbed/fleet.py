@@ -79,7 +79,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from testbed.network import (PREFIX, SUBNET, TAG, Host, _delete_tagged_rules, _used_indices,
-                             enable_forwarding, gateway_port_range, make_network)
+                             allow_peers, enable_forwarding, gateway_port_range, make_network)
 from testbed.nspawn import NSPAWN_RUN, boot, log_tail, poweroff
 from testbed.rootfs import ensure_image, find_mirrors, host_files, resolve_ipv4, unpack_image
 # HOST_PACKAGES and FleetError are the fleet's to name (its users import them from here).
@@ -102,12 +102,14 @@ class Fleet:
     workdir: where state, inventory, keys, roots and logs go. names: host names (default
     host1..hostCOUNT). down_at_exit: tear down at interpreter exit if still up. gateway_ports:
     (low, high) TCP ports the hosts may reach on their gateway (default: the ephemeral range).
-    log: a function taking one line of progress (default: print to stderr).
+    log: a function taking one line of progress (default: print to stderr). peer_ports: TCP
+    ports each host may reach on the fleet's other hosts (a fleet cache's: (5000, 3142)).
     """
 
     def __init__(self, workdir: str | os.PathLike = ".fleet", names: list[str] | None = None,
                  count: int | None = None, down_at_exit: bool = True,
-                 gateway_ports: tuple[int, int] | None = None, log=None):
+                 gateway_ports: tuple[int, int] | None = None, log=None,
+                 peer_ports: tuple[int, ...] = ()):
         self.workdir = Path(workdir).resolve()
         if names is None:
             names = [f"host{i}" for i in range(1, (count or 1) + 1)]
@@ -120,6 +122,7 @@ class Fleet:
         self.mirror_ports: list[int] = []
         self.down_at_exit = down_at_exit
         self.gateway_ports = gateway_ports or gateway_port_range()
+        self.peer_ports = tuple(peer_ports)
         self._log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self._procs: dict[str, subprocess.Popen] = {}
         self._atexit_registered = False
@@ -259,6 +262,7 @@ class Fleet:
             self._save()    # from here on `down` (from any process) knows what to remove
             for host in self.hosts:
                 make_network(host, self.mirror_ips, self.mirror_ports, self.gateway_ports)
+            allow_peers(self.hosts, self.peer_ports)
         enable_forwarding()
 
         # Unpack the roots in parallel (I/O bound; zstd and tar are separate processes).

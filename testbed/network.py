@@ -6,8 +6,10 @@ comment ``sdinfra-fleet:sdinfraN:FLEETID``, let a host reach only: the Debian mi
 on its port (through NAT), and TCP ports of the kernel's ephemeral range
 (``Fleet.gateway_ports``, 32768-60999 by default) on its own gateway address: bind test servers
 to port 0 (on 0.0.0.0 or on each host's gateway) and give each host its own gateway's address
-(``fleet_gateway``). Everything else from a host is dropped (other hosts, other gateways, this
-machine's own services, the internet, DNS); a host resolves the mirror from its /etc/hosts.
+(``fleet_gateway``); with ``peer_ports`` (``Fleet(..., peer_ports=(5000, 3142))``), those TCP
+ports of the fleet's other hosts (``allow_peers``: a fleet cache). Everything else from a host
+is dropped (other hosts, other gateways, this machine's own services, the internet, DNS); a
+host resolves the mirror from its /etc/hosts.
 Tests may send traffic only to loopback and to these veth addresses. ``net.ipv4.ip_forward`` is
 set to 1 and left so.
 """
@@ -165,6 +167,23 @@ def make_network(host: Host, mirror_ips: list[str], mirror_ports: list[int],
     rules = _iptables_rules(host, mirror_ips, mirror_ports, gateway_ports)
     for table, chain, *args in reversed(rules):
         _run(["iptables", "-w", "-t", table, "-I", chain, "1", *args], what)
+
+
+def allow_peers(hosts: list[Host], ports: tuple[int, ...]) -> None:
+    """Let each of ``hosts`` reach the others' TCP ``ports`` (a fleet cache's registry and apt
+    cache, roles.cache), and nothing else of theirs. Each rule carries its source host's tag,
+    so that host's teardown removes it; inserted above the hosts' DROP rules."""
+    if not ports:
+        return
+    dports = ",".join(str(p) for p in ports)
+    for source in hosts:
+        for target in hosts:
+            if target is source:
+                continue
+            _run(["iptables", "-w", "-t", "filter", "-I", "FORWARD", "1", "-m", "comment",
+                  "--comment", source.tag, "-i", source.veth, "-o", target.veth, "-d",
+                  target.address, "-p", "tcp", "-m", "multiport", "--dports", dports,
+                  "-j", "ACCEPT"], f"{source.name}: reaching {target.name}'s ports {dports}")
 
 
 def enable_forwarding() -> None:
