@@ -9,10 +9,14 @@ adds the nvidia runtime to that file and Docker is restarted, so both sets of ke
 after the run.
 """
 
-from roles import apt, docker, nvidia, preflight, targets, webui
+from roles import apt, cache, docker, nvidia, preflight, targets, webui
 from roles.settings import validate
 
-validate(apt, preflight.settings, docker.settings, nvidia.settings, webui.settings)
+validate(apt, preflight.settings, docker.settings, nvidia.settings, webui.settings,
+         cache.settings)
+# The fleet cache first: pyinfra runs each operation on every host before the next, so the
+# cache host serves before any host's apt runs (roles.cache).
+cache.install()
 known = targets.only("cuda")  # the other hosts are listed as skipped
 if known is not None:
     nvidia.install(known)

@@ -12,10 +12,14 @@ What the run learns about a host (roles.hostfacts) is built once, by the preflig
 each role.
 """
 
-from roles import apt, docker, preflight, rocm, targets, webui
+from roles import apt, cache, docker, preflight, rocm, targets, webui
 from roles.settings import validate
 
-validate(apt, preflight.settings, docker.settings, rocm.settings, webui.settings)
+validate(apt, preflight.settings, docker.settings, rocm.settings, webui.settings,
+         cache.settings)
+# The fleet cache first: pyinfra runs each operation on every host before the next, so the
+# cache host serves before any host's apt runs (roles.cache).
+cache.install()
 known = targets.only("rocm")
 if known is not None:
     rocm.install(known)

@@ -12,10 +12,14 @@ fails does not stop the others, and the run ends with a summary per host.
 
 from pyinfra import host
 
-from roles import apt, docker, nvidia, preflight, rocm, summary, webui
+from roles import apt, cache, docker, nvidia, preflight, rocm, summary, webui
 from roles.settings import read, validate
 
-validate(apt, preflight.settings, docker.settings, rocm.settings, nvidia.settings, webui.settings)
+validate(apt, preflight.settings, docker.settings, rocm.settings, nvidia.settings, webui.settings,
+         cache.settings)
+# The fleet cache first: pyinfra runs each operation on every host before the next, so the
+# cache host serves before any host's apt runs (roles.cache).
+cache.install()
 
 values = read(host, webui.settings.SETTINGS)
 # What this run learns about the host, built once (the preflight's one command) and passed to

@@ -213,7 +213,15 @@ def update():
     .. code:: python
 
         update(name="Refresh package lists")
+
+    On a host with a fleet cache (roles.cache), the controller first asks the host whether the
+    cache answers, and warns when it does not: apt then goes direct (its proxy script says so
+    on the host, where pyinfra does not show it). Only when apt runs: a converged host is
+    asked nothing more.
     """
+    from roles import cache
+
+    yield from cache.proxy_warning()
     yield locked(f"DEBIAN_FRONTEND=noninteractive apt-get {APT_WAIT} update")
 
 
@@ -377,25 +385,31 @@ class OtherSources(FactBase):
 
     @staticmethod
     def default():
-        return {"source": None, "others": {}}
+        return {"source": None, "others": {}, "mirror": None}
 
-    def command(self, path, uris):
+    def command(self, path, uris, mirror=""):
         patterns = " ".join(f"-e {shlex.quote(uri)}" for uri in uris.split())
-        # Each other file: a part of its own whose first line is its path.
+        # Each other file: a part of its own whose first line is its path. ``mirror``: the
+        # repository's mirror list (roles.cache), shown after them when it is there.
+        shown = (f"; [ -f {shlex.quote(mirror)} ] && {{ echo '{MARKER}mirror-list'; "
+                 f"show {shlex.quote(mirror)}; }}") if mirror else ""
         return (f"{TextFile().command(path)}; {SHOW}; echo '{MARKER}other-sources'; "
                 f"for f in $(grep -lsF {patterns} -- {SOURCES_LIST} {SOURCES}/*.list "
                 f"{SOURCES}/*.sources); do [ \"$f\" = {shlex.quote(path)} ] || "
-                f"{{ echo '{MARKER}other-source'; echo \"$f\"; show \"$f\"; }}; done; true")
+                f"{{ echo '{MARKER}other-source'; echo \"$f\"; show \"$f\"; }}; done{shown}; true")
 
     def process(self, output):
-        found = parsers.parts(output, (*TextFile.SECTIONS, "other-sources", "other-source"))
+        found = parsers.parts(output, (*TextFile.SECTIONS, "other-sources", "other-source",
+                                       "mirror-list"))
         cut = next((i for i, (name, _) in enumerate(found) if name == "other-sources"),
                    len(found))
         source = TextFile().process(
             [line for name, lines in found[:cut] for line in [f"{MARKER}{name}", *lines]])
         others = {lines[0].strip(): "".join(f"{line}\n" for line in lines[1:])
                   for name, lines in found[cut:] if name == "other-source" and lines}
-        return {"source": source, "others": others}
+        mirror = next(("".join(f"{line}\n" for line in lines)
+                       for name, lines in found[cut:] if name == "mirror-list"), None)
+        return {"source": source, "others": others, "mirror": mirror}
 
 
 def _names(line: str, uris: tuple[str, ...]) -> bool:
@@ -450,17 +464,25 @@ def repository(repo: str, key_url: str, fingerprint: str, uris: str, suites: str
     missing, so a converged host runs nothing. ``dpkg``: the DpkgPackages fact, when read
     already; ``known``: the host's record (roles.hostfacts), so that dpkg is finished once.
     """
+    from roles import cache
+
     keyring = f"{KEYRINGS}/{repo}.asc"
     if dpkg is None:
         dpkg = host.get_fact(DpkgPackages)
     finish_interrupted(dpkg, known)
-    source = deb822(uris, suites, components, keyring)
+    # With a fleet cache, a repository on https is read through a mirror list: the cache
+    # first, the repository itself when the cache fails (roles.cache.mirror_list). The same
+    # Signed-By keyring checks what either serves.
+    mirrors = cache.mirror_list(cache.values_of(), uris)
+    mirror = cache.mirror_path(repo) if mirrors else ""
+    source = deb822(f"mirror+file:{mirror}" if mirrors else uris, suites, components, keyring)
     path = f"{SOURCES}/{repo}.sources"
     # Decided while planning from one read of the key and one of the sources, not with _if (so
     # that a dry run's plan is exact), and an operation only for what changes: an operation
     # called reads its facts again when the run executes, even when it changes nothing.
     sources = host.get_fact(OtherSources, path=path,
-                            uris=" ".join(dict.fromkeys([uris.split("://", 1)[-1], *replaces])))
+                            uris=" ".join(dict.fromkeys([uris.split("://", 1)[-1], *replaces])),
+                            **({"mirror": mirror} if mirror else {}))
     # The older entries go first: the update that brings curl and gpg reads them too.
     others_change = False
     for other, text in sources["others"].items():
@@ -482,6 +504,11 @@ def repository(repo: str, key_url: str, fingerprint: str, uris: str, suites: str
         key(name=f"Key of the {repo} repository", url=key_url, dest=keyring,
             fingerprint=fingerprint)
     source_changes = sources["source"] != {"text": source, "mode": "644"}
+    if mirrors and sources["mirror"] != mirrors:
+        # Before the source that names it: apt must never read a source without its list.
+        files.put(name=f"Mirror list of the {repo} repository (the fleet cache first)",
+                  src=StringIO(mirrors), dest=mirror, mode="644")
+        source_changes = True
     if source_changes:
         files.put(name=f"Source of the {repo} repository", src=StringIO(source), dest=path,
                   mode="644")

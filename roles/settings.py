@@ -401,7 +401,7 @@ def markdown_table(settings: Iterable[Setting]) -> str:
 
 # --- the README's tables ----------------------------------------------------------------------
 
-ROLES_WITH_SETTINGS = ("apt", "preflight", "docker", "rocm", "nvidia", "webui")
+ROLES_WITH_SETTINGS = ("apt", "preflight", "docker", "rocm", "nvidia", "webui", "cache")
 
 
 def readme_tables(readme: str) -> str:

@@ -24,7 +24,7 @@ from pyinfra.api import FactBase, FileUploadCommand, deploy, operation
 from pyinfra.api.command import QuoteString, make_formatted_string_command
 from pyinfra.operations import server, systemd
 
-from roles import apt, distro, parsers, ssh
+from roles import apt, cache, distro, parsers, ssh
 from roles.parsers import MARKER
 from roles.hostfacts import HostFacts
 from roles.summary import fail
@@ -295,10 +295,12 @@ def install(known: HostFacts):
     if INVALID in daemon:
         fail(f"{DAEMON_JSON} is not valid JSON: {daemon[INVALID]}; fix or remove it")
         return
-    daemon_changes = merged(daemon, values["docker_daemon_options"]) != daemon
+    # With a fleet cache, its registry is one of Docker's insecure registries (roles.cache).
+    options = cache.daemon_options(values["docker_daemon_options"], cache.values_of())
+    daemon_changes = merged(daemon, options) != daemon
     if daemon_changes:
         json_merged(name="Merge sdinfra's keys into daemon.json", path=DAEMON_JSON,
-                    values=values["docker_daemon_options"], current=daemon)
+                    values=options, current=daemon)
     service = state["service"]
     if not (service["running"] and service["enabled"]):
         server.shell(name="Docker is enabled and running", commands=[START])

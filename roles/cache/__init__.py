@@ -1,0 +1,465 @@
+"""
+roles.cache: one fleet host keeps what the others would each fetch from the internet.
+
+The cache host (``cache_serve: true``) runs two of Debian's own packages, bound to ``cache_host``
+(one of its addresses) and nothing else:
+
+- ``docker-registry`` (the CNCF Distribution registry) on ``cache_registry_port`` (5000), its
+  images under ``cache_dir/registry``: an image built once is pushed there and pulled by the
+  other hosts;
+- ``apt-cacher-ng`` on ``cache_apt_port`` (3142), its packages under ``cache_dir/apt``: each
+  package is fetched from the mirror once for the fleet.
+
+Both speak plain HTTP without a login: what protects them is that they listen on the LAN
+address only and a firewall (an iptables chain, ``SDINFRA-CACHE``, set again at every boot by
+``sdinfra-cache-firewall.service`` before either service starts) lets only ``cache_allow`` in.
+The services' own units are left as Debian ships them; a drop-in each gives the address, the
+data path and the firewall dependency, written before the packages are installed, so that their
+first start already listens where it should.
+
+Every host with ``cache_host`` set (the cache host too) uses it:
+
+- apt asks ``Acquire::http::Proxy-Auto-Detect`` (apt.conf(5)) which proxy to use for each
+  server: the script answers the cache when it accepts a connection within 2 s, else ``DIRECT``
+  with a warning on apt's stderr and in the journal, so a host whose cache is down still
+  installs. The run warns on the controller too, when it runs apt on such a host
+  (roles.apt.update). Third-party repositories on https (roles.apt.repository) go through the
+  cache as ``http://CACHE/HTTPS///host/path`` (apt-cacher-ng's documented form) with the
+  https URL after it in an apt mirror list, so apt falls back to it by itself; ``Signed-By``
+  and the pinned key are the same either way, and the transport never decided what apt trusts.
+- Docker's daemon.json gets ``insecure-registries: ["CACHE:5000"]`` (roles.docker), exactly
+  that registry, so that Docker pulls from it over plain HTTP.
+
+A host without ``cache_host`` (the default) is asked nothing more than before.
+"""
+
+from __future__ import annotations
+
+import shlex
+from io import StringIO
+
+from pyinfra import host, logger
+from pyinfra.api import FactBase, FunctionCommand, StringCommand, deploy
+from pyinfra.operations import files, server
+
+from roles import apt, parsers, ssh
+from roles.cache.settings import SETTINGS, normalised
+from roles.hostfacts import HostFacts
+from roles.parsers import MARKER
+from roles.settings import read
+from roles.shell import SHOW
+from roles.summary import fail
+
+PACKAGES = ["docker-registry", "apt-cacher-ng"]
+FIREWALL_PACKAGES = ["iptables"]
+CHAIN = "SDINFRA-CACHE"
+FIREWALL_SCRIPT = "/usr/local/sbin/sdinfra-cache-firewall"
+FIREWALL_UNIT = "/etc/systemd/system/sdinfra-cache-firewall.service"
+REGISTRY_CONFIG = "/etc/sdinfra/registry.yml"
+DROP_INS = {"docker-registry": "/etc/systemd/system/docker-registry.service.d/sdinfra.conf",
+            "apt-cacher-ng": "/etc/systemd/system/apt-cacher-ng.service.d/sdinfra.conf"}
+UNITS = ("sdinfra-cache-firewall", *PACKAGES)
+APT_CONF = "/etc/apt/apt.conf.d/30sdinfra-cache"
+PROXY_SCRIPT = "/usr/local/lib/sdinfra/apt-proxy"
+MIRRORS = "/etc/apt/sdinfra-mirrors"  # roles.apt.repository's mirror lists
+# How long apt's proxy script waits for the cache to accept a connection before going direct.
+CONNECT_SECONDS = 2
+FALLBACK = "sdinfra: the apt cache"  # how the proxy script's warning begins
+
+
+def values_of(target=None) -> dict:
+    return read(target or host, SETTINGS)
+
+
+def apt_url(values: dict) -> str:
+    """The apt cache's URL (``http://10.0.0.5:3142``), empty when the host uses no cache."""
+    if not values["cache_host"]:
+        return ""
+    return f"http://{values['cache_host']}:{values['cache_apt_port']}"
+
+
+def registry(values: dict) -> str:
+    """The registry as Docker names it (``10.0.0.5:5000``), empty when there is no cache."""
+    if not values["cache_host"]:
+        return ""
+    return f"{values['cache_host']}:{values['cache_registry_port']}"
+
+
+# --- what the cache host runs -------------------------------------------------------------------
+
+
+def firewall_script(values: dict) -> str:
+    """
+    The firewall: a chain of its own, filled by one iptables-restore (so it is never seen half
+    made: ``--noflush`` leaves the other chains, and a chain declared in the input is flushed
+    and refilled at its COMMIT), and one jump from INPUT for the two ports; a jump left by
+    other ports (a changed setting) goes.
+    """
+    ports = f"{values['cache_registry_port']},{values['cache_apt_port']}"
+    jump = f"-A INPUT -p tcp -m multiport --dports {ports} -j {CHAIN}"
+    rules = "\n".join(f"-A {CHAIN} -s {normalised(cidr)} -j ACCEPT"
+                      for cidr in values["cache_allow"])
+    return f"""#!/bin/sh
+# Managed by sdinfra (roles/cache): changes here are overwritten.
+# Only cache_allow reaches the fleet cache's registry and apt cache; the rest gets a TCP reset.
+set -e
+iptables -w -N {CHAIN} 2>/dev/null || true
+iptables-restore -w --noflush <<'EOF'
+*filter
+:{CHAIN} - [0:0]
+-A {CHAIN} -i lo -j ACCEPT
+{rules}
+-A {CHAIN} -p tcp -j REJECT --reject-with tcp-reset
+COMMIT
+EOF
+iptables -w -S INPUT | while read -r rule; do
+    case "$rule" in
+        *" -j {CHAIN}") [ "$rule" = "{jump}" ] || iptables -w -D ${{rule#-A }} ;;
+    esac
+done
+iptables -w -C {jump[3:]} 2>/dev/null || iptables -w -I INPUT 1 {jump[9:]}
+"""
+
+
+def firewall_rules(values: dict) -> list[str]:
+    """What ``iptables -S CHAIN`` and the INPUT jump print once the script ran."""
+    ports = f"{values['cache_registry_port']},{values['cache_apt_port']}"
+    return [f"-N {CHAIN}", f"-A {CHAIN} -i lo -j ACCEPT",
+            *[f"-A {CHAIN} -s {normalised(cidr)} -j ACCEPT" for cidr in values["cache_allow"]],
+            f"-A {CHAIN} -p tcp -j REJECT --reject-with tcp-reset",
+            f"-A INPUT -p tcp -m multiport --dports {ports} -j {CHAIN}"]
+
+
+FIREWALL_UNIT_TEXT = f"""# Managed by sdinfra (roles/cache): changes here are overwritten.
+[Unit]
+Description=sdinfra fleet cache firewall: only cache_allow reaches the registry and apt cache
+Before=docker-registry.service apt-cacher-ng.service
+After=network-pre.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart={FIREWALL_SCRIPT}
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def registry_config(values: dict) -> str:
+    """Debian's /etc/docker/registry/config.yml (docker-registry 2.8.2+ds1-1) with the address
+    and the storage of this cache, and without its htpasswd section: that names a directory,
+    not a password file; the firewall is what keeps others out."""
+    return f"""# Managed by sdinfra (roles/cache): changes here are overwritten.
+version: 0.1
+log:
+  fields:
+    service: registry
+storage:
+  cache:
+    blobdescriptor: inmemory
+  filesystem:
+    rootdirectory: {values['cache_dir']}/registry
+  delete:
+    enabled: true
+http:
+  addr: {values['cache_host']}:{values['cache_registry_port']}
+  headers:
+    X-Content-Type-Options: [nosniff]
+health:
+  storagedriver:
+    enabled: true
+    interval: 10s
+    threshold: 3
+"""
+
+
+def drop_in(service: str, values: dict) -> str:
+    """
+    The drop-in of a cache service's unit: it never runs without the firewall, its data
+    directory is made (owned by its user) before each start, and it listens on cache_host.
+    apt-cacher-ng takes ``name=value`` options on its command line over its configuration
+    files (apt-cacher-ng(8)), so Debian's acng.conf is left as it is.
+    """
+    data = f"{values['cache_dir']}/{'registry' if service == 'docker-registry' else 'apt'}"
+    if service == "docker-registry":
+        start = f"/usr/bin/docker-registry serve {REGISTRY_CONFIG}"
+    else:
+        start = (f'/usr/sbin/apt-cacher-ng -c "/etc/apt-cacher-ng" ForeGround=1 '
+                 f"BindAddress={values['cache_host']} Port={values['cache_apt_port']} "
+                 f"CacheDir={data}")
+    return f"""# Managed by sdinfra (roles/cache): changes here are overwritten.
+[Unit]
+Requires=sdinfra-cache-firewall.service
+After=sdinfra-cache-firewall.service
+RequiresMountsFor={values['cache_dir']}
+
+[Service]
+ExecStartPre=+/usr/bin/install -d -m 0755 {values['cache_dir']}
+ExecStartPre=+/usr/bin/install -d -o {service} -g {service} -m 0750 {data}
+ExecStart=
+ExecStart={start}
+"""
+
+
+# --- what every host with a cache uses ----------------------------------------------------------
+
+
+def apt_conf() -> str:
+    return (f"// Managed by sdinfra (roles/cache): changes here are overwritten.\n"
+            f"// Which proxy apt uses for each server: {PROXY_SCRIPT} says (apt.conf(5)).\n"
+            f'Acquire::http::Proxy-Auto-Detect "{PROXY_SCRIPT}";\n')
+
+
+def proxy_script(values: dict) -> str:
+    """
+    apt's Proxy-Auto-Detect command: called with the URL apt is about to fetch, it prints the
+    proxy or DIRECT (apt.conf(5)). The cache's own URLs (the mirror lists' first entries) are
+    fetched directly. bash's /dev/tcp and coreutils' timeout are on every Debian and Ubuntu
+    host; apt runs this as its sandbox user.
+    """
+    cache, port = values["cache_host"], values["cache_apt_port"]
+    url = apt_url(values)
+    return f"""#!/bin/sh
+# Managed by sdinfra (roles/cache): changes here are overwritten.
+# apt's proxy for the URL in $1: the fleet's apt cache while it answers, else DIRECT.
+case "$1" in
+    {url}/*) echo DIRECT; exit 0 ;;
+esac
+if timeout {CONNECT_SECONDS} bash -c 'exec 3<>/dev/tcp/{cache}/{port}' 2>/dev/null; then
+    echo {url}
+else
+    message="{FALLBACK} {url} does not answer: fetching ${{1%%/dists/*}} directly"
+    echo "W: $message" >&2
+    logger -t sdinfra-apt-proxy -- "$message" 2>/dev/null || true
+    echo DIRECT
+fi
+"""
+
+
+def mirror_list(values: dict, uris: str) -> str | None:
+    """
+    An apt mirror list (apt-transport-mirror(1)) for a repository on https: the cache's
+    ``http://CACHE/HTTPS///host/path`` first (apt-cacher-ng fetches it over https and keeps it:
+    its manual, "8.2 SSL/TLS", doc/html/howtos.html of 3.7.4), the repository itself second,
+    which apt tries when the cache fails. None when the host has no cache or the repository is
+    on plain http (the proxy takes that).
+    """
+    url = apt_url(values)
+    if not url or not uris.startswith("https://"):
+        return None
+    return ("# Managed by sdinfra (roles/cache): the fleet's apt cache first, the repository "
+            f"itself when the cache fails.\n{url}/HTTPS///{uris[len('https://'):]}\n{uris}\n")
+
+
+def mirror_path(repo: str) -> str:
+    return f"{MIRRORS}/{repo}.list"
+
+
+def proxy_check_command(values: dict) -> str:
+    """Shell: ``up`` when the apt cache accepts a connection, else ``down``; nothing before
+    this host's apt uses the cache (the cache host's own first apt-get update)."""
+    return (f"[ -f {APT_CONF} ] || exit 0; if timeout {CONNECT_SECONDS} bash -c "
+            f"'exec 3<>/dev/tcp/{values['cache_host']}/{values['cache_apt_port']}' 2>/dev/null; "
+            "then echo up; else echo down; fi")
+
+
+def warn_if_down(state, host_, values: dict) -> bool:
+    """Run when apt is about to run (roles.apt.update): the warning the controller shows when
+    the host's apt goes direct. A FunctionCommand's function: (state, host, ...)."""
+    status, output = host_.run_shell_command(StringCommand(proxy_check_command(values)),
+                                            print_output=False)
+    if "down" in [line.strip() for line in output.stdout_lines]:
+        logger.warning(f"{host_.print_prefix}the apt cache {apt_url(values)} does not answer: "
+                       "apt on this host fetches directly (cache_host; on the cache host see "
+                       "that apt-cacher-ng runs and cache_allow lets this host in)")
+    return True
+
+
+def proxy_warning(values: dict | None = None) -> list:
+    """The commands roles.apt.update runs before ``apt-get update``: none without a cache."""
+    values = values if values is not None else values_of()
+    if not values["cache_host"]:
+        return []
+    return [FunctionCommand(warn_if_down, (values,), {})]
+
+
+def daemon_options(options: dict, values: dict) -> dict:
+    """Docker's daemon.json keys with the cache's registry added to ``insecure-registries``
+    (the user's own entries kept): Docker then pulls from it over plain HTTP."""
+    name = registry(values)
+    if not name:
+        return options
+    listed = list(options.get("insecure-registries") or [])
+    return {**options, "insecure-registries": listed + [name] * (name not in listed)}
+
+
+# --- the fact -----------------------------------------------------------------------------------
+
+
+class CacheState(FactBase):
+    """
+    Everything ``install`` reads, in one command: the files the role writes (each as a
+    ``### file`` part whose first line is its path; ``### exec`` PATH when it is executable),
+    and on the cache host the packages (apt.DpkgPackages), the three units, the firewall as
+    iptables prints it and the host's IPv4 addresses.
+
+    .. code:: python
+
+        {"files": {"/etc/apt/apt.conf.d/30sdinfra-cache": "..."}, "exec": {"/usr/..."},
+         "dpkg": {...}, "units": {"apt-cacher-ng": {"running": True, "enabled": True}},
+         "firewall": ["-N SDINFRA-CACHE", ...], "addresses": ["10.0.0.5"]}
+    """
+
+    NAMES = ("cache-state", "file", "exec", "dpkg", "units", "firewall", "addresses")
+
+    @staticmethod
+    def default():
+        return {"files": {}, "exec": set(), "dpkg": apt.DpkgPackages.default(), "units": {},
+                "firewall": [], "addresses": []}
+
+    def command(self, paths: str, serve: bool = False):
+        # f PATH: the file as a part of its own, and whether it is executable.
+        parts = [f"echo '{MARKER}cache-state'", SHOW,
+                 f"f() {{ [ -f \"$1\" ] || return 0; echo '{MARKER}file'; echo \"$1\"; "
+                 f"show \"$1\"; [ -x \"$1\" ] && {{ echo '{MARKER}exec'; echo \"$1\"; }}; "
+                 "return 0; }",
+                 *[f"f {shlex.quote(path)}" for path in paths.split()]]
+        if serve:
+            units = " ".join(f"{unit}.service" for unit in UNITS)
+            parts += [
+                f"echo '{MARKER}dpkg'", f"{{ {apt.DpkgPackages().command()}; }}",
+                f"echo '{MARKER}units'",
+                "if command -v systemctl >/dev/null 2>&1; then systemctl show --property Id "
+                f"--property SubState --property UnitFileState {units}; fi",
+                f"echo '{MARKER}firewall'",
+                f"if command -v iptables >/dev/null 2>&1; then iptables -w -S {CHAIN} "
+                f"2>/dev/null; iptables -w -S INPUT 2>/dev/null | grep -e ' -j {CHAIN}$'; fi",
+                f"echo '{MARKER}addresses'", "ip -o -4 addr show 2>/dev/null",
+            ]
+        return "; ".join(parts) + "; true"
+
+    def process(self, output):
+        state = self.default()
+        for name, lines in parsers.parts(output, self.NAMES):
+            if name == "file" and lines:
+                state["files"][lines[0].strip()] = "".join(f"{line}\n" for line in lines[1:])
+            elif name == "exec" and lines:
+                state["exec"].add(lines[0].strip())
+            elif name == "dpkg":
+                state["dpkg"] = apt.DpkgPackages().process(lines)
+            elif name == "units":
+                state["units"] = units_of(lines)
+            elif name == "firewall":
+                state["firewall"] = [line.strip() for line in lines if line.strip()]
+            elif name == "addresses":
+                # "2: eth0    inet 10.0.0.5/24 brd ..." -> 10.0.0.5
+                state["addresses"] = [line.split()[3].split("/")[0] for line in lines
+                                      if len(line.split()) > 3 and line.split()[2] == "inet"]
+        return state
+
+
+def units_of(lines) -> dict:
+    """``systemctl show`` blocks (Id, SubState, UnitFileState) by unit name, as
+    roles.docker.ServiceState reads one of them."""
+    found, block = {}, {}
+    for line in list(lines) + [""]:
+        if "=" in line:
+            key, _, value = line.strip().partition("=")
+            block[key] = value
+        elif block:
+            name = block.get("Id", "").removesuffix(".service")
+            found[name] = {"running": block.get("SubState") in ("running", "exited"),
+                           "enabled": block.get("UnitFileState") in ("enabled", "static")}
+            block = {}
+    return found
+
+
+# --- the deploy ---------------------------------------------------------------------------------
+
+
+def _put(state: dict, path: str, text: str, executable: bool = False) -> bool:
+    """Write ``path`` when its content (or, for a script, its executable bit) is not ``text``;
+    whether it changed."""
+    if state["files"].get(path) == text and (not executable or path in state["exec"]):
+        return False
+    # files.put makes a missing directory (/etc/sdinfra, a unit's drop-in directory).
+    files.put(name=f"Write {path}", src=StringIO(text), dest=path,
+              mode="755" if executable else "644")
+    return True
+
+
+def wanted_files(values: dict) -> dict[str, tuple[str, bool]]:
+    """Every file the role writes on this host: path -> (text, executable)."""
+    found = {}
+    if values["cache_serve"]:
+        found[FIREWALL_SCRIPT] = (firewall_script(values), True)
+        found[FIREWALL_UNIT] = (FIREWALL_UNIT_TEXT, False)
+        found[REGISTRY_CONFIG] = (registry_config(values), False)
+        for service, path in DROP_INS.items():
+            found[path] = (drop_in(service, values), False)
+    found[APT_CONF] = (apt_conf(), False)
+    found[PROXY_SCRIPT] = (proxy_script(values), True)
+    return found
+
+
+@deploy("Fleet cache")
+def install(known: HostFacts | None = None):
+    """
+    The cache host's registry and apt cache (``cache_serve``), and on every host with
+    ``cache_host`` apt's use of the cache. Nothing, not even a fact, without ``cache_host``.
+    """
+    values = values_of()
+    if not values["cache_host"]:
+        return
+    ssh.low_latency()
+    wanted = wanted_files(values)
+    state = host.get_fact(CacheState, paths=" ".join(wanted), serve=values["cache_serve"])
+    if values["cache_serve"]:
+        if values["cache_host"] not in state["addresses"]:
+            fail(f"cache_host = {values['cache_host']} is no address of this host (it has "
+                 f"{', '.join(state['addresses']) or 'none'}); cache_serve binds the registry "
+                 "and the apt cache to it")
+            return
+        serve(values, state, wanted, known)
+    for path in (APT_CONF, PROXY_SCRIPT):
+        _put(state, path, *wanted[path])
+
+
+def serve(values: dict, state: dict, wanted: dict, known: HostFacts | None) -> None:
+    """The cache host: the firewall first, then the units' drop-ins, then the packages (whose
+    first start thus listens on cache_host only, behind the firewall)."""
+    dpkg = state["dpkg"]
+    missing = apt.missing(FIREWALL_PACKAGES + PACKAGES, dpkg)
+    if missing:  # one refresh for both installs
+        apt.finish_interrupted(dpkg, known)
+        apt.update(name="Refresh package lists")
+    firewall_missing = [name for name in missing if name in FIREWALL_PACKAGES]
+    if firewall_missing:
+        apt.ensure_packages(name=f"Install {' '.join(firewall_missing)}",
+                            packages=firewall_missing)
+    units = state["units"]
+    firewall_changed = _put(state, FIREWALL_SCRIPT, *wanted[FIREWALL_SCRIPT])
+    unit_changed = _put(state, FIREWALL_UNIT, *wanted[FIREWALL_UNIT])
+    changed = {service: _put(state, DROP_INS[service], *wanted[DROP_INS[service]])
+               for service in PACKAGES}
+    changed["docker-registry"] |= _put(state, REGISTRY_CONFIG, *wanted[REGISTRY_CONFIG])
+    if unit_changed or any(changed.values()):
+        server.shell(name="Reload systemd's units", commands=["systemctl daemon-reload"])
+    firewall = units.get("sdinfra-cache-firewall", {})
+    if (firewall_changed or unit_changed or state["firewall"] != firewall_rules(values)
+            or not firewall.get("enabled")):
+        server.shell(name="Firewall of the fleet cache (only cache_allow)",
+                     commands=["systemctl enable sdinfra-cache-firewall.service",
+                               "systemctl restart sdinfra-cache-firewall.service"])
+    services_missing = [name for name in missing if name in PACKAGES]
+    if services_missing:
+        apt.ensure_packages(name=f"Install {' '.join(services_missing)}",
+                            packages=services_missing)
+    for service in PACKAGES:
+        unit = units.get(service, {})
+        if changed[service] or not (unit.get("running") and unit.get("enabled")):
+            server.shell(name=f"{service} runs on {values['cache_host']}",
+                         commands=[f"systemctl enable {service}.service",
+                                   f"systemctl reset-failed {service}.service 2>/dev/null; "
+                                   f"systemctl restart {service}.service"])

@@ -1,0 +1,304 @@
+"""roles.cache: the fleet cache host's registry and apt cache, and every host's use of them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import uuid
+
+import pytest
+
+from roles import cache
+from roles.apt import deb822
+from roles.cache.settings import SETTINGS
+from roles.docker.settings import SETTINGS as DOCKER_SETTINGS
+from tests.unit.fakehost import FakeHost, fact_output, plan
+from tests.unit.test_apt import apt_reads
+
+DEPLOY = "deploy/docker.py"
+CACHE = "10.0.0.5"
+SERVE = {"cache_host": CACHE, "cache_serve": True, "cache_allow": ["10.0.0.0/24"]}
+VALUES = {**{s.name: s.default for s in SETTINGS}, **SERVE}
+ADDRESSES = ["1: lo    inet 127.0.0.1/8 scope host lo",
+             f"2: eth0    inet {CACHE}/24 brd 10.0.0.255 scope global eth0"]
+DAEMON = {s.name: s.default for s in DOCKER_SETTINGS}["docker_daemon_options"]
+UNITS = [line for unit in cache.UNITS for line in
+         (f"Id={unit}.service", f"SubState={'exited' if 'firewall' in unit else 'running'}",
+          "UnitFileState=enabled", "")]
+
+
+def state(values: dict, files: dict | None = None, packages=(), units=UNITS, firewall=None,
+          addresses=ADDRESSES) -> list[str]:
+    """What CacheState prints on a host: ``files`` (path -> (text, executable)) default to
+    every file the role writes, as it writes them."""
+    files = cache.wanted_files(values) if files is None else files
+    parts = []
+    for path, (text, executable) in files.items():
+        parts.append(("file", [path, *text.splitlines()]))
+        if executable:
+            parts.append(("exec", [path]))
+    if values["cache_serve"]:
+        parts += [("dpkg", [f"ii  {name}  1.0  amd64  stand-in" for name in packages]),
+                  ("units", units),
+                  ("firewall", cache.firewall_rules(values) if firewall is None else firewall),
+                  ("addresses", addresses)]
+    return fact_output("cache-state", *parts)
+
+
+def converged_docker(host: FakeHost, daemon: dict) -> FakeHost:
+    host.package("docker.io", "docker-compose", "iptables", *cache.PACKAGES)
+    host.file("/etc/docker/daemon.json", json.dumps(daemon))
+    return host.service("docker")
+
+
+def cache_host(**changes) -> FakeHost:
+    data = {**SERVE, "docker_source": "distro", **changes}
+    return FakeHost("c").os("debian12").set(**data)
+
+
+def client(**changes) -> FakeHost:
+    return FakeHost("h").os("debian12").set(**{"docker_source": "distro", "cache_host": CACHE,
+                                               **changes})
+
+
+def values(**changes) -> dict:
+    return {**VALUES, **changes}
+
+
+# --- settings -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("settings,line", [
+    ({"cache_host": "10.0.0.300"}, "host @fake/h: cache_host = '10.0.0.300': allowed is an IPv4 address"),
+    ({"cache_host": "cache.lan"}, "host @fake/h: cache_host = 'cache.lan': allowed is an IPv4 address"),
+    ({"cache_host": "0.0.0.0"}, "host @fake/h: cache_host = '0.0.0.0': allowed is an IPv4 address of "
+                                "the cache host that the other hosts reach"),
+    ({"cache_host": "127.0.0.1"}, "host @fake/h: cache_host = '127.0.0.1': allowed is an IPv4 address "
+                                  "of the cache host"),
+    ({"cache_host": CACHE, "cache_serve": True},
+     "host @fake/h: cache_serve = True needs cache_allow"),
+    ({"cache_serve": True, "cache_allow": ["10.0.0.0/24"]},
+     "host @fake/h: cache_serve = True needs cache_host"),
+    ({"cache_host": CACHE, "cache_allow": ["0.0.0.0/0"]},
+     "host @fake/h: cache_allow = ['0.0.0.0/0']: allowed is a list of IPv4 networks; entry 1 "
+     "('0.0.0.0/0') is not a network of /8 or longer"),
+    ({"cache_host": CACHE, "cache_allow": ["10.0.0.0/33"]},
+     "host @fake/h: cache_allow = ['10.0.0.0/33']: allowed is a list of IPv4 networks; entry 1"),
+    ({"cache_host": CACHE, "cache_allow": "10.0.0.0/24"},
+     "host @fake/h: cache_allow = '10.0.0.0/24': allowed is a list of IPv4 networks"),
+    ({"cache_host": CACHE, "cache_apt_port": 5000},
+     "host @fake/h: cache_registry_port and cache_apt_port are both 5000"),
+    ({"cache_dir": "/var"}, "host @fake/h: cache_dir = '/var': allowed is an absolute, normalised path"),
+    ({"cache_serve": "yes"}, "host @fake/h: cache_serve = 'yes': allowed is true or false"),
+    ({"cache_hots": CACHE}, "host @fake/h: cache_hots: no such setting (did you mean cache_host?)"),
+])
+def test_bad_settings_are_refused_naming_host_and_setting(settings, line):
+    result = plan(DEPLOY, [FakeHost("h").os("debian12").set(**settings),
+                           FakeHost("ok").os("debian12").set(cache_host=CACHE)])
+    assert result.returncode != 0
+    assert "bad settings, no host was changed" in result.output
+    assert line in result.output, result.output[-3000:]
+    assert "host @fake/ok:" not in result.output
+
+
+def test_without_cache_host_nothing_is_asked_or_written():
+    result = plan(DEPLOY, [FakeHost("h").os("debian12").set(docker_source="distro")])
+    assert result.returncode == 0, result.output
+    assert not [c for c in result.changes("h") if "cache" in c.lower()]
+    assert not [c for c in result.commands["h"] if "cache-state" in c]
+    assert cache.daemon_options(DAEMON, values(cache_host="")) == DAEMON
+
+
+# --- the cache host -----------------------------------------------------------------------------
+
+
+def test_a_fresh_cache_host_gets_its_firewall_and_config_before_the_services_are_installed():
+    host = cache_host().fact("cache-state", state(values(), files={}, units=[]))
+    result = plan(DEPLOY, [host])
+    assert result.returncode == 0, result.output
+    changes = [c.removeprefix("Fleet cache | ") for c in result.changes("c")
+               if c.startswith("Fleet cache")]
+    install = changes.index("Install docker-registry apt-cacher-ng")
+    before = changes[:install]
+    assert before[:2] == ["Refresh package lists", "Install iptables"]
+    for step in [f"Write {cache.FIREWALL_SCRIPT}", f"Write {cache.FIREWALL_UNIT}",
+                 f"Write {cache.REGISTRY_CONFIG}", "Reload systemd's units",
+                 "Firewall of the fleet cache (only cache_allow)",
+                 *[f"Write {path}" for path in cache.DROP_INS.values()]]:
+        assert step in before, step
+    assert changes[install + 1:] == [
+        f"docker-registry runs on {CACHE}", f"apt-cacher-ng runs on {CACHE}",
+        f"Write {cache.APT_CONF}", f"Write {cache.PROXY_SCRIPT}"]
+    assert changes.count("Refresh package lists") == 1
+
+
+def test_a_converged_cache_host_and_client_change_nothing_for_one_command_each():
+    daemon = cache.daemon_options(DAEMON, VALUES)
+    assert daemon["insecure-registries"] == [f"{CACHE}:5000"]
+    served = converged_docker(cache_host(), daemon).fact(
+        "cache-state", state(values(), packages=["iptables", *cache.PACKAGES]))
+    used = converged_docker(client(), daemon).fact(
+        "cache-state", state(values(cache_serve=False, cache_allow=[])))
+    result = plan(DEPLOY, [served, used])
+    assert result.returncode == 0, result.output
+    assert result.changes("c") == [] and result.changes("h") == []
+    for name in ("c", "h"):
+        assert len([c for c in result.commands[name] if "cache-state" in c]) == 1
+
+
+@pytest.mark.parametrize("what,changed", [
+    ("firewall", ["Firewall of the fleet cache (only cache_allow)"]),
+    ("units", ["apt-cacher-ng runs on 10.0.0.5"]),
+    ("registry", [f"Write {cache.REGISTRY_CONFIG}", "Reload systemd's units",
+                  "docker-registry runs on 10.0.0.5"]),
+])
+def test_what_drifted_on_the_cache_host_is_put_back_alone(what, changed):
+    daemon = cache.daemon_options(DAEMON, VALUES)
+    kwargs = {"packages": ["iptables", *cache.PACKAGES]}
+    if what == "firewall":  # someone flushed the chain
+        kwargs["firewall"] = [f"-N {cache.CHAIN}"]
+    elif what == "units":
+        failed = UNITS.index("Id=apt-cacher-ng.service") + 1
+        kwargs["units"] = [*UNITS[:failed], "SubState=failed", *UNITS[failed + 1:]]
+    else:
+        files = cache.wanted_files(values())
+        files[cache.REGISTRY_CONFIG] = ("version: 0.1\n", False)
+        kwargs["files"] = files
+    host = converged_docker(cache_host(), daemon).fact("cache-state", state(values(), **kwargs))
+    result = plan(DEPLOY, [host])
+    assert result.returncode == 0, result.output
+    assert [c.removeprefix("Fleet cache | ") for c in result.changes("c")] == changed
+
+
+def test_a_cache_host_whose_address_is_not_cache_host_fails_saying_so():
+    host = cache_host().fact("cache-state", state(values(), files={}, addresses=ADDRESSES[:1]))
+    result = plan(DEPLOY, [host])
+    assert result.changes("c")[0] == "Fleet cache | Stop this host"
+    assert not [c for c in result.changes("c") if "Install docker-registry" in c]
+
+
+def test_the_services_listen_on_cache_host_only_with_their_data_under_cache_dir():
+    mine = values(cache_dir="/data/cache", cache_registry_port=5001, cache_apt_port=3143)
+    registry = cache.registry_config(mine)
+    assert "  addr: 10.0.0.5:5001\n" in registry
+    assert "    rootdirectory: /data/cache/registry\n" in registry
+    assert "htpasswd" not in registry
+    acng = cache.drop_in("apt-cacher-ng", mine)
+    assert ("ExecStart=\nExecStart=/usr/sbin/apt-cacher-ng -c \"/etc/apt-cacher-ng\" "
+            "ForeGround=1 BindAddress=10.0.0.5 Port=3143 CacheDir=/data/cache/apt\n") in acng
+    for service in cache.PACKAGES:
+        text = cache.drop_in(service, mine)
+        # Never started without the firewall; its data directory is its own user's.
+        assert "Requires=sdinfra-cache-firewall.service\n" in text
+        assert "After=sdinfra-cache-firewall.service\n" in text
+        assert f"-o {service} -g {service} -m 0750 /data/cache/" in text
+
+
+needs_netns = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("iptables")
+                                 or not shutil.which("ip"), reason="needs root and iptables")
+
+
+@needs_netns
+def test_the_firewall_script_sets_exactly_the_rules_the_fact_expects_and_can_repeat(tmp_path):
+    # In a network namespace of its own: iptables there is empty and changes nothing else.
+    mine = values(cache_allow=["10.77.1.2", "10.77.3.7/24"])
+    script = tmp_path / "firewall"
+    script.write_text(cache.firewall_script(mine))
+    netns = f"sdinfra-test-{uuid.uuid4().hex[:6]}"
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    try:
+        def run(command):
+            return subprocess.run(["ip", "netns", "exec", netns, "sh", "-c", command],
+                                  capture_output=True, text=True, check=True).stdout
+        show = (f"iptables -w -S {cache.CHAIN}; iptables -w -S INPUT | "
+                f"grep -e ' -j {cache.CHAIN}$'")
+        run(f"sh {script}")
+        assert run(show).splitlines() == cache.firewall_rules(mine)
+        # Again, after the ports changed once (a stale jump) and with someone's rule in the chain.
+        run(f"iptables -w -I INPUT 1 -p tcp -m multiport --dports 5001,3142 -j {cache.CHAIN}; "
+            f"iptables -w -A {cache.CHAIN} -j ACCEPT; sh {script}; sh {script}")
+        assert run(show).splitlines() == cache.firewall_rules(mine)
+        assert "-s 10.77.3.0/24" in run(show)
+    finally:
+        subprocess.run(["ip", "netns", "del", netns], check=False)
+
+
+# --- every host with a cache --------------------------------------------------------------------
+
+
+def proxy_answer(tmp_path, mine: dict, url: str) -> subprocess.CompletedProcess:
+    script = tmp_path / "apt-proxy"
+    script.write_text(cache.proxy_script(mine))
+    return subprocess.run(["sh", str(script), url], capture_output=True, text=True, timeout=10)
+
+
+def test_apts_proxy_is_the_cache_while_it_answers_else_direct_with_a_warning(tmp_path):
+    # The script is shell; cache_host may not be 127.0.0.1 in a setting, but here it listens.
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        port = listening.getsockname()[1]
+        mine = values(cache_host="127.0.0.1", cache_apt_port=port)
+        up = proxy_answer(tmp_path, mine, "http://deb.debian.org/debian/dists/bookworm/InRelease")
+        assert up.stdout == f"http://127.0.0.1:{port}\n" and up.stderr == ""
+        # The cache's own URLs (a mirror list's first entry) are fetched from it directly.
+        own = proxy_answer(tmp_path, mine, f"http://127.0.0.1:{port}/HTTPS///x/dists/y")
+        assert own.stdout == "DIRECT\n"
+    down = proxy_answer(tmp_path, mine, "http://deb.debian.org/debian/dists/bookworm/InRelease")
+    assert down.returncode == 0 and down.stdout == "DIRECT\n"
+    assert down.stderr == (f"W: sdinfra: the apt cache http://127.0.0.1:{port} does not answer: "
+                           "fetching http://deb.debian.org/debian directly\n")
+
+
+def test_apt_conf_names_the_script_as_apt_reads_it(tmp_path):
+    conf = tmp_path / "30sdinfra-cache"
+    conf.write_text(cache.apt_conf())
+    found = subprocess.run(["apt-config", "-c", str(conf), "dump", "Acquire::http"],
+                           capture_output=True, text=True)
+    if found.returncode != 0:
+        pytest.skip("needs apt-config")
+    assert f'Acquire::http::Proxy-Auto-Detect "{cache.PROXY_SCRIPT}";' in found.stdout
+
+
+def test_https_repositories_go_through_a_mirror_list_with_the_same_signed_by():
+    host = client(docker_source="docker").fact("cache-state", state(values(cache_serve=False)))
+    result = plan(DEPLOY, [host])
+    assert result.returncode == 0, result.output
+    changes = result.changes("h")
+    repo = "Docker Engine | Signed apt repository | "
+    mirror = changes.index(f"{repo}Mirror list of the docker repository (the fleet cache first)")
+    assert mirror < changes.index(f"{repo}Source of the docker repository")
+    listed = cache.mirror_list(values(), "https://download.docker.com/linux/debian")
+    assert listed.splitlines()[1:] == [
+        f"http://{CACHE}:3142/HTTPS///download.docker.com/linux/debian",
+        "https://download.docker.com/linux/debian"]
+    # Plain http repositories need none: the proxy takes them; nor does a host without cache.
+    assert cache.mirror_list(values(), "http://deb.debian.org/debian") is None
+    assert cache.mirror_list(values(cache_host=""), "https://x.org/debian") is None
+
+
+@pytest.mark.skipif(not shutil.which("apt-cache"), reason="needs apt")
+def test_apt_reads_a_source_through_the_mirror_list(tmp_path):
+    etc = tmp_path / "etc"
+    (etc / "sources.list.d").mkdir(parents=True)
+    (etc / "sources.list").write_text("")
+    mirrors = tmp_path / "docker.list"
+    mirrors.write_text(cache.mirror_list(values(), "https://download.docker.com/linux/debian"))
+    (etc / "sources.list.d/docker.sources").write_text(deb822(
+        f"mirror+file:{mirrors}", "bookworm", "stable", "/etc/apt/keyrings/docker.asc"))
+    read = apt_reads(etc)
+    assert read.returncode == 0 and read.stderr == "", read.stderr
+
+
+def test_docker_lists_exactly_the_cache_registry_as_insecure_keeping_the_users_entries():
+    mine = values(cache_registry_port=5001)
+    options = {**DAEMON, "insecure-registries": ["registry.lan:5000"]}
+    assert cache.daemon_options(options, mine)["insecure-registries"] == [
+        "registry.lan:5000", f"{CACHE}:5001"]
+    once = cache.daemon_options(DAEMON, mine)
+    assert cache.daemon_options(once, mine) == once
+    result = plan(DEPLOY, [converged_docker(client(), DAEMON).fact(
+        "cache-state", state(values(cache_serve=False)))])
+    assert result.changes("h") == ["Docker Engine | Merge sdinfra's keys into daemon.json",
+                                   "Docker Engine | Restart Docker for daemon.json"]
