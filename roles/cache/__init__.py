@@ -264,13 +264,14 @@ def proxy_check_command(values: dict) -> str:
             "then echo up; else echo down; fi")
 
 
-def warn_if_down(state, host_, values: dict) -> bool:
+def warn_if_down(state, host, values: dict) -> bool:  # noqa: F811 - pyinfra passes the host
     """Run when apt is about to run (roles.apt.update): the warning the controller shows when
-    the host's apt goes direct. A FunctionCommand's function: (state, host, ...)."""
-    status, output = host_.run_shell_command(StringCommand(proxy_check_command(values)),
+    the host's apt goes direct. A FunctionCommand's function: pyinfra passes ``state`` and
+    ``host`` only to a function whose arguments have these very names."""
+    status, output = host.run_shell_command(StringCommand(proxy_check_command(values)),
                                             print_output=False)
     if "down" in [line.strip() for line in output.stdout_lines]:
-        logger.warning(f"{host_.print_prefix}the apt cache {apt_url(values)} does not answer: "
+        logger.warning(f"{host.print_prefix}the apt cache {apt_url(values)} does not answer: "
                        "apt on this host fetches directly (cache_host; on the cache host see "
                        "that apt-cacher-ng runs and cache_allow lets this host in)")
     return True

@@ -302,3 +302,22 @@ def test_docker_lists_exactly_the_cache_registry_as_insecure_keeping_the_users_e
         "cache-state", state(values(cache_serve=False)))])
     assert result.changes("h") == ["Docker Engine | Merge sdinfra's keys into daemon.json",
                                    "Docker Engine | Restart Docker for daemon.json"]
+
+
+def test_a_run_that_runs_apt_warns_on_the_controller_when_the_cache_does_not_answer():
+    # A real run (-y) on the fake connector: the check runs when apt-get update does.
+    from tests.unit.test_command_count import run
+
+    quiet = client().fact("cache-state", state(values(cache_serve=False)))
+    down = client().fact("cache-state", state(values(cache_serve=False)))
+    down.name = "d"
+    down.respond("exec 3<>/dev/tcp/", ["down"])
+    quiet.respond("exec 3<>/dev/tcp/", ["up"])
+    returncode, _, commands, log = run([quiet, down], deploy=DEPLOY)
+    assert returncode == 0, log[-3000:]
+    warned = [line for line in log.splitlines() if "does not answer" in line]
+    assert warned == [f"    [@fake/d] the apt cache http://{CACHE}:3142 does not answer: apt on "
+                      "this host fetches directly (cache_host; on the cache host see that "
+                      "apt-cacher-ng runs and cache_allow lets this host in)"], warned
+    check = [c for c in commands["h"] if "exec 3<>/dev/tcp/" in c]
+    assert len(check) == 1 and check[0].startswith(f"command: [ -f {cache.APT_CONF} ] || exit 0")

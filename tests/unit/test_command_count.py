@@ -161,12 +161,12 @@ def converged(name: str, backend: str, os_key: str, source: str) -> FakeHost:
     return host
 
 
-def run(hosts: list[FakeHost]):
-    """Run the deploy for real on the fake hosts: (exit status, JSON output, commands by host)."""
+def run(hosts: list[FakeHost], deploy: str = DEPLOY):
+    """Run ``deploy`` for real on the fake hosts: (exit status, JSON output, commands by host)."""
     with tempfile.TemporaryDirectory() as tmp:
         inventory = Path(tmp) / "inventory.py"
         inventory.write_text(inventory_source(hosts))
-        proc = subprocess.run([PYINFRA, str(inventory), DEPLOY, "-y", "--json", "--debug"],
+        proc = subprocess.run([PYINFRA, str(inventory), deploy, "-y", "--json", "--debug"],
                               cwd=REPO, capture_output=True, text=True, timeout=120,
                               env={**os.environ, "PYINFRA_PROGRESS": "off"})
     commands: dict[str, list[str]] = {h.name: [] for h in hosts}
