@@ -149,3 +149,34 @@ def test_the_next_run_starts_the_cache_again_and_the_one_after_changes_nothing(c
     assert changed(again) == [f"Fleet cache | apt-cacher-ng runs on {address}"]
     assert ssh(cache_fleet, "k-cache", "systemctl is-active apt-cacher-ng").strip() == "active"
     assert changed(after) == []
+
+
+@pytest.fixture(scope="module")
+def rebooted(cache_down, cache_fleet):
+    """k-cache powered off and booted again: nothing of the cache is set up by a run."""
+    cache_fleet.stop("k-cache")
+    cache_fleet.start("k-cache")
+    return deploy(cache_fleet)
+
+
+def test_after_a_reboot_the_firewall_is_back_before_the_services_and_nothing_changes(
+        rebooted, cache_fleet):
+    fleet = cache_fleet
+    from roles import cache
+
+    rules = ssh(fleet, "k-cache", f"iptables -w -S {cache.CHAIN}; iptables -w -S INPUT | "
+                                  f"grep -e ' -j {cache.CHAIN}$'").splitlines()
+    assert rules == cache.firewall_rules({"cache_registry_port": REGISTRY, "cache_apt_port": APT,
+                                          "cache_allow": [f"{fleet.host('k-cpu1').address}/32"]})
+    for service in cache.PACKAGES:
+        assert ssh(fleet, "k-cache", f"systemctl is-active {service}").strip() == "active"
+    # The services started after the firewall, as their drop-ins require.
+    order = ssh(fleet, "k-cache", "systemctl show -p ActiveEnterTimestampMonotonic "
+                                  "sdinfra-cache-firewall docker-registry apt-cacher-ng")
+    firewall, *services = [int(line.split("=")[1]) for line in order.split()]
+    assert all(firewall <= started for started in services), order
+    url = f"http://{fleet.host('k-cache').address}:{REGISTRY}/v2/"
+    assert get(fleet, "k-cpu1", url) == "200"
+    assert get(fleet, "k-cpu2", url) in ("ConnectionResetError", "URLError")
+    assert rebooted.returncode == 0, rebooted.stderr[-3000:]
+    assert changed(rebooted) == []

@@ -321,3 +321,17 @@ def test_a_run_that_runs_apt_warns_on_the_controller_when_the_cache_does_not_ans
                       "apt-cacher-ng runs and cache_allow lets this host in)"], warned
     check = [c for c in commands["h"] if "exec 3<>/dev/tcp/" in c]
     assert len(check) == 1 and check[0].startswith(f"command: [ -f {cache.APT_CONF} ] || exit 0")
+
+
+def test_without_the_cache_again_the_repository_is_read_from_its_own_url():
+    from tests.unit.test_docker import converged as docker_converged
+
+    host = docker_converged("h", "debian12")
+    host.file("/etc/apt/sources.list.d/docker.sources", deb822(
+        f"mirror+file:{cache.mirror_path('docker')}", "bookworm", "stable",
+        "/etc/apt/keyrings/docker.asc"), replace=True)
+    result = plan(DEPLOY, [host])
+    assert result.returncode == 0, result.output
+    assert result.changes("h") == [
+        "Docker Engine | Signed apt repository | Source of the docker repository",
+        "Docker Engine | Signed apt repository | Install missing packages | Refresh package lists"]
