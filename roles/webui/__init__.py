@@ -28,11 +28,12 @@ from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.operations import files, server
 
-from roles import docker, summary
+from roles import cache, docker, summary
 from roles.hostfacts import HostFacts
 from roles.progress import Shown
 from roles.settings import host_error, read
 from roles.webui import flags
+from roles.webui.fleet import builder_of, remote_name
 from roles.webui.formats import FormatError
 # The modules' names stay importable from roles.webui, as before they were split.
 from roles.webui.health import MASK_SECRET, health_wait, said, wait_function
@@ -45,7 +46,8 @@ from roles.webui.render import (BACKENDS, BUILT_IMAGES, BUILT_TAG, CONSTRAINTS, 
 from roles.webui.settings import SETTINGS
 from roles.webui.state import (DOCKER_PARTS, DOCKER_ROOT, HEALTH_SAID, PROC, GroupIds,
                                ProjectState, docker_command, docker_state)
-from roles.webui.upgrade import KEPT, json_string, keep_files, load_image, switch_script
+from roles.webui.upgrade import (KEPT, json_string, keep_files, load_image, pull_command,
+                                 push_script, switch_script)
 
 
 def url(values: dict) -> str:
@@ -108,8 +110,14 @@ def stack(backend: str, known: HostFacts, env: dict | None = None, plan=None):
     paths = directories + [f"{directory}/{name}" for name in FILES]
     paths += [f"{directory}/secrets/webui-auth"]
     models = [f"{directory}/{MODELS}/{model['name']}" for model in values["webui_models"]]
+    # With the fleet's registry, a built image is built by one host and pulled by the others
+    # (roles.webui.fleet); the builder asks whether the registry has it in the same read.
+    registry = "" if values["webui_image"] else cache.registry(cache.values_of())
+    remote = remote_name(registry, image) if registry else ""
+    builder = builder_of(image) if registry else ""
+    builds = builder == host.name
     state = host.get_fact(ProjectState, directory=directory, paths=paths, images=[image],
-                          models=models)
+                          models=models, pushed=remote if builds else "")
 
     def wanted_files(gids):
         try:
@@ -153,6 +161,13 @@ def stack(backend: str, known: HostFacts, env: dict | None = None, plan=None):
         server.shell(name="Remove what an interrupted run left",
                      commands=["rm -f -- " + " ".join(shlex.quote(p) for p in state["leftover"])])
     changes += fetch_models(values, directory, state)
+    compose = f"cd {shlex.quote(directory)} && {docker.compose_command(dist)} -p {PROJECT}"
+    # Before any host starts its service (the others pull it then). Not a change of this
+    # host's service by itself: a new image's tag changes the compose file anyway.
+    if builds and (image not in state["images"] or remote not in state["pushed"]):
+        server.shell(name=f"Build {image} once for the fleet and push it to {registry}",
+                     commands=[Shown(push_script(directory, compose, backend, image, remote,
+                                                 registry, previous=previous))])
 
     models_present = set(state["models"]) | {m["name"] for m in values["webui_models"]}
     if not any(name.endswith((".ckpt", ".safetensors")) for name in models_present):
@@ -163,7 +178,6 @@ def stack(backend: str, known: HostFacts, env: dict | None = None, plan=None):
         )
         return
 
-    compose = f"cd {shlex.quote(directory)} && {docker.compose_command(dist)} -p {PROJECT}"
     others = [name for name in state["running"] if name != backend]
     if others:
         server.shell(name=f"Stop the other backends ({', '.join(others)})",
@@ -172,6 +186,8 @@ def stack(backend: str, known: HostFacts, env: dict | None = None, plan=None):
         server.shell(name=f"Start the {backend} service",
                      commands=[Shown(switch_script(
                          directory, compose, backend, image, values["webui_start_timeout"],
-                         build=not values["webui_image"], previous=previous))])
+                         build=not values["webui_image"], previous=previous,
+                         pull=pull_command(image, remote, registry, builder)
+                         if registry and not builds else ""))])
     else:
         summary.health(state["health"].get(backend, HEALTH_SAID["starting"]))

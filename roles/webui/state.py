@@ -37,11 +37,12 @@ SHA256SUM_LINE = re.compile(r"^[0-9a-f]{64}  ")
 # The parts of ProjectState's output that tell what Docker runs (roles.parsers' markers), after
 # every other line: "container", the config.v2.json of each container of the project that runs;
 # "ps", `docker ps`'s SERVICE|IMAGE lines when Docker's files show none; "image", each image
-# asked for that the host has.
-DOCKER_PARTS = ("container", "ps", "image")
+# asked for that the host has; "registry", the fleet registry's name of the image when that
+# registry has it (asked only of the host that builds for the fleet, see ``docker_command``).
+DOCKER_PARTS = ("container", "ps", "image", "registry")
 
 
-def docker_command(images) -> str:
+def docker_command(images, pushed: str = "") -> str:
     """
     Shell: the project's running services and which of ``images`` the host has, without a
     docker command on a converged host (each costs the host ~20 ms of CPU, the daemon too).
@@ -55,6 +56,11 @@ def docker_command(images) -> str:
     is asked for: `docker ps` when no container passed, `docker image inspect` for the images.
     Only these decisions are taken here, because they choose the commands of the same round
     trip; the JSON itself is read in Python.
+
+    ``pushed`` (the fleet registry's name of the image, on the host that builds it for the
+    fleet): when the host has the image, whether the registry has it too (``docker manifest
+    inspect``, the registry's manifest over plain HTTP, as the daemon's insecure-registries
+    entry allows pulls): one more process, no more round trip.
     """
     words = " ".join(shlex.quote(image) for image in images)
     label = f'"com.docker.compose.project":"{PROJECT}"'  # as config.v2.json writes it
@@ -62,7 +68,7 @@ def docker_command(images) -> str:
     return " ".join([
         "if command -v docker >/dev/null; then",
         # The newline: the last character of the shell's default IFS (space, tab, newline).
-        "nl=${IFS#??} live='' ids='' ps='';",
+        "nl=${IFS#??} live='' ids='' ps='' had='';",
         # One grep for the project's containers, printing FILE:JSON (the id is the directory).
         f"found=$(grep -HF -e {shlex.quote(label)} -- {DOCKER_ROOT}/containers/*/config.v2.json "
         "2>/dev/null);",
@@ -97,8 +103,11 @@ def docker_command(images) -> str:
         f"for w in {words}; do",
         "case \"$nl$tags$nl$ps$nl\" in *\"$nl\\\"$w\\\":\"*|*\"|$w$nl\"*) ;;",
         "*) docker image inspect \"$w\" >/dev/null 2>&1 || continue ;; esac;",
-        "printf '### image\\n%s\\n' \"$w\";",
+        "printf '### image\\n%s\\n' \"$w\"; had=1;",
         "done;",
+        *([f"[ -n \"$had\" ] && docker manifest inspect --insecure {shlex.quote(pushed)} "
+           f">/dev/null 2>&1 </dev/null && printf '### registry\\n%s\\n' {shlex.quote(pushed)};"]
+          if pushed else []),
         "fi",
     ])
 
@@ -113,9 +122,9 @@ def docker_state(parts) -> dict:
 
         docker_state(parts(["### ps", "cpu|sdinfra/webui:cpu-v1"], DOCKER_PARTS))
         # {"running": ["cpu"], "current": {"cpu": "sdinfra/webui:cpu-v1"}, "health": {},
-        #  "images": []}
+        #  "images": [], "pushed": []}
     """
-    found = {"running": [], "current": {}, "health": {}, "images": []}
+    found = {"running": [], "current": {}, "health": {}, "images": [], "pushed": []}
     for name, lines in parts:
         for line in lines:
             if name == "container":
@@ -150,6 +159,8 @@ def docker_state(parts) -> dict:
                             why="restart loop: Docker shows it restarting")
             elif name == "image" and line:
                 found["images"].append(line)
+            elif name == "registry" and line:
+                found["pushed"].append(line)
     return found
 
 
@@ -171,7 +182,7 @@ class ProjectState(FactBase):
          "hashed": {"/opt/.../other.safetensors": ("5f3a...", "4265380512 1717000000")}}
     """
 
-    def command(self, directory, paths, images, models=()):
+    def command(self, directory, paths, images, models=(), pushed=""):
         quoted = " ".join(shlex.quote(p) for p in paths)
         # The models: trusted from their sidecars, hashed only when one is stale or missing.
         verify = (f"set -- {' '.join(shlex.quote(m) for m in models)}; {TRUSTED_SHA256}; "
@@ -192,7 +203,7 @@ class ProjectState(FactBase):
             f"{shlex.quote(directory + '/' + MODELS)}/.*.sdinfra-upload "
             f"{shlex.quote(directory)}/*.sdinfra-new {shlex.quote(directory)}/secrets/*.sdinfra-new; "
             "do [ -e \"$f\" ] && echo \"leftover=$f\"; done; "
-            f"{docker_command(images)}; "
+            f"{docker_command(images, pushed)}; "
             "true"
         )
 
@@ -200,7 +211,7 @@ class ProjectState(FactBase):
     def default():
         return {"nproc": 0, "gids": {}, "running": [], "images": [], "models": [],
                 "files": {}, "dirs": {}, "trusted": {}, "hashed": {}, "leftover": [], "health": {},
-                "current": {}}
+                "current": {}, "pushed": []}
 
     def process(self, output):
         state = self.default()

@@ -55,8 +55,84 @@ def json_string(value: str) -> str:
     return str(htmlsafe_json_dumps(value))
 
 
+def _rollback_lines(directory: str, service: str, image: str, previous: str | None) -> list[str]:
+    """Shell: $d, $st, $p, $new and $old; ``restore``, which puts the previous files back; and
+    ``guard``, set when a rollback is possible: the running container is ``previous``'s, healthy,
+    and its files were kept (``keep_files``)."""
+    q_service, q_image = shlex.quote(service), shlex.quote(image)
+    restore = " ".join(shlex.quote(f) for f in KEPT)
+    named = shlex.quote(f"image: {json_string(previous or '')}")
+    labels = (f"--filter label=com.docker.compose.project={PROJECT} "
+              f"--filter label=com.docker.compose.service={q_service}")
+    return [
+        f"d={shlex.quote(directory)}; st=$d/{STATE_DIR}; p=$st/previous; "
+        f"new={q_image}; old={shlex.quote(previous or '')}",
+        # restore: the previous files back in place, each replaced at once; a file the
+        # previous service did not have (a login set since) removed.
+        "restore() {",
+        f"  for f in {restore}; do",
+        '    if [ -e "$p/$f" ]; then cp -p "$p/$f" "$d/$f.sdinfra-new" && '
+        'mv "$d/$f.sdinfra-new" "$d/$f" || return 1; else rm -f "$d/$f"; fi',
+        "  done",
+        "}",
+        # A rollback only to a container that was healthy on the files kept for it.
+        "guard=",
+        f'if [ -n "$old" ] && grep -qF -- {named} $p/docker-compose.yml 2>/dev/null; then',
+        f"  c0=$(docker ps -q {labels} | head -n 1)",
+        "  [ -n \"$c0\" ] && [ \"$(docker inspect -f '{{.Config.Image}} {{if .State.Health}}"
+        "{{.State.Health.Status}}{{end}}' \"$c0\" 2>/dev/null)\" = \"$old healthy\" ] && guard=1",
+        "fi",
+    ]
+
+
+def pull_command(image: str, remote: str, registry: str, builder: str) -> str:
+    """Shell: ``image`` pulled from the fleet's registry, where it is ``remote`` (pushed there
+    by ``builder``, see ``push_script``), and known here by its own name only (the registry's
+    name removed again: ``prune`` removes images by the names the role gave them)."""
+    q_image, q_remote = shlex.quote(image), shlex.quote(remote)
+    reason = shlex.quote(f"E: {remote} could not be pulled from the fleet's registry "
+                         f"({registry}, cache_host): the registry is down or does not have it "
+                         f"({builder} builds and pushes it for this host's image)")
+    return (f"docker pull {q_remote} || {{ echo {reason} >&2; exit 1; }}; "
+            f"docker tag {q_remote} {q_image}; rc=$?; docker rmi {q_remote} >/dev/null 2>&1; "
+            "exit $rc")
+
+
+def push_script(directory: str, compose: str, service: str, image: str, remote: str,
+                registry: str, previous: str | None = None) -> str:
+    """
+    Shell, on the host that builds ``image`` for the fleet: build it unless the host has it,
+    then push it to the fleet's registry as ``remote`` (the others pull it, ``pull_command``).
+    A failed build, or a push that did not reach the registry, fails the host as a failed build
+    fails ``switch_script``: the previous files put back when the running container can be
+    rolled back to, the running container never stopped.
+    """
+    q_remote = shlex.quote(remote)
+    prepare = f"{compose} build {shlex.quote(service)}"
+    unreached = shlex.quote(f"E: {remote} could not be pushed to the fleet's registry "
+                            f"({registry}, cache_host): is it up and reachable? The other hosts "
+                            "of this image cannot pull it")
+    return "\n".join([
+        *_rollback_lines(directory, service, image, previous),
+        'if ! docker image inspect "$new" >/dev/null 2>&1; then',
+        f"  ( {ticking('building ' + image + ' for the fleet', prepare)} ); rc=$?",
+        '  if [ $rc -ne 0 ]; then',
+        '    [ -n "$guard" ] && restore && '
+        f"echo {said('rolled back')}\"$new could not be built (exit code $rc); $old still runs\" >&2",
+        "    exit $rc",
+        "  fi",
+        "fi",
+        f'docker tag "$new" {q_remote} || exit 1',
+        f"( {ticking('pushing ' + remote, f'docker push {q_remote}')} ); rc=$?",
+        f"docker rmi {q_remote} >/dev/null 2>&1",
+        f'[ $rc -eq 0 ] && exit 0',
+        '[ -n "$guard" ] && restore',
+        f"echo {unreached} >&2; exit $rc",
+    ])
+
+
 def switch_script(directory: str, compose: str, service: str, image: str, timeout: int,
-                  build: bool = False, previous: str | None = None) -> str:
+                  build: bool = False, previous: str | None = None, pull: str = "") -> str:
     """
     Shell: start ``service`` on ``image`` and wait until Docker says it is healthy (see
     ``wait_function``), printing the summary's status behind roles.summary.HEALTH.
@@ -74,25 +150,24 @@ def switch_script(directory: str, compose: str, service: str, image: str, timeou
     container uses, or another tag of the same image, stays); otherwise the previous and the
     new one are kept (the previous to go back to, the new one for the next run to try again).
 
+    ``pull``: the shell that prepares the image instead of a build or Compose's pull (the
+    fleet's registry, ``pull_command``).
+
     .. code:: python
 
         server.shell(commands=[switch_script("/opt/sd", "cd /opt/sd && docker compose -p sdinfra",
                                              "cpu", "sdinfra/webui:cpu-v1.10.1-3f2a9c01d4e5",
                                              900, build=True, previous="sdinfra/webui:...")])
     """
-    q_service, q_image = shlex.quote(service), shlex.quote(image)
-    q_previous = shlex.quote(previous or "")
+    q_service = shlex.quote(service)
     limit = int(timeout)
-    restore = " ".join(shlex.quote(f) for f in KEPT)
-    named = shlex.quote(f"image: {json_string(previous or '')}")
-    prepare = (f"{compose} build {q_service}" if build else f"{compose} pull {q_service}")
+    prepare = (pull or f"{compose} build {q_service}" if build or pull
+               else f"{compose} pull {q_service}")
     up = f"{compose} up -d {q_service}"
-    labels = (f"--filter label=com.docker.compose.project={PROJECT} "
-              f"--filter label=com.docker.compose.service={q_service}")
+    rollback = _rollback_lines(directory, service, image, previous)
     lines = [
         wait_function(directory),
-        f"d={shlex.quote(directory)}; st=$d/{STATE_DIR}; p=$st/previous; "
-        f"new={q_image}; old={q_previous}",
+        rollback[0],
         "install -d -m 0700 $st || exit 1",
         # Every image this role runs here is listed, so that only those are ever removed.
         'for i in $old $new; do grep -qxF -- "$i" $st/images 2>/dev/null || '
@@ -109,27 +184,13 @@ def switch_script(directory: str, compose: str, service: str, image: str, timeou
         "  done < $st/images",
         "  mv $st/images.sdinfra-new $st/images",
         "}",
-        # restore: the previous files back in place, each replaced at once; a file the
-        # previous service did not have (a login set since) removed.
-        "restore() {",
-        f"  for f in {restore}; do",
-        '    if [ -e "$p/$f" ]; then cp -p "$p/$f" "$d/$f.sdinfra-new" && '
-        'mv "$d/$f.sdinfra-new" "$d/$f" || return 1; else rm -f "$d/$f"; fi',
-        "  done",
-        "}",
-        # A rollback only to a container that was healthy on the files kept for it.
-        "guard=",
-        f'if [ -n "$old" ] && grep -qF -- {named} $p/docker-compose.yml 2>/dev/null; then',
-        f"  c0=$(docker ps -q {labels} | head -n 1)",
-        "  [ -n \"$c0\" ] && [ \"$(docker inspect -f '{{.Config.Image}} {{if .State.Health}}"
-        "{{.State.Health.Status}}{{end}}' \"$c0\" 2>/dev/null)\" = \"$old healthy\" ] && guard=1",
-        "fi",
+        *rollback[1:],
         # The new image beside the running one.
         'if ! docker image inspect "$new" >/dev/null 2>&1; then',
-        f"  ( {ticking(('building ' if build else 'pulling ') + image, prepare)} ); rc=$?",
+        f"  ( {ticking(('building ' if build and not pull else 'pulling ') + image, prepare)} ); rc=$?",
         '  if [ $rc -ne 0 ]; then',
         '    [ -n "$guard" ] && restore && '
-        f"echo {said('rolled back')}\"$new could not be {'built' if build else 'pulled'} "
+        f"echo {said('rolled back')}\"$new could not be {'built' if build and not pull else 'pulled'} "
         '(exit code $rc); $old still runs" >&2',
         "    exit $rc",
         "  fi",
