@@ -3,6 +3,7 @@ Fleet speed: how long deploy/site.py takes on a converged fleet, against what py
 least to reach the same hosts.
 
     sudo .venv/bin/python -m bench.fleet [--sizes 1,3,6] [--repeat 3] [--json] [--dir DIR]
+                                          [--cache]
 
 For each size N it boots a fleet of N disposable Debian 12 hosts with the test harness
 (testbed/fleet.py; hosts cycle through the backends: cpu1, rocm1, cuda1, cpu2, rocm2, cuda2, ...),
@@ -11,7 +12,10 @@ stand-in GPU device nodes on rocm hosts, the stand-in NVIDIA driver on cuda host
 pointing at the stand-in vendor downloads served on each host's gateway). Its hosts build the
 web UI image as real hosts do, from the stand-in "internet" (testbed/standins/image_build.py:
 a base image from a Docker Hub mirror, the web UI's tree, a torch wheel of a few hundred MB).
-It measures:
+With ``--cache`` the fleet has a cache (roles.cache): its first host, cpu1, is also the cache
+host (``cache_serve``: Debian's docker-registry and apt-cacher-ng), and every host has
+``cache_host`` set: apt goes through the cache, and each image is built by one host and pulled
+by the others. It measures:
 
 * ``cold_s``: the first run of ``pyinfra INVENTORY deploy/site.py -y`` (installs everything);
 * ``floor_s``: ``pyinfra INVENTORY exec -y -- true``, pyinfra connecting to the same hosts and
@@ -68,6 +72,7 @@ KEYS = ("hosts", "cold_s", "nochange_s", "floor_s", "ratio", "commands_per_host"
 MAX_RATIO_AT_3 = 3.0
 MAX_COMMANDS = 40
 MAX_GROWTH_1_TO_6 = 1.5
+CACHE_PORTS = (5000, 3142)  # roles.cache's registry and apt cache (its settings' defaults)
 # What pyinfra's SSH connector logs (at debug level) for each command it runs on a host.
 COMMAND_LINE = re.compile(r"Running command on (\S+): \(pty=")
 UPLOAD_LINE = re.compile(r"Attempting upload of .* to ")
@@ -165,13 +170,28 @@ def image_builds(images: dict[str, tuple[str, str]]) -> int:
     return len({m for _, listing in images.values() for m in WEBUI_IMAGE.findall(listing)})
 
 
-def measure(count: int, stand_ins, build, workdir: Path, repeat: int) -> Result:
+def with_cache(fleet, names: list[str]) -> None:
+    """The fleet's first host is its cache host; every host uses it (roles.cache)."""
+    from testbed.hosts import write_settings
+
+    data = json.loads(fleet.host_data_path.read_text())
+    cache = fleet.host(names[0]).address
+    for name in names:
+        data[name]["cache_host"] = cache
+    data[names[0]].update(cache_serve=True,
+                          cache_allow=[f"{fleet.host(n).address}/32" for n in names])
+    write_settings(fleet, data)
+
+
+def measure(count: int, stand_ins, build, workdir: Path, repeat: int, cache: bool) -> Result:
     from testbed import standins
     from testbed.fleet import Fleet
     from testbed.hosts import prepare
 
     names = names_for(count)
-    fleet = Fleet(workdir / f"fleet-{count}", names)
+    # With a cache, the hosts reach its registry and apt cache on each other (roles.cache).
+    fleet = Fleet(workdir / f"fleet-{count}", names,
+                  **({"peer_ports": CACHE_PORTS} if cache else {}))
     try:
         log(f"{count} host(s): booting {', '.join(names)}")
         fleet.up()
@@ -179,6 +199,8 @@ def measure(count: int, stand_ins, build, workdir: Path, repeat: int) -> Result:
         addresses = [h.gateway for h in fleet.hosts] + ["127.0.0.1"]
         with standins.serve(stand_ins.root, addresses) as server:
             prepare(fleet, stand_ins, server, names, build=build)
+            if cache:
+                with_cache(fleet, names)
             server.clear()  # the preparation's downloads are not the deploy's
 
             log(f"{count} host(s): cold run of {DEPLOY}")
@@ -303,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="floor and no-change runs per size; the median is reported")
     parser.add_argument("--json", action="store_true",
                         help="print the figures as JSON on stdout (the table goes to stderr)")
+    parser.add_argument("--cache", action="store_true",
+                        help="the fleet has a cache: its first host serves the others "
+                             "(cache_host, cache_serve)")
     parser.add_argument("--dir", help="work directory (default: a new temporary one, removed "
                                       "at the end)")
     args = parser.parse_args(argv)
@@ -328,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         stand_ins = standins.build_all(workdir / "standins")
         build = build_sources(stand_ins.root)
         for count in sizes:
-            results.append(measure(count, stand_ins, build, workdir, args.repeat))
+            results.append(measure(count, stand_ins, build, workdir, args.repeat, args.cache))
     except (BenchError, FleetError) as e:
         print(f"bench: error: {e}", file=sys.stderr)
         return 1
