@@ -23,10 +23,11 @@ Every host with ``cache_host`` set (the cache host too) uses it:
   server: the script answers the cache when it accepts a connection within 2 s, else ``DIRECT``
   with a warning on apt's stderr and in the journal, so a host whose cache is down still
   installs. The run warns on the controller too, when it runs apt on such a host
-  (roles.apt.update). Third-party repositories on https (roles.apt.repository) go through the
-  cache as ``http://CACHE/HTTPS///host/path`` (apt-cacher-ng's documented form) with the
-  https URL after it in an apt mirror list, so apt falls back to it by itself; ``Signed-By``
-  and the pinned key are the same either way, and the transport never decided what apt trusts.
+  (roles.apt.update). Third-party repositories on https (roles.apt.repository) are read
+  through an apt mirror list: ``http://HTTPS///host/path`` first, which the proxy fetches over
+  https and keeps (apt-cacher-ng's documented form), the https URL second, which apt falls back
+  to by itself when the cache is down (that name does not resolve); ``Signed-By`` and the
+  pinned key are the same either way, and the transport never decided what apt trusts.
 - Docker's daemon.json gets ``insecure-registries: ["CACHE:5000"]`` (roles.docker), exactly
   that registry, so that Docker pulls from it over plain HTTP.
 
@@ -239,17 +240,23 @@ fi
 
 def mirror_list(values: dict, uris: str) -> str | None:
     """
-    An apt mirror list (apt-transport-mirror(1)) for a repository on https: the cache's
-    ``http://CACHE/HTTPS///host/path`` first (apt-cacher-ng fetches it over https and keeps it:
-    its manual, "8.2 SSL/TLS", doc/html/howtos.html of 3.7.4), the repository itself second,
-    which apt tries when the cache fails. None when the host has no cache or the repository is
-    on plain http (the proxy takes that).
+    An apt mirror list (apt-transport-mirror(1)) for a repository on https:
+    ``http://HTTPS///host/path`` first, which apt asks its proxy, the cache, for, and which
+    apt-cacher-ng fetches over https and keeps (its manual, "8.2 SSL/TLS", doc/html/howtos.html
+    of 3.7.4: the "tell-me-what-you-need method"); the repository itself second, which apt tries
+    when that fails: with the cache down the proxy script says DIRECT and the name HTTPS does
+    not resolve, so apt moves on after its retries (1, 2 and 4 s by default) instead of
+    waiting for a cache host that does not answer. None when the host has no cache or the
+    repository is on plain http (the proxy takes that).
     """
     url = apt_url(values)
     if not url or not uris.startswith("https://"):
         return None
+    # Without a priority apt picks a mirror at random (apt-transport-mirror(1), "Fallback
+    # order for mirrors"): the lowest number is tried first. Metadata needs apt >= 1.6.
     return ("# Managed by sdinfra (roles/cache): the fleet's apt cache first, the repository "
-            f"itself when the cache fails.\n{url}/HTTPS///{uris[len('https://'):]}\n{uris}\n")
+            f"itself when the cache fails.\nhttp://HTTPS///{uris[len('https://'):]}\tpriority:1\n"
+            f"{uris}\tpriority:2\n")
 
 
 def mirror_path(repo: str) -> str:

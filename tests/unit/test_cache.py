@@ -270,9 +270,10 @@ def test_https_repositories_go_through_a_mirror_list_with_the_same_signed_by():
     mirror = changes.index(f"{repo}Mirror list of the docker repository (the fleet cache first)")
     assert mirror < changes.index(f"{repo}Source of the docker repository")
     listed = cache.mirror_list(values(), "https://download.docker.com/linux/debian")
+    # In this order, always: a mirror without a priority is picked at random.
     assert listed.splitlines()[1:] == [
-        f"http://{CACHE}:3142/HTTPS///download.docker.com/linux/debian",
-        "https://download.docker.com/linux/debian"]
+        "http://HTTPS///download.docker.com/linux/debian\tpriority:1",
+        "https://download.docker.com/linux/debian\tpriority:2"]
     # Plain http repositories need none: the proxy takes them; nor does a host without cache.
     assert cache.mirror_list(values(), "http://deb.debian.org/debian") is None
     assert cache.mirror_list(values(cache_host=""), "https://x.org/debian") is None
@@ -335,3 +336,97 @@ def test_without_the_cache_again_the_repository_is_read_from_its_own_url():
     assert result.changes("h") == [
         "Docker Engine | Signed apt repository | Source of the docker repository",
         "Docker Engine | Signed apt repository | Install missing packages | Refresh package lists"]
+
+
+@pytest.mark.skipif(not (shutil.which("apt-get") and shutil.which("apt-ftparchive")),
+                    reason="needs apt-get and apt-ftparchive")
+def test_apt_asks_the_cache_first_and_the_repository_when_the_cache_is_down(tmp_path):
+    # apt itself, offline, with the proxy script: two loopback servers stand for the cache
+    # (a proxy serving http://HTTPS///example.org/debian as apt-cacher-ng does) and the
+    # repository.
+    import functools
+    import http.server
+    import threading
+    import urllib.parse
+
+    repo = tmp_path / "repo"
+    (repo / "dists/stable/main/binary-amd64").mkdir(parents=True)
+    (repo / "dists/stable/main/binary-amd64/Packages").write_text("")
+    release = subprocess.run(["apt-ftparchive", "-o", "APT::FTPArchive::Release::Suite=stable",
+                              "release", str(repo / "dists/stable")], capture_output=True,
+                             text=True, check=True).stdout
+    (repo / "dists/stable/Release").write_text(release)
+    # As a proxy the cache is asked for http://HTTPS///example.org/debian/...: the path
+    # SimpleHTTPRequestHandler serves of it is example.org/debian/...
+    (tmp_path / "cache/example.org").mkdir(parents=True)
+    (tmp_path / "cache/example.org/debian").symlink_to(repo)
+    (tmp_path / "vendor").mkdir()
+    (tmp_path / "vendor/debian").symlink_to(repo)
+
+    def serve(directory, address):
+        asked = []
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def translate_path(self, path):  # a proxy's request names the whole URL
+                return super().translate_path(urllib.parse.urlsplit(path).path)
+
+            def log_request(self, code="-", size="-"):
+                asked.append((self.path.split("/dists/", 1)[-1], int(code)))
+
+            def log_message(self, *args):
+                pass
+
+        handler = functools.partial(Handler, directory=str(directory))
+        server = http.server.ThreadingHTTPServer((address, 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server, asked
+
+    # Two addresses, as a cache and a vendor have (apt's http method keeps its connection
+    # state per host).
+    cache_server, cache_asked = serve(tmp_path / "cache", "127.0.0.1")
+    vendor_server, vendor_asked = serve(tmp_path / "vendor", "127.0.0.2")
+    port = cache_server.server_address[1]
+    listed = cache.mirror_list(values(cache_host="127.0.0.1", cache_apt_port=port),
+                               "https://example.org/debian").replace(
+        "https://example.org/debian", f"http://127.0.0.2:{vendor_server.server_address[1]}/debian")
+    (tmp_path / "mirrors.list").write_text(listed)
+    proxy = tmp_path / "apt-proxy"
+    proxy.write_text(cache.proxy_script(values(cache_host="127.0.0.1", cache_apt_port=port)))
+    proxy.chmod(0o755)
+    (tmp_path / "sources.list").write_text(
+        f"deb [trusted=yes] mirror+file:{tmp_path}/mirrors.list stable main\n")
+    state = tmp_path / "state"
+    (state / "lists/partial").mkdir(parents=True)
+
+    def update():
+        subprocess.run(["rm", "-rf", str(state / "lists"), str(state / "cache")])
+        (state / "lists/partial").mkdir(parents=True)
+        return subprocess.run(
+            ["apt-get", "update", "-o", f"Dir::Etc::SourceList={tmp_path}/sources.list",
+             "-o", f"Dir::Etc::SourceParts={tmp_path}/none",
+             "-o", f"Dir::State::Lists={state}/lists",
+             "-o", f"Dir::Cache={state}/cache", "-o", "Dir::State::status=/dev/null",
+             "-o", "APT::Sandbox::User=root", "-o", f"Acquire::http::Proxy-Auto-Detect={proxy}",
+             # The repository stands in for one on https, which apt's http proxy never takes.
+             "-o", "Acquire::http::Proxy::127.0.0.2=DIRECT",
+             # apt retries a failed fetch (here: the name HTTPS that does not resolve) before
+             # the next mirror, waiting 1, 2, 4 s: about 20 s for this update; not here.
+             "-o", "Debug::NoLocking=1", "-o", "Acquire::Retries=0"],
+            capture_output=True, text=True, timeout=60)
+
+    try:
+        for _ in range(3):  # were the order random, three runs would show it
+            first = update()
+            assert first.returncode == 0, first.stdout + first.stderr
+        served = {path for path, code in cache_asked if code == 200}
+        assert "stable/Release" in served, cache_asked
+        # The repository is asked only what the cache did not have (no InRelease here).
+        assert vendor_asked and not served & {path for path, _ in vendor_asked}, vendor_asked
+        cache_server.shutdown()
+        cache_server.server_close()
+        vendor_asked.clear()
+        down = update()
+        assert down.returncode == 0 and "E:" not in down.stderr, down.stdout + down.stderr
+        assert ("stable/Release", 200) in vendor_asked, down.stdout + down.stderr
+    finally:
+        vendor_server.shutdown()
