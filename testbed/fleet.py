@@ -86,7 +86,7 @@ from testbed.rootfs import ensure_image, find_mirrors, host_files, resolve_ipv4,
 from testbed.system import (HOST_PACKAGES, FleetError, _nspawn_pids_using, _proc_start_time,
                             _quiet, _remove_tree, _run, _write, _write_atomic)
 
-RUN_DIR = Path("/run/sdinfra-fleet")    # machine-wide lock for allocating host numbers
+RUN_DIR = Path("/run/sdinfra-fleet")    # machine-wide: host numbers lock, last one given
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
 STATE_VERSION = 1
 # The inventory.py written for each fleet: this file with the hosts filled in.
@@ -251,7 +251,17 @@ class Fleet:
         with open(RUN_DIR / "lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             used = _used_indices()
-            free = [i for i in range(1, 255) if i not in used]
+            # The numbers after the last one handed out come first, so that a number a fleet
+            # just gave back is not at once another's: fleets up at the same time (make test
+            # runs two test files at a time) would see the other's host under the number
+            # they freed (tests/test_fleet.py checks that a torn-down fleet left nothing).
+            last_path = RUN_DIR / "last"
+            try:
+                last = int(last_path.read_text())
+            except (OSError, ValueError):
+                last = 0
+            free = sorted((i for i in range(1, 255) if i not in used),
+                          key=lambda i: (i <= last, i))
             if len(free) < len(self.names):
                 raise FleetError(f"not enough free {SUBNET}.N.0/24 subnets for "
                                  f"{len(self.names)} hosts")
@@ -259,6 +269,7 @@ class Fleet:
             for name, index in zip(self.names, free):
                 self.hosts.append(Host(name=name, index=index, fleet_id=fleet_id,
                                        root=str(self.workdir / "roots" / name)))
+            last_path.write_text(f"{self.hosts[-1].index}\n")
             self._save()    # from here on `down` (from any process) knows what to remove
             for host in self.hosts:
                 make_network(host, self.mirror_ips, self.mirror_ports, self.gateway_ports)
