@@ -67,6 +67,7 @@ goes into the image), python3 (Debian's /usr/bin/python3 and its libraries go in
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -99,9 +100,12 @@ PYTHON_EXTRA_MODULES = ["site", "sysconfig", "encodings", "runpy", "gettext", "l
                         "_sysconfigdata__x86_64-linux-gnu", "_sysconfigdata__linux_x86_64-linux-gnu"]
 
 
+@functools.cache
 def _python_runtime(python: Path = DEBIAN_PYTHON) -> dict[str, tuple[bytes, int]]:
     """Debian's python3 for the image: the binary, the shared libraries ``ldd`` names, and a
-    zip of the compiled standard library modules the stand-in imports, by path in the image."""
+    zip of the compiled standard library modules the stand-in imports, by path in the image.
+    Worked out once per process (the zip alone takes ~5 s, the same for every release a test
+    builds: test_upgrade builds three); callers copy before changing it."""
     binary = python.resolve()
     if not binary.exists():
         raise RuntimeError(f"{python} not found: install the Debian package python3")
