@@ -3,15 +3,16 @@ Fleet speed: how long deploy/site.py takes on a converged fleet, against what py
 least to reach the same hosts.
 
     sudo .venv/bin/python -m bench.fleet [--sizes 1,3,6] [--repeat 3] [--json] [--dir DIR]
-                                          [--cache]
+                                          [--cache] [--backends cpu,rocm,cuda]
 
 For each size N it boots a fleet of N disposable Debian 12 hosts with the test harness
-(testbed/fleet.py; hosts cycle through the backends: cpu1, rocm1, cuda1, cpu2, rocm2, cuda2, ...),
-prepares them as the end-to-end suite does (testbed/hosts.py ``prepare``: an admin user,
-stand-in GPU device nodes on rocm hosts, the stand-in NVIDIA driver on cuda hosts, settings
-pointing at the stand-in vendor downloads served on each host's gateway). Its hosts build the
-web UI image as real hosts do, from the stand-in "internet" (testbed/standins/image_build.py:
-a base image from a Docker Hub mirror, the web UI's tree, a torch wheel of a few hundred MB).
+(testbed/fleet.py; hosts cycle through the backends: cpu1, rocm1, cuda1, cpu2, rocm2, cuda2, ...,
+or those of ``--backends``), prepares them as the end-to-end suite does (testbed/hosts.py
+``prepare``: an admin user, stand-in GPU device nodes on rocm hosts, the stand-in NVIDIA
+driver on cuda hosts, settings pointing at the stand-in vendor downloads served on each host's
+gateway). Its hosts build the web UI image as real hosts do, from the stand-in "internet"
+(testbed/standins/image_build.py: a base image from a Docker Hub mirror, the web UI's tree, a
+torch wheel of a few hundred MB).
 With ``--cache`` the fleet has a cache (roles.cache): its first host, cpu1, is also the cache
 host (``cache_serve``: Debian's docker-registry and apt-cacher-ng), and every host has
 ``cache_host`` set: apt goes through the cache, and each image is built by one host and pulled
@@ -88,9 +89,10 @@ def log(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
-def names_for(count: int) -> list[str]:
+def names_for(count: int, backends=BACKENDS) -> list[str]:
     """cpu1, rocm1, cuda1, cpu2, rocm2, cuda2, ... : ``count`` hosts cycling the backends."""
-    return [f"{BACKENDS[i % 3]}{i // 3 + 1}" for i in range(count)]
+    n = len(backends)
+    return [f"{backends[i % n]}{i // n + 1}" for i in range(count)]
 
 
 @dataclass
@@ -183,12 +185,13 @@ def with_cache(fleet, names: list[str]) -> None:
     write_settings(fleet, data)
 
 
-def measure(count: int, stand_ins, build, workdir: Path, repeat: int, cache: bool) -> Result:
+def measure(count: int, stand_ins, build, workdir: Path, repeat: int, cache: bool,
+            backends=BACKENDS) -> Result:
     from testbed import standins
     from testbed.fleet import Fleet
     from testbed.hosts import prepare
 
-    names = names_for(count)
+    names = names_for(count, backends)
     # With a cache, the hosts reach its registry and apt cache on each other (roles.cache).
     fleet = Fleet(workdir / f"fleet-{count}", names,
                   **({"peer_ports": CACHE_PORTS} if cache else {}))
@@ -328,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", action="store_true",
                         help="the fleet has a cache: its first host serves the others "
                              "(cache_host, cache_serve)")
+    parser.add_argument("--backends", default=",".join(BACKENDS),
+                        help="the backends the hosts cycle through (default cpu,rocm,cuda)")
     parser.add_argument("--dir", help="work directory (default: a new temporary one, removed "
                                       "at the end)")
     args = parser.parse_args(argv)
@@ -335,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
         sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     except ValueError:
         parser.error(f"--sizes takes whole numbers: {args.sizes!r}")
+    backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
+    if not backends or set(backends) - set(BACKENDS):
+        parser.error(f"--backends takes some of {','.join(BACKENDS)}: {args.backends!r}")
     if not sizes or min(sizes) < 1 or args.repeat < 1:
         parser.error("give sizes of at least 1 host and --repeat of at least 1")
     if os.geteuid() != 0:
@@ -353,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         stand_ins = standins.build_all(workdir / "standins")
         build = build_sources(stand_ins.root)
         for count in sizes:
-            results.append(measure(count, stand_ins, build, workdir, args.repeat, args.cache))
+            results.append(measure(count, stand_ins, build, workdir, args.repeat, args.cache,
+                                   backends))
     except (BenchError, FleetError) as e:
         print(f"bench: error: {e}", file=sys.stderr)
         return 1

@@ -21,3 +21,10 @@ def test_image_builds_counts_distinct_web_ui_image_ids_across_hosts():
 
 def test_json_objects_hold_the_issue_s_keys():
     assert KEYS[-2:] == ("internet_bytes", "image_builds")
+
+
+def test_hosts_cycle_the_backends_asked_for():
+    from bench.fleet import names_for
+
+    assert names_for(4) == ["cpu1", "rocm1", "cuda1", "cpu2"]
+    assert names_for(3, ("cpu", "rocm")) == ["cpu1", "rocm1", "cpu2"]
