@@ -23,7 +23,8 @@ Every host with ``cache_host`` set (the cache host too) uses it:
   server: the script answers the cache when it accepts a connection within 2 s, else ``DIRECT``
   with a warning on apt's stderr and in the journal, so a host whose cache is down still
   installs. The run warns on the controller too, when it runs apt on such a host
-  (roles.apt.update). Third-party repositories on https (roles.apt.repository) are read
+  (roles.apt.update). Third-party repositories on https (roles.apt.repository; AMD's, which
+  amdgpu-install writes, by ``lists_through_mirrors`` from roles.rocm) are read
   through an apt mirror list: ``http://HTTPS///host/path`` first, which the proxy fetches over
   https and keeps (apt-cacher-ng's documented form), the https URL second, which apt falls back
   to by itself when the cache is down (that name does not resolve); ``Signed-By`` and the
@@ -257,6 +258,29 @@ def mirror_list(values: dict, uris: str) -> str | None:
     return ("# Managed by sdinfra (roles/cache): the fleet's apt cache first, the repository "
             f"itself when the cache fails.\nhttp://HTTPS///{uris[len('https://'):]}\tpriority:1\n"
             f"{uris}\tpriority:2\n")
+
+
+def lists_through_mirrors(values: dict, lists: str) -> str:
+    """
+    Shell: each https URL of a ``deb`` line in the one-line apt source files ``lists`` (a
+    glob; AMD's, which amdgpu-install's package writes itself) replaced by a mirror list as
+    ``mirror_list`` writes it, ``MIRRORS/FILE-N.list``; the line's options (its
+    ``signed-by``) stay. Empty without a cache. A file without such URLs is left as it is.
+    """
+    if not apt_url(values):
+        return ""
+    header = mirror_list(values, "https://x").splitlines()[0]
+    program = (
+        '/^[[:space:]]*deb(-src)?[[:space:]]/ { for (i = 2; i <= NF; i++) '
+        'if ($i ~ /^https:\\/\\//) { n++; m = dir "/" base "-" n ".list"; h = $i; '
+        'sub(/^https:\\/\\//, "", h); '
+        'printf "%s\\nhttp://HTTPS///%s\\tpriority:1\\n%s\\tpriority:2\\n", head, h, $i > m; '
+        'close(m); $i = "mirror+file:" m; break } } { print }')
+    return (f"install -d -m 0755 {MIRRORS} && for f in {lists}; do [ -f \"$f\" ] || continue; "
+            "grep -q 'https://' \"$f\" || continue; b=${f##*/}; "
+            f"awk -v dir={MIRRORS} -v base=\"${{b%.list}}\" -v head={shlex.quote(header)} "
+            f"{shlex.quote(program)} \"$f\" > \"$f.sdinfra-new\" && chmod 644 \"$f.sdinfra-new\" "
+            "&& mv \"$f.sdinfra-new\" \"$f\" || exit 1; done")
 
 
 def mirror_path(repo: str) -> str:

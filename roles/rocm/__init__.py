@@ -44,10 +44,10 @@ from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.operations import files, server
 
-from roles import apt, distro, download, ssh, summary
+from roles import apt, cache, distro, download, ssh, summary
 from roles.hostfacts import HostFacts
 from roles.rocm import configfiles, driver, releases
-from roles.rocm.facts import (GPU_AGENT_ERE, INSTALL_RECORD, REBOOT_MARKER, RocmState,
+from roles.rocm.facts import (APT_LISTS, GPU_AGENT_ERE, INSTALL_RECORD, REBOOT_MARKER, RocmState,
                               atomics_rejected, gpu_agents, kernel_lines)
 from roles.rocm.settings import SETTINGS, VENDOR_REPO
 from roles.settings import host_error, read
@@ -345,6 +345,13 @@ def install(known: HostFacts):
     if values["rocm_repo_url"].rstrip("/") != VENDOR_REPO and (d.install_installer or vendor):
         server.shell(name="AMD's apt sources use rocm_repo_url",
                      commands=[mirror_command(values["rocm_repo_url"])])
+    # With a fleet cache, AMD's https sources are read through it (roles.cache), the several
+    # GB of ROCm packages fetched once for the fleet; their signed-by stays.
+    through_cache = cache.lists_through_mirrors(cache.values_of(), APT_LISTS)
+    https = [u for u in state["apt_uris"] if u.startswith("https://")]
+    if through_cache and (d.install_installer or https):
+        server.shell(name="AMD's apt sources go through the fleet cache",
+                     commands=[through_cache])
     install_op = None
     if d.run_installer:
         install_op = server.shell(

@@ -21,6 +21,11 @@ VERSION_FILE = "/opt/rocm/.info/version"
 INSTALL_RECORD = "/var/lib/sdinfra/rocm-install"
 REBOOT_MARKER = "/var/run/reboot-required"
 APT_LISTS = "/etc/apt/sources.list.d/amdgpu*.list /etc/apt/sources.list.d/rocm*.list"
+# The http(s) URL of each active deb line of AMD's sources (a commented line is not read by
+# apt, and must not make a run rewrite the file again and again).
+APT_URIS = ("sed -n 's%^[[:space:]]*deb\\(-src\\)\\{0,1\\}[[:space:]]\\(.*[[:space:]]\\)\\{0,1\\}"
+            "\\(https\\{0,1\\}://[^[:space:]]*\\).*%\\3%p' "
+            f"-- {APT_LISTS} 2>/dev/null || true")
 PACKAGES = ("amdgpu-install", "rocm-core", "rocminfo", "rocm-smi")
 GPU_AGENT = re.compile(r"^\s*Name:\s+(gfx[0-9a-f]+)\s*$")
 # The same test as GPU_AGENT, for the shell (grep -E) in the verification command.
@@ -104,7 +109,7 @@ class RocmState(FactBase):
             'else echo "$u:!missing"; fi; done',
             f"[ -e {REBOOT_MARKER} ] && echo '{MARKER}reboot-required'",
             f"echo '{MARKER}reboot'; show {REBOOT_MARKER}.pkgs",
-            f"echo '{MARKER}apt'; grep -ho 'https\\?://[^ ]*' -- {APT_LISTS} 2>/dev/null || true",
+            f"echo '{MARKER}apt'; {APT_URIS}",
         ]
         if verify and rocminfo:
             parts.append(f"{ROCMINFO}; if [ -n \"$R\" ]; then "

@@ -430,3 +430,69 @@ def test_apt_asks_the_cache_first_and_the_repository_when_the_cache_is_down(tmp_
         assert ("stable/Release", 200) in vendor_asked, down.stdout + down.stderr
     finally:
         vendor_server.shutdown()
+
+
+# --- AMD's sources, which amdgpu-install writes itself ------------------------------------------
+
+AMD_LISTS = {
+    "amdgpu.list": "deb [arch=amd64 signed-by=/etc/apt/keyrings/rocm.gpg] "
+                   "https://repo.radeon.com/amdgpu/5.3/ubuntu jammy main\n"
+                   "#deb-src [arch=amd64 signed-by=/etc/apt/keyrings/rocm.gpg] "
+                   "https://repo.radeon.com/amdgpu/5.3/ubuntu jammy main\n",
+    "rocm.list": "deb [arch=amd64 signed-by=/etc/apt/keyrings/rocm.gpg] "
+                 "https://repo.radeon.com/rocm/apt/5.3 jammy main\n",
+}
+
+
+def test_amds_sources_go_through_mirror_lists_keeping_their_signed_by(tmp_path):
+    etc = tmp_path / "etc"
+    parts, mirrors = etc / "sources.list.d", tmp_path / "mirrors"
+    parts.mkdir(parents=True)
+    (etc / "sources.list").write_text("")
+    for name, text in AMD_LISTS.items():
+        (parts / name).write_text(text)
+    command = cache.lists_through_mirrors(values(), "/etc/apt/sources.list.d/amdgpu*.list "
+                                          "/etc/apt/sources.list.d/rocm*.list")
+    command = command.replace(cache.MIRRORS, str(mirrors)).replace("/etc/apt/", f"{etc}/")
+    from roles.rocm.facts import APT_URIS
+
+    def uris():  # what the rocm role's fact reads of them: active deb lines only
+        return subprocess.run(["sh", "-c", APT_URIS.replace("/etc/apt/", f"{etc}/")],
+                              capture_output=True, text=True).stdout.split()
+
+    assert uris() == ["https://repo.radeon.com/amdgpu/5.3/ubuntu",
+                      "https://repo.radeon.com/rocm/apt/5.3"]
+    for _ in range(2):  # the second run finds no https URL left and changes nothing
+        subprocess.run(["sh", "-c", command], check=True)
+        assert (parts / "amdgpu.list").read_text() == (
+            "deb [arch=amd64 signed-by=/etc/apt/keyrings/rocm.gpg] "
+            f"mirror+file:{mirrors}/amdgpu-1.list jammy main\n"
+            + AMD_LISTS["amdgpu.list"].splitlines(keepends=True)[1])
+        assert (parts / "rocm.list").read_text() == (
+            "deb [arch=amd64 signed-by=/etc/apt/keyrings/rocm.gpg] "
+            f"mirror+file:{mirrors}/rocm-1.list jammy main\n")
+    assert (mirrors / "rocm-1.list").read_text() == cache.mirror_list(
+        values(), "https://repo.radeon.com/rocm/apt/5.3")
+    assert sorted(p.name for p in mirrors.iterdir()) == ["amdgpu-1.list", "rocm-1.list"]
+    assert uris() == []  # so the next run leaves them alone
+    if shutil.which("apt-cache"):
+        read = apt_reads(etc)
+        assert read.returncode == 0 and read.stderr == "", read.stderr
+    assert cache.lists_through_mirrors(values(cache_host=""), "/x/*.list") == ""
+
+
+def test_the_rocm_role_sends_amds_https_sources_through_the_cache_once():
+    from roles.rocm import configfiles
+    from tests.unit.rocm_helpers import (DEPLOY as ROCM_DEPLOY, DPKG_53, ROCMINFO_GPU,
+                                         UBUNTU_ADDUSER, converged, fresh, rocm_changes,
+                                         state_output)
+
+    step = "AMD's apt sources go through the fleet cache"
+    assert step in rocm_changes(plan(ROCM_DEPLOY, [fresh(cache_host=CACHE)]))
+    for uris, expected in ((["https://repo.radeon.com/amdgpu/5.3/ubuntu"], [step]),
+                           ([f"mirror+file:{cache.MIRRORS}/amdgpu-1.list"], [])):
+        host = converged(cache_host=CACHE)
+        host.fact("rocm-state", state_output(
+            version="5.3.0-63", dpkg=DPKG_53, adduser=configfiles.adduser_conf(UBUNTU_ADDUSER),
+            users={"sd": ["sd", "video", "render"]}, rocminfo=ROCMINFO_GPU, apt_uris=uris))
+        assert rocm_changes(plan(ROCM_DEPLOY, [host])) == expected
