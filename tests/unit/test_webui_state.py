@@ -82,6 +82,32 @@ def test_dockers_files_are_trusted_only_for_a_live_process_of_that_container(doc
     assert state()[0] == {"running": ["cpu"], "images": ["sdinfra/webui:cpu-v1.10.1"]}
 
 
+def test_a_large_config_is_read_in_time_linear_in_its_size(docker_root):
+    """Docker keeps a container's last five health check outputs (up to 4 KB each) and its
+    whole environment in config.v2.json: the shell must not cut that line with a pattern that
+    tries every prefix (dash's ${j##*PATTERN} took ~40 ms on a 6 KB line, minutes on this one)."""
+    import json
+    import time
+
+    write, state, _ = docker_root
+    config = json.loads(config_v2())
+    config["State"]["Health"]["Log"] = [{"ExitCode": 0, "Output": "x" * 4096}] * 5
+    config["Config"]["Env"] += [f"VAR{i}={'y' * 200}" for i in range(200)]
+    # Docker writes NetworkSettings, MountPoints and more after the "Image" key (6 KB, 3.4 KB
+    # after it, on the test fleet's stand-in container): that tail is what the prefix scan paid.
+    config["MountPoints"] = {f"/data/volume{i}": {"Source": f"/opt/stable-diffusion/{'z' * 400}",
+                                                 "Destination": f"/data/volume{i}", "RW": True}
+                             for i in range(100)}
+    big = json.dumps(config, separators=(",", ":"))
+    assert len(big) - big.rindex('"Image":"sha256:') > 40_000
+    assert len(big) > 100_000
+    write(big)
+    started = time.monotonic()
+    assert state() == ({"running": ["cpu"], "health": {"cpu": HEALTH_SAID["healthy"]},
+                        "images": ["sdinfra/webui:cpu-v1.10.1"]}, [])
+    assert time.monotonic() - started < 2
+
+
 def _wait(tmp_path, states: list[str], logs: str = "", timeout: int = 30):
     """health_wait run here against a docker that answers ``states`` (one per inspect, the
     last one repeated) and ``logs``."""
