@@ -12,5 +12,6 @@ validate(apt, preflight.settings, docker.settings, webui.settings, cache.setting
 cache.install()
 known = targets.only("cpu")  # hosts whose accelerator is another are listed as skipped
 if known is not None:
+    known.read_ahead(docker.state_ask(), webui.state_ask("cpu", known))
     docker.install(known)
     webui.stack(backend="cpu", known=known)

@@ -19,6 +19,7 @@ validate(apt, preflight.settings, docker.settings, nvidia.settings, webui.settin
 cache.install()
 known = targets.only("cuda")  # the other hosts are listed as skipped
 if known is not None:
+    known.read_ahead(nvidia.state_ask(known), docker.state_ask(), webui.state_ask("cuda", known))
     nvidia.install(known)
     docker.install(known)
     nvidia.configure_docker(known)

@@ -22,6 +22,7 @@ validate(apt, preflight.settings, docker.settings, rocm.settings, webui.settings
 cache.install()
 known = targets.only("rocm")
 if known is not None:
+    known.read_ahead(rocm.state_ask(known), docker.state_ask(), webui.state_ask("rocm", known))
     rocm.install(known)
     docker.install(known)
     webui.stack(backend="rocm", known=known, env=rocm.container_env())

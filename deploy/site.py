@@ -35,6 +35,11 @@ if backend == "none":
 else:
     summary.record(backend, url=webui.url(values))
     env = {}  # the settings' own environment; the decision's comes with it as the plan
+    # What the roles below read of the host, in one command (a converged host costs two).
+    known.read_ahead(rocm.state_ask(known) if backend == "rocm" else
+                     nvidia.state_ask(known) if backend == "cuda" else None,
+                     docker.state_ask(),
+                     webui.state_ask(backend, known))
     if backend == "rocm":
         rocm.install(known)
         env = rocm.container_env()

@@ -15,6 +15,15 @@ importing that step's module.
     known = preflight.learn()              # one remote command
     docker.install(known)                  # known.docker: what the docker role read
     webui.stack(backend=known.plan.backend, known=known)
+
+Once the backend is known, the facts the roles will read are read ahead in one more command
+(``read_ahead``): a role then takes its fact from the record (``fact``) instead of asking the
+host, so a converged host costs two round trips however many roles run.
+
+.. code:: python
+
+    known.read_ahead(docker.state_ask(), webui.state_ask("cpu", known))
+    state = known.fact(*docker.state_ask())   # no remote command: it was read ahead
 """
 
 from __future__ import annotations
@@ -22,9 +31,51 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pyinfra.api import FactBase
+
 from roles import distro as distros
 from roles.distro import Distro
-from roles.parsers import split_notes
+from roles.parsers import MARKER, parts, split_notes
+
+# The part of read_ahead's command that holds a fact's output opens with "### ahead-NAME", NAME
+# the fact's ``ahead`` (roles.parsers' protocol; only these names cut the output, so a fact's own
+# "### ..." lines stay its own).
+AHEAD = "ahead-"
+
+
+class Ahead(FactBase):
+    """
+    Several facts in one remote command: each fact's own command in a subshell of its own (so
+    that the variables and functions one sets cannot change another), after a ``### ahead-NAME``
+    line; each part read by its fact's own ``process``. ``asks``: ``(FactClass, kwargs)`` pairs
+    of facts that have an ``ahead`` name. Returns ``{key(FactClass, kwargs): value}`` for the
+    parts the host printed.
+    """
+
+    def command(self, asks):
+        self.asks = asks
+        return "; ".join([f"echo '{MARKER}ahead'"]
+                         + [f"echo '{MARKER}{AHEAD}{cls.ahead}'; ( {cls().command(**kwargs)} )"
+                            for cls, kwargs in asks] + ["true"])
+
+    @staticmethod
+    def default():
+        return {}
+
+    def process(self, output):
+        printed = dict(parts(output, {AHEAD + cls.ahead for cls, _ in self.asks}))
+        found = {}
+        for cls, kwargs in self.asks:
+            lines = printed.get(AHEAD + cls.ahead)
+            if lines is not None:
+                fact = cls()
+                found[key(cls, kwargs)] = fact.process(lines) if lines else fact.default()
+        return found
+
+
+def key(cls, kwargs: dict) -> str:
+    """What identifies a fact read ahead: its class and arguments."""
+    return f"{cls.__module__}.{cls.__qualname__}{sorted(kwargs.items())!r}"
 
 
 @dataclass
@@ -39,6 +90,24 @@ class HostFacts:
     nvidia: dict | None = None  # the nvidia role's NvidiaState and what install() did to it
     dpkg_finished: bool = False  # an interrupted dpkg run is finished (or waited for) this run
     _distro: Distro | None = field(default=None, repr=False)
+    _ahead: dict = field(default_factory=dict, repr=False)  # read_ahead's answers, by key()
+
+    def read_ahead(self, *asks) -> None:
+        """
+        Read the facts ``asks`` names (``(FactClass, kwargs)`` pairs; None for a role that
+        asks nothing here) in one remote command, for ``fact`` to hand out. Worth it from two
+        facts on; with fewer, each is asked when needed.
+        """
+        asks = tuple(ask for ask in asks if ask is not None)
+        if len(asks) > 1:
+            self._ahead.update(self.host.get_fact(Ahead, asks=asks))
+
+    def fact(self, cls, kwargs: dict):
+        """The fact ``cls`` with ``kwargs`` (a ``state_ask``'s pair): as read ahead in this
+        run when it was (once: a second ask reads the host again), else asked of the host
+        now."""
+        found = self._ahead.pop(key(cls, kwargs), self)
+        return self.host.get_fact(cls, **kwargs) if found is self else found
 
     @property
     def name(self) -> str:

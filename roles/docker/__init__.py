@@ -191,6 +191,7 @@ class DockerState(FactBase):
     """
 
     MARK = MARKER  # what opens each part's lines: "### dpkg"
+    ahead = "docker-state"  # its part's name when read ahead (roles.hostfacts)
 
     @staticmethod
     def parts(users: str = "") -> list[tuple[str, FactBase, str]]:
@@ -259,6 +260,12 @@ def json_merged(path: str, values: dict, current: dict | None = None):
         yield f"chmod 0644 {shlex.quote(path)}"
 
 
+def state_ask(values: dict | None = None) -> tuple:
+    """The fact install() reads, with its arguments, for the current host (read_ahead)."""
+    values = read(host, SETTINGS) if values is None else values
+    return DockerState, {"users": " ".join(values["docker_users"])}
+
+
 @deploy("Docker Engine")
 def install(known: HostFacts):
     """Docker Engine and Compose on ``known``'s host (the current one), as its docker_* settings
@@ -271,7 +278,7 @@ def install(known: HostFacts):
     # it changes something: a converged host costs this command (and, with Docker's repository,
     # its key and source), none when the run executes, and no operation (calling one costs the
     # controller a walk of the call stack).
-    state = known.docker = host.get_fact(DockerState, users=" ".join(values["docker_users"]))
+    state = known.docker = known.fact(*state_ask(values))
     if values["docker_source"] == "docker":
         conflicting = [p for p in CONFLICTS if p in state["dpkg"]["packages"]]
         if conflicting:

@@ -113,14 +113,23 @@ def _smi_of_preflight(known: HostFacts) -> dict | None:
             "smi": section.splitlines() if smi["present"] else [], "driver": smi["driver"]}
 
 
+def state_ask(known: HostFacts, values: dict | None = None) -> tuple | None:
+    """The NvidiaState fact install() reads, with its arguments, for ``known``'s host; None
+    when it was read in this run already. nvidia-smi runs once per host and run: the
+    preflight's answer when it ran."""
+    if known.nvidia is not None:
+        return None
+    values = read(host, SETTINGS) if values is None else values
+    return NvidiaState, {"driver_package": values["nvidia_driver_package"],
+                         "smi": _smi_of_preflight(known) is None}
+
+
 def _state(values: dict, known: HostFacts) -> dict:
     """What install() found and did on the host, for configure_docker(): the fact is read once
     per host and run, and kept in ``known.nvidia``."""
     if known.nvidia is None:
-        # nvidia-smi once per host and run: the preflight's answer when it ran.
         smi = _smi_of_preflight(known)
-        state = host.get_fact(NvidiaState, driver_package=values["nvidia_driver_package"],
-                              smi=smi is None)
+        state = known.fact(*state_ask(known, values))
         if smi is not None:
             state = {**state, **smi}
         known.nvidia = {"state": state, "changing": False, "pending": False}

@@ -54,6 +54,7 @@ class NvidiaState(FactBase):
     # The parts, each after a "### NAME" line (roles.parsers); nvidia-smi's exit status is a
     # note in its part ("#! exit N", as in the preflight's), yes-or-no parts are sections of
     # their own ("runtimes-current", "reboot-required").
+    ahead = "nvidia-state"  # its part's name when read ahead (roles.hostfacts)
     SECTIONS = ("nvidia-state", "smi", "arch", "dpkg", "key", "sources", "legacy", "daemon",
                 "runtimes", "runtimes-current", "reboot-required", "reboot", "end")
 

@@ -385,11 +385,27 @@ def install(known: HostFacts):
             server.shell(name="rocminfo lists a GPU agent", commands=[verify_command(env)])
 
 
+def state_ask(known: HostFacts, values: dict | None = None) -> tuple:
+    """
+    The RocmState fact install() reads, with its arguments, for ``known``'s host: without what
+    the preflight read in this run already, the kernel's kfd lines, rocminfo's output when it
+    is what the container's environment would give, the running kernel and Secure Boot.
+    """
+    values = read(host, SETTINGS) if values is None else values
+    env = container_env(values)
+    seen = (known.section("rocminfo") or "").splitlines()
+    rocminfo = (known.section_state("rocminfo") in ("present", "missing")
+                and same_agents_as_preflight(env, seen))
+    uname = known.section("uname") is not None and known.hardware["os"].get("kernel")
+    return RocmState, {"users": " ".join(values["rocm_users"]), "verify": values["rocm_verify"],
+                       "env": env_assignments(env), "rocminfo": not rocminfo,
+                       "kernel": known.section("dmesg") is None, "driver": not uname}
+
+
 def _state(values: dict, env: dict, known: HostFacts) -> dict:
     """
-    The RocmState fact, without what the preflight read in this run already (``known``): the
-    kernel's kfd lines, and rocminfo's output when it is what the container's environment would
-    give. Kept in ``known.rocm``.
+    The RocmState fact (``state_ask``), completed with what the preflight read in this run
+    already (``known``). Kept in ``known.rocm``.
     """
     dmesg = known.section("dmesg")
     seen = (known.section("rocminfo") or "").splitlines()
@@ -398,9 +414,7 @@ def _state(values: dict, env: dict, known: HostFacts) -> dict:
     # The running kernel and Secure Boot (roles.rocm.driver): the preflight's uname and
     # secureboot sections when it ran, else asked in the same command.
     uname = known.section("uname") is not None and known.hardware["os"].get("kernel")
-    state = host.get_fact(RocmState, users=" ".join(values["rocm_users"]),
-                          verify=values["rocm_verify"], env=env_assignments(env),
-                          rocminfo=not rocminfo, kernel=dmesg is None, driver=not uname)
+    state = known.fact(*state_ask(known, values))
     if uname:
         state = {**state, "uname": uname,
                  "sb_state": (known.section("secureboot") or "").strip() or None}

@@ -85,6 +85,7 @@ class RocmState(FactBase):
     # The parts, each after a "### NAME" line (roles.parsers); a part that is a yes or no is a
     # section of its own, printed or not ("adduser" only when /etc/adduser.conf exists,
     # "reboot-required", "rocminfo" only when there is one to run).
+    ahead = "rocm-state"  # its part's name when read ahead (roles.hostfacts)
     SECTIONS = ("rocm-state", "version", "dpkg", "record", "adduser", "environment", "groups",
                 "users", "reboot-required", "reboot", "apt", "rocminfo", "kernel", "uname",
                 "sb-state", "end")

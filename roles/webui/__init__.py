@@ -74,6 +74,34 @@ def warnings(values: dict) -> list[str]:
     return found
 
 
+def directories_of(directory: str) -> list[str]:
+    """The stack's directories, the project directory first."""
+    return [directory, f"{directory}/data", f"{directory}/models", f"{directory}/{MODELS}",
+            f"{directory}/outputs", f"{directory}/secrets"]
+
+
+def state_ask(backend: str, known: HostFacts, plan=None, values: dict | None = None) -> tuple:
+    """
+    The ProjectState fact stack() reads, with its arguments, for ``known``'s host running
+    ``backend`` (read_ahead): the stack's directories and files, the image the plan asks for
+    (its first), the models; with the fleet's registry, on the host that builds the image for
+    the fleet (roles.webui.fleet: claimed here, by the first host to ask), the registry's name
+    of it, to ask whether the registry has it in the same read.
+    """
+    plan = known.plan if plan is None else plan
+    values = read(host, SETTINGS) if values is None else values
+    directory = values["webui_dir"].rstrip("/")
+    image = image_of(values, backend, dockerfile(values, backend, plan.torch_build))
+    paths = directories_of(directory) + [f"{directory}/{name}" for name in FILES]
+    paths += [f"{directory}/secrets/webui-auth"]
+    models = [f"{directory}/{MODELS}/{model['name']}" for model in values["webui_models"]]
+    asked = {"directory": directory, "paths": paths, "images": [image], "models": models}
+    registry = "" if values["webui_image"] else cache.registry(cache.values_of())
+    if registry:
+        asked["pushed"] = remote_name(registry, image) if builder_of(image) == host.name else ""
+    return ProjectState, asked
+
+
 @deploy("Stable Diffusion web UI")
 def stack(backend: str, known: HostFacts, env: dict | None = None, plan=None):
     """
@@ -100,24 +128,20 @@ def stack(backend: str, known: HostFacts, env: dict | None = None, plan=None):
                          "docker_source = 'docker'")
 
     directory = values["webui_dir"].rstrip("/")
+    directories = directories_of(directory)
     secret = credentials(values)
     if (values["webui_auth_env"] or values["webui_auth_file"]) and not secret:
         raise host_error("the login set by webui_auth_file/webui_auth_env holds no "
                          "user:password line")
-    image = image_of(values, backend, dockerfile(values, backend, plan.torch_build))
-    directories = [directory, f"{directory}/data", f"{directory}/models", f"{directory}/{MODELS}",
-                   f"{directory}/outputs", f"{directory}/secrets"]
-    paths = directories + [f"{directory}/{name}" for name in FILES]
-    paths += [f"{directory}/secrets/webui-auth"]
-    models = [f"{directory}/{MODELS}/{model['name']}" for model in values["webui_models"]]
+    fact, asked = state_ask(backend, known, plan, values)
+    image = asked["images"][0]
     # With the fleet's registry, a built image is built by one host and pulled by the others
     # (roles.webui.fleet); the builder asks whether the registry has it in the same read.
     registry = "" if values["webui_image"] else cache.registry(cache.values_of())
     remote = remote_name(registry, image) if registry else ""
     builder = builder_of(image) if registry else ""
     builds = builder == host.name
-    state = host.get_fact(ProjectState, directory=directory, paths=paths, images=[image],
-                          models=models, pushed=remote if builds else "")
+    state = known.fact(fact, asked)
 
     def wanted_files(gids):
         try:

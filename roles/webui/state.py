@@ -196,6 +196,8 @@ class ProjectState(FactBase):
          "hashed": {"/opt/.../other.safetensors": ("5f3a...", "4265380512 1717000000")}}
     """
 
+    ahead = "project-state"  # its part's name when read ahead (roles.hostfacts)
+
     def command(self, directory, paths, images, models=(), pushed=""):
         quoted = " ".join(shlex.quote(p) for p in paths)
         # The models: trusted from their sidecars, hashed only when one is stale or missing.

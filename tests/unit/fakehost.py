@@ -144,8 +144,9 @@ class FakeHost:
         for matcher, output in responses:
             first.setdefault(matcher, output)
         facts = {opening(name): output for name, output in self._facts.items()}
+        responses = {**facts, **composite(first), **first}
         return {**self.data, "fake_delay": 0, "fake_delay_jitter": 0,
-                "fake_responses": {**facts, **composite(first), **first}}
+                "fake_responses": {**read_ahead(responses), **responses}}
 
     def _users_fact_lines(self) -> list[str]:
         # The shape of pyinfra's Users fact output: "passwd entry|group|groups|lastlog|password".
@@ -198,6 +199,27 @@ def composite(responses: dict) -> dict:
             command = f"cat {DAEMON_JSON} "
         parts.append((name, answer(responses, command)))
     return {opening("docker-state"): fact_output("docker-state", *parts)}
+
+
+# What opens each fact's own command, for read_ahead: the bundled facts' ``### NAME`` line, the
+# ProjectState fact's first words.
+AHEAD_OPENINGS = {"rocm-state": opening("rocm-state"), "nvidia-state": opening("nvidia-state"),
+                  "docker-state": opening("docker-state"), "project-state": "echo nproc=$(nproc); "}
+
+
+def read_ahead(responses: dict) -> dict:
+    """
+    The answer to roles.hostfacts' read-ahead command (``### ahead``, then each fact's part
+    after ``### ahead-NAME``): each fact answered as it would be on its own. A fact this host's
+    answers say nothing of is left out, as a host that printed no part: the role then asks it
+    on its own, and a test that answers it by other words still holds.
+    """
+    lines = [f"{MARKER}ahead"]
+    for name, command in AHEAD_OPENINGS.items():
+        found = answer(responses, command)
+        if found:
+            lines += [f"{MARKER}ahead-{name}", *found]
+    return {opening("ahead"): lines}
 
 
 @dataclass

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 
 from roles import download
+from roles.hostfacts import AHEAD
+from roles.parsers import sections
 from roles.webui import ProjectState, render_plan
 from tests.unit.fakehost import plan
 from tests.unit.test_docker import converged as docker_converged
@@ -206,18 +208,24 @@ def laid_out(tmp_path: Path, server: str, watched) -> tuple:
     def host():
         base = docker_converged("h", "debian12", "distro").set(docker_source="distro",
                                                                **settings)
-        # The command deploy/cpu.py sends, from a first plan; then its real output here.
+        # The command deploy/cpu.py sends (the roles' facts read ahead: roles.hostfacts), from a
+        # first plan; then its real output here, the ProjectState fact's part of it.
         first = plan("deploy/cpu.py", [base.respond("echo nproc=", ["nproc=2"])])
-        command = next(c for c in first.commands["h"] if c.startswith("echo nproc="))
-        output = sh(command, path).stdout.splitlines()
+        command = next(c for c in first.commands["h"] if c.startswith("echo '### ahead';"))
+        assert "echo nproc=" in command
+
+        def project_part(command):
+            printed = sections(sh(command, path).stdout, [f"{AHEAD}{ProjectState.ahead}"])
+            return printed[f"{AHEAD}{ProjectState.ahead}"]
+
+        output = project_part(command)
         state = ProjectState().process(output)
         rendered = render_plan(values(**settings), unknown_host_plan("cpu"), gids=state["gids"])
         for name, text in rendered.items():
             if not (directory / name).exists() or (directory / name).read_text() != text:
                 (directory / name).write_text(text)
                 (directory / name).chmod(0o644)
-        output = sh(command, path).stdout.splitlines() + docker_lines({"cpu": IMAGE},
-                                                                       images=[IMAGE])
+        output = project_part(command) + docker_lines({"cpu": IMAGE}, images=[IMAGE])
         base = docker_converged("h", "debian12", "distro").set(docker_source="distro",
                                                                **settings)
         return base.respond("echo nproc=", output)

@@ -7,6 +7,7 @@ preflight read in the same run.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -336,7 +337,9 @@ def test_full_rocm_deploy_plans_the_rocm_role_first():
     result = plan("deploy/rocm.py", [converged(accelerator="rocm")])
     assert result.returncode == 0, result.output
     assert rocm_changes(result) == []
-    assert "Loaded fact roles.rocm" in result.output  # the rocm role did plan this host
+    # the rocm role did plan this host: its fact was read (ahead, with the others')
+    assert re.search(r"Loaded fact roles\.hostfacts\.Ahead .*roles\.rocm\.facts\.RocmState",
+                     result.output)
 
 
 # --- decisions, releases, container environment -----------------------------------------------
