@@ -18,6 +18,7 @@ of every deploy file, before the first operation, so a mistake on one host chang
 from __future__ import annotations
 
 import difflib
+import functools
 import ipaddress
 import posixpath
 import re
@@ -293,11 +294,13 @@ COMMON = [
 ]
 
 
-def pyinfra_keys() -> set[str]:
+@functools.cache
+def pyinfra_keys() -> frozenset[str]:
     """
     The host-data keys pyinfra itself reads: its global arguments (``_sudo``, ...) and each
     connector's data (``ssh_hostname``, ``fake_responses``, ...), from pyinfra's own
-    declarations, so that a new pyinfra's keys are known without a list kept here.
+    declarations, so that a new pyinfra's keys are known without a list kept here. Read once
+    per run: finding the connectors parses every installed package's entry points (~20 ms).
     """
     from pyinfra.api.arguments import all_global_arguments
     from pyinfra.api.connectors import get_all_connectors
@@ -306,7 +309,16 @@ def pyinfra_keys() -> set[str]:
     for connector in get_all_connectors().values():
         keys.update(getattr(connector, "data_meta", {}) or {})
         keys.update(getattr(getattr(connector, "data_cls", None), "__annotations__", {}))
-    return keys
+    return frozenset(keys)
+
+
+@functools.lru_cache(maxsize=None)
+def _closest(name: str, known: frozenset[str]) -> str | None:
+    """The setting ``name`` is likely a typo of, if any. Kept per run: a fleet's hosts carry
+    the same keys of their own, and each look costs ~1 ms per key (difflib against every
+    setting)."""
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+    return close[0] if close else None
 
 
 def role_settings(role: str) -> list[Setting]:
@@ -335,13 +347,14 @@ def unknown(host, known: set[str], prefixes: tuple[str, ...] = ()) -> list[str]:
         prefixes = tuple(sorted({name.split("_")[0] + "_" for name in known if "_" in name}))
     own = host.data.get("own_keys", None) or []
     ignored = pyinfra_keys() | set(own if isinstance(own, (list, tuple)) else [])
+    known = frozenset(known)
     found = []
     for name in host.data.dict():
         if name in known or name in ignored or not isinstance(name, str):
             continue
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+        close = _closest(name, known)
         if close:
-            found.append(f"{name}: no such setting (did you mean {close[0]}?); a key of your "
+            found.append(f"{name}: no such setting (did you mean {close}?); a key of your "
                          "own goes into own_keys")
         elif name.startswith(prefixes):
             found.append(f"{name}: no such setting; a key of your own goes into own_keys")
