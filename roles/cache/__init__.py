@@ -217,8 +217,10 @@ def proxy_script(values: dict) -> str:
     """
     apt's Proxy-Auto-Detect command: called with the URL apt is about to fetch, it prints the
     proxy or DIRECT (apt.conf(5)). The cache's own URLs (the mirror lists' first entries) are
-    fetched directly. bash's /dev/tcp and coreutils' timeout are on every Debian and Ubuntu
-    host; apt runs this as its sandbox user.
+    fetched directly, and so are repositories on a port other than 80: apt-cacher-ng refuses
+    them ("403 Prohibited port", its manual's "Target port filter": AllowUserPorts is 80 by
+    default), and apt would fail on that answer instead of going direct. bash's /dev/tcp and
+    coreutils' timeout are on every Debian and Ubuntu host; apt runs this as its sandbox user.
     """
     cache, port = values["cache_host"], values["cache_apt_port"]
     url = apt_url(values)
@@ -227,6 +229,12 @@ def proxy_script(values: dict) -> str:
 # apt's proxy for the URL in $1: the fleet's apt cache while it answers, else DIRECT.
 case "$1" in
     {url}/*) echo DIRECT; exit 0 ;;
+esac
+# The port, if the URL names one (after an IPv6 address's brackets): the cache takes 80 only.
+server=${{1#*://}}; server=${{server%%/*}}; server=${{server##*]}}
+case "$server" in
+    *:80) ;;
+    *:*) echo DIRECT; exit 0 ;;
 esac
 if timeout {CONNECT_SECONDS} bash -c 'exec 3<>/dev/tcp/{cache}/{port}' 2>/dev/null; then
     echo {url}

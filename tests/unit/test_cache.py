@@ -245,6 +245,13 @@ def test_apts_proxy_is_the_cache_while_it_answers_else_direct_with_a_warning(tmp
         # The cache's own URLs (a mirror list's first entry) are fetched from it directly.
         own = proxy_answer(tmp_path, mine, f"http://127.0.0.1:{port}/HTTPS///x/dists/y")
         assert own.stdout == "DIRECT\n"
+        # A repository on another port than 80 is fetched directly: apt-cacher-ng would answer
+        # 403 (AllowUserPorts: 80), and apt fails on a proxy's 403.
+        for other in ("http://10.0.0.9:8080/nvidia/dists/x/InRelease", "http://[fe80::1]:81/d/x"):
+            answer = proxy_answer(tmp_path, mine, other)
+            assert answer.stdout == "DIRECT\n" and answer.stderr == "", other
+        for same in ("http://deb.debian.org:80/debian/dists/y", "http://[fe80::1]/debian/dists/y"):
+            assert proxy_answer(tmp_path, mine, same).stdout == f"http://127.0.0.1:{port}\n"
     down = proxy_answer(tmp_path, mine, "http://deb.debian.org/debian/dists/bookworm/InRelease")
     assert down.returncode == 0 and down.stdout == "DIRECT\n"
     assert down.stderr == (f"W: sdinfra: the apt cache http://127.0.0.1:{port} does not answer: "
