@@ -80,7 +80,7 @@ from pathlib import Path
 
 from testbed.network import (PREFIX, SUBNET, TAG, Host, _delete_tagged_rules, _used_indices,
                              allow_peers, enable_forwarding, gateway_port_range, make_network)
-from testbed.nspawn import NSPAWN_RUN, boot, log_tail, poweroff
+from testbed.nspawn import NSPAWN_RUN, allow_inotify, boot, log_tail, poweroff
 from testbed.rootfs import ensure_image, find_mirrors, host_files, resolve_ipv4, unpack_image
 # HOST_PACKAGES and FleetError are the fleet's to name (its users import them from here).
 from testbed.system import (HOST_PACKAGES, FleetError, _nspawn_pids_using, _proc_start_time,
@@ -275,6 +275,7 @@ class Fleet:
                 make_network(host, self.mirror_ips, self.mirror_ports, self.gateway_ports)
             allow_peers(self.hosts, self.peer_ports)
         enable_forwarding()
+        allow_inotify()
 
         # Unpack the roots in parallel (I/O bound; zstd and tar are separate processes).
         for host in self.hosts:

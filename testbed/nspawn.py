@@ -15,6 +15,18 @@ from testbed.network import Host
 from testbed.system import _remove_cgroup, _remove_tree
 
 NSPAWN_RUN = Path("/run/systemd/nspawn")
+# Every booted host's systemd, journald, logind, dbus and udev each hold inotify instances, all
+# root's: the kernel's default of 128 per user runs out at about 17 hosts, and the next boot
+# fails with "Too many open files" (seen with two test files' fleets, a demo and a bench up).
+INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
+MIN_INOTIFY_INSTANCES = 1024
+
+
+def allow_inotify(path: Path = INOTIFY_INSTANCES, least: int = MIN_INOTIFY_INSTANCES) -> None:
+    """Raise the per-user inotify instance limit to ``least`` if it is lower (never lower it).
+    Left raised at teardown, like IP forwarding: other fleets may be up."""
+    if int(path.read_text()) < least:
+        path.write_text(f"{least}\n")
 
 
 def boot(host: Host, log_path: Path) -> subprocess.Popen:

@@ -179,3 +179,15 @@ def test_mirrors_come_from_this_machines_apt_sources():
     assert mirrors.debian.startswith(("http://", "https://"))
     assert "security" in mirrors.security
     assert mirrors.ports()
+
+
+def test_the_inotify_limit_is_raised_for_many_hosts_never_lowered(tmp_path):
+    from testbed.nspawn import MIN_INOTIFY_INSTANCES, allow_inotify
+
+    limit = tmp_path / "max_user_instances"
+    limit.write_text("128\n")
+    allow_inotify(limit)
+    assert int(limit.read_text()) == MIN_INOTIFY_INSTANCES
+    limit.write_text("8192\n")
+    allow_inotify(limit)
+    assert limit.read_text() == "8192\n"
