@@ -37,9 +37,9 @@ SHA256SUM_LINE = re.compile(r"^[0-9a-f]{64}  ")
 # The parts of ProjectState's output that tell what Docker runs (roles.parsers' markers), after
 # every other line: "container", the config.v2.json of each container of the project that runs;
 # "ps", `docker ps`'s SERVICE|IMAGE lines when Docker's files show none; "image", each image
-# asked for that the host has; "registry", the fleet registry's name of the image when that
+# asked for that the host has; "restarts", SERVICE|COUNT of what "ps" listed; "registry", the fleet registry's name of the image when that
 # registry has it (asked only of the host that builds for the fleet, see ``docker_command``).
-DOCKER_PARTS = ("container", "ps", "image", "registry")
+DOCKER_PARTS = ("container", "ps", "restarts", "image", "registry")
 
 
 def ere(text: str) -> str:
@@ -107,7 +107,13 @@ def docker_command(images, pushed: str = "") -> str:
         f"ps=$(docker ps --filter label=com.docker.compose.project={PROJECT} "
         "--format '{{.Label \"com.docker.compose.service\"}}|{{.Status}}|{{.Image}}' "
         "2>/dev/null);",
-        "[ -n \"$ps\" ] && printf '### ps\\n%s\\n' \"$ps\"; };",
+        "[ -n \"$ps\" ] && { printf '### ps\\n%s\\n' \"$ps\";",
+        # Docker's restart count of each, which ps does not show: between two crashes a
+        # container its policy restarts reads "Up 1 second (health: starting)".
+        "r=$(docker inspect -f '{{index .Config.Labels \"com.docker.compose.service\"}}|"
+        f"{{{{.RestartCount}}}}' $(docker ps -q --filter label=com.docker.compose.project={PROJECT}) "
+        "2>/dev/null);",
+        "[ -n \"$r\" ] && printf '### restarts\\n%s\\n' \"$r\"; }; };",
         # A tag counts when its image id is the one a live container runs: the container's
         # "Image":"sha256:ID" key (its .Config.Image is a name, or that same id).
         f"[ -n \"$js\" ] && for t in $(grep -ohE {pairs} -- "
@@ -139,6 +145,7 @@ def docker_state(parts) -> dict:
         #  "images": [], "pushed": []}
     """
     found = {"running": [], "current": {}, "health": {}, "images": [], "pushed": []}
+    listed, restarted = {}, {}  # what docker ps said of each service; Docker's restart counts
     for name, lines in parts:
         for line in lines:
             if name == "container":
@@ -168,13 +175,23 @@ def docker_state(parts) -> dict:
                 if sep and service:
                     found["running"].append(service)
                     found["current"][service] = image
+                    listed[service] = status
                     if status.startswith("Restarting"):
                         found["health"][service] = STATUSES["unhealthy"].format(
                             why="restart loop: Docker shows it restarting")
+            elif name == "restarts":
+                service, _, count = line.rpartition("|")
+                restarted[service] = int(count) if count.isdigit() else 0
             elif name == "image" and line:
                 found["images"].append(line)
             elif name == "registry" and line:
                 found["pushed"].append(line)
+    # As for a container read from Docker's files: restarted by its policy and not healthy now
+    # is a crash loop caught between two crashes.
+    for service, status in listed.items():
+        if restarted.get(service) and "(healthy)" not in status and service not in found["health"]:
+            found["health"][service] = STATUSES["unhealthy"].format(
+                why=f"restart loop: restarted {restarted[service]} times")
     return found
 
 

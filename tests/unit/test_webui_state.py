@@ -6,6 +6,7 @@ import subprocess
 
 import pytest
 
+from roles.summary import STATUSES
 from roles.webui import HEALTH_SAID
 from tests.unit.test_webui import CONTAINER_ID, IMAGE_ID, config_v2
 
@@ -27,7 +28,8 @@ def docker_root(tmp_path):
     bin_dir.mkdir()
     (bin_dir / "docker").write_text(
         f"#!/bin/sh\necho \"$@\" >> {tmp_path}/calls\n"
-        f"case \"$1\" in ps) cat {tmp_path}/ps 2>/dev/null ;; image) exit 1 ;; esac\n")
+        f"case \"$1\" in ps) cat {tmp_path}/ps 2>/dev/null ;; image) exit 1 ;;\n"
+        f"inspect) cat {tmp_path}/inspect 2>/dev/null ;; esac\n")
     (bin_dir / "docker").chmod(0o755)
     command = ProjectState().command("/nowhere", ["/nowhere"], ["sdinfra/webui:cpu-v1.10.1"])
     command = command.replace(DOCKER_ROOT, str(root)).replace(f"{PROC}/\"$p\"/", f"{proc}/\"$p\"/")
@@ -184,6 +186,25 @@ def test_a_tag_moved_to_another_image_is_asked_for(docker_root):
     write(tags={})  # no repositories.json entry (the containerd image store, say)
     assert state() == ({"running": ["cpu"], "health": {"cpu": HEALTH_SAID["healthy"]}},
                        ["image inspect sdinfra/webui:cpu-v1.10.1"])
+
+
+def test_a_crash_loop_docker_ps_shows_between_two_crashes_reads_as_one(docker_root):
+    """Docker's files show no live process (it died a moment ago), docker ps shows the
+    restarted container starting again: its restart count, which ps does not show, tells."""
+    write, state, tmp = docker_root
+    write(config_v2(), "0::/system.slice/ssh.service\n")  # the pid is gone
+    (tmp / "ps").write_text("cpu|Up 1 second (health: starting)|sdinfra/webui:cpu-v1.10.1\n")
+    (tmp / "inspect").write_text("cpu|4\n")
+    found, asked = state()
+    assert found["health"] == {"cpu": STATUSES["unhealthy"].format(
+        why="restart loop: restarted 4 times")}
+    assert asked[1].startswith("ps -q --filter label=com.docker.compose.project=sdinfra")
+    assert asked[2].startswith("inspect -f ")
+    # never restarted: starting is starting; healthy stays healthy whatever the count
+    for count, status in (("0", "Up 1 second (health: starting)"), ("4", "Up 2 hours (healthy)")):
+        (tmp / "ps").write_text(f"cpu|{status}|sdinfra/webui:cpu-v1.10.1\n")
+        (tmp / "inspect").write_text(f"cpu|{count}\n")
+        assert "health" not in state()[0]
 
 
 def test_without_dockers_files_docker_ps_is_asked(docker_root):
