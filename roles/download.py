@@ -179,6 +179,22 @@ def fetch_command(url: str, dest: str, sha256: str, mode: str = "644",
     ])
 
 
+def fetch_first_command(first: str, url: str, dest: str, sha256: str, mode: str = "644",
+                        record: bool = False, stall: int | None = None,
+                        retries: int | None = None) -> str:
+    """
+    ``fetch_command`` of ``first`` (the fleet's cache: roles.cache), once, without retries;
+    when that fails, its download or its sha256 (the copy is refused: removed, ``dest`` not
+    changed), a line saying so and ``fetch_command`` of ``url``. The first attempt's messages
+    go to stdout: the operation succeeds, and its output is what shows why it fell back.
+    """
+    refused = shlex.quote(f"sdinfra: no verified copy from {first} (above): "
+                          f"downloading {url} instead")
+    cached = fetch_command(first, dest, sha256, mode, record, stall, 0)
+    upstream = fetch_command(url, dest, sha256, mode, record, stall, retries)
+    return f"( {cached}\n) 2>&1 || {{ echo {refused}\n{upstream}\n}}"
+
+
 def upload_temp(dest: str) -> str:
     directory, base = posixpath.split(dest)
     return posixpath.join(directory, f".{base}.sdinfra-upload")
@@ -232,7 +248,7 @@ def parse_trusted(lines) -> tuple[dict, dict]:
 
 @operation()
 def fetch(url: str, dest: str, sha256: str, mode: str = "644", record: bool = False,
-          current: str | None = None):
+          current: str | None = None, first: str = ""):
     """
     Download ``url`` to ``dest`` and keep it only if its sha256 is ``sha256``.
 
@@ -246,6 +262,7 @@ def fetch(url: str, dest: str, sha256: str, mode: str = "644", record: bool = Fa
     + mode: permissions of the kept file
     + record: write the sidecar ``.NAME.sha256`` so that later runs need not hash the file
     + current: the sha256 ``dest`` has now, "" when it is missing (read by the caller already)
+    + first: a URL to try once before ``url`` (the fleet's cache), its copy verified the same
 
     .. code:: python
 
@@ -263,9 +280,11 @@ def fetch(url: str, dest: str, sha256: str, mode: str = "644", record: bool = Fa
     if current == sha256:
         return
     bounds = read(host, COMMON)
-    yield Shown(fetch_command(url, dest, sha256, mode, record,
-                              stall=bounds["download_stall_timeout"],
-                              retries=bounds["download_retries"]))
+    bounded = {"stall": bounds["download_stall_timeout"], "retries": bounds["download_retries"]}
+    if first:
+        yield Shown(fetch_first_command(first, url, dest, sha256, mode, record, **bounded))
+    else:
+        yield Shown(fetch_command(url, dest, sha256, mode, record, **bounded))
 
 
 @operation()
@@ -281,6 +300,20 @@ def put(src: str, dest: str, sha256: str, mode: str = "644", record: bool = True
            + room(directory, os.path.getsize(src), posixpath.basename(dest)))
     yield Upload(src, upload_temp(dest), f"uploading {posixpath.basename(dest)}")
     yield put_command(dest, sha256.lower(), mode, record)
+
+
+def in_place(state: dict, path: str, sha256: str, name: str) -> str:
+    """
+    The sha256 ``path`` has by ``state`` (``{"trusted", "hashed"}``, as ``parse_trusted``
+    reads TRUSTED_SHA256), "" when it is missing. A file hashed now that has ``sha256`` gets
+    its sidecar written (``mark_verified``, named ``name``), which the next run trusts.
+    """
+    current = state["trusted"].get(path)
+    if current is None and path in state["hashed"]:
+        current, stat = state["hashed"][path]
+        if current == sha256:
+            mark_verified(name=name, path=path, sha256=sha256, stat=stat)
+    return current or ""
 
 
 @operation()

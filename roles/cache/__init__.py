@@ -8,11 +8,18 @@ The cache host (``cache_serve: true``) runs two of Debian's own packages, bound 
   images under ``cache_dir/registry``: an image built once is pushed there and pulled by the
   other hosts;
 - ``apt-cacher-ng`` on ``cache_apt_port`` (3142), its packages under ``cache_dir/apt``: each
-  package is fetched from the mirror once for the fleet.
+  package is fetched from the mirror once for the fleet;
+- Python's ``http.server`` (``sdinfra-cache-models.service``, as a user of its own with
+  nothing writable) on ``cache_models_port`` (3143), serving ``cache_dir/models`` read-only:
+  each model with a ``url`` in the ``webui_models`` of a host of the run that uses this cache
+  is fetched there once, verified by sha256 (roles.download), and kept under its sha256. The
+  other hosts download ``http://CACHE:PORT/SHA256`` first, check the sha256 again on arrival,
+  and fall back to the model's own URL when the cache fails or the copy differs
+  (roles.download's ``first``).
 
-Both speak plain HTTP without a login: what protects them is that they listen on the LAN
+All three speak plain HTTP without a login: what protects them is that they listen on the LAN
 address only and a firewall (an iptables chain, ``SDINFRA-CACHE``, set again at every boot by
-``sdinfra-cache-firewall.service`` before either service starts) lets only ``cache_allow`` in.
+``sdinfra-cache-firewall.service`` before any of them starts) lets only ``cache_allow`` in.
 The services' own units are left as Debian ships them; a drop-in each gives the address, the
 data path and the firewall dependency, written before the packages are installed, so that their
 first start already listens where it should.
@@ -44,7 +51,7 @@ from pyinfra import host, logger
 from pyinfra.api import FactBase, FunctionCommand, StringCommand, deploy
 from pyinfra.operations import files, server
 
-from roles import apt, parsers, ssh
+from roles import apt, download, parsers, ssh
 from roles.cache.settings import SETTINGS, normalised
 from roles.hostfacts import HostFacts
 from roles.parsers import MARKER
@@ -54,13 +61,16 @@ from roles.summary import fail
 
 PACKAGES = ["docker-registry", "apt-cacher-ng"]
 FIREWALL_PACKAGES = ["iptables"]
+MODELS_PACKAGES = ["python3"]  # http.server
+MODELS_SERVICE = "sdinfra-cache-models"
+MODELS_UNIT = f"/etc/systemd/system/{MODELS_SERVICE}.service"
 CHAIN = "SDINFRA-CACHE"
 FIREWALL_SCRIPT = "/usr/local/sbin/sdinfra-cache-firewall"
 FIREWALL_UNIT = "/etc/systemd/system/sdinfra-cache-firewall.service"
 REGISTRY_CONFIG = "/etc/sdinfra/registry.yml"
 DROP_INS = {"docker-registry": "/etc/systemd/system/docker-registry.service.d/sdinfra.conf",
             "apt-cacher-ng": "/etc/systemd/system/apt-cacher-ng.service.d/sdinfra.conf"}
-UNITS = ("sdinfra-cache-firewall", *PACKAGES)
+UNITS = ("sdinfra-cache-firewall", *PACKAGES, MODELS_SERVICE)
 APT_CONF = "/etc/apt/apt.conf.d/30sdinfra-cache"
 PROXY_SCRIPT = "/usr/local/lib/sdinfra/apt-proxy"
 MIRRORS = "/etc/apt/sdinfra-mirrors"  # roles.apt.repository's mirror lists
@@ -80,6 +90,17 @@ def apt_url(values: dict) -> str:
     return f"http://{values['cache_host']}:{values['cache_apt_port']}"
 
 
+def models_url(values: dict) -> str:
+    """Where the cache host serves the models (``http://10.0.0.5:3143``), empty without a cache."""
+    if not values["cache_host"]:
+        return ""
+    return f"http://{values['cache_host']}:{values['cache_models_port']}"
+
+
+def models_dir(values: dict) -> str:
+    return f"{values['cache_dir']}/models"
+
+
 def registry(values: dict) -> str:
     """The registry as Docker names it (``10.0.0.5:5000``), empty when there is no cache."""
     if not values["cache_host"]:
@@ -90,6 +111,11 @@ def registry(values: dict) -> str:
 # --- what the cache host runs -------------------------------------------------------------------
 
 
+def _ports(values: dict) -> str:
+    return (f"{values['cache_registry_port']},{values['cache_apt_port']},"
+            f"{values['cache_models_port']}")
+
+
 def firewall_script(values: dict) -> str:
     """
     The firewall: a chain of its own, filled by one iptables-restore (so it is never seen half
@@ -97,13 +123,14 @@ def firewall_script(values: dict) -> str:
     and refilled at its COMMIT), and one jump from INPUT for the two ports; a jump left by
     other ports (a changed setting) goes.
     """
-    ports = f"{values['cache_registry_port']},{values['cache_apt_port']}"
+    ports = _ports(values)
     jump = f"-A INPUT -p tcp -m multiport --dports {ports} -j {CHAIN}"
     rules = "\n".join(f"-A {CHAIN} -s {normalised(cidr)} -j ACCEPT"
                       for cidr in values["cache_allow"])
     return f"""#!/bin/sh
 # Managed by sdinfra (roles/cache): changes here are overwritten.
-# Only cache_allow reaches the fleet cache's registry and apt cache; the rest gets a TCP reset.
+# Only cache_allow reaches the fleet cache's registry, apt cache and models; the rest gets a
+# TCP reset.
 set -e
 iptables -w -N {CHAIN} 2>/dev/null || true
 iptables-restore -w --noflush <<'EOF'
@@ -125,7 +152,7 @@ iptables -w -C {jump[3:]} 2>/dev/null || iptables -w -I INPUT 1 {jump[9:]}
 
 def firewall_rules(values: dict) -> list[str]:
     """What ``iptables -S CHAIN`` and the INPUT jump print once the script ran."""
-    ports = f"{values['cache_registry_port']},{values['cache_apt_port']}"
+    ports = _ports(values)
     return [f"-N {CHAIN}", f"-A {CHAIN} -i lo -j ACCEPT",
             *[f"-A {CHAIN} -s {normalised(cidr)} -j ACCEPT" for cidr in values["cache_allow"]],
             f"-A {CHAIN} -p tcp -j REJECT --reject-with tcp-reset",
@@ -134,8 +161,8 @@ def firewall_rules(values: dict) -> list[str]:
 
 FIREWALL_UNIT_TEXT = f"""# Managed by sdinfra (roles/cache): changes here are overwritten.
 [Unit]
-Description=sdinfra fleet cache firewall: only cache_allow reaches the registry and apt cache
-Before=docker-registry.service apt-cacher-ng.service
+Description=sdinfra fleet cache firewall: only cache_allow reaches the registry, apt cache, models
+Before=docker-registry.service apt-cacher-ng.service sdinfra-cache-models.service
 After=network-pre.target
 
 [Service]
@@ -202,6 +229,57 @@ ExecStartPre=+/usr/bin/install -d -o {service} -g {service} -m 0750 {data}
 ExecStart=
 ExecStart={start}
 """
+
+
+def models_unit(values: dict) -> str:
+    """
+    The models' server: Python's http.server on cache_host, serving cache_dir/models, as a
+    user made for it at each start (DynamicUser: it can write nothing, so a request can change
+    no model). Its address may come up after it at boot: it is started again until it binds.
+    """
+    start = (f"/usr/bin/python3 -m http.server --bind {values['cache_host']} "
+             f"--directory {models_dir(values)} {values['cache_models_port']}")
+    return f"""# Managed by sdinfra (roles/cache): changes here are overwritten.
+[Unit]
+Description=sdinfra fleet cache: the models of webui_models, read-only over HTTP
+Requires=sdinfra-cache-firewall.service
+After=sdinfra-cache-firewall.service network-online.target
+Wants=network-online.target
+RequiresMountsFor={values['cache_dir']}
+
+[Service]
+ExecStartPre=+/usr/bin/install -d -m 0755 {values['cache_dir']} {models_dir(values)}
+ExecStart={start}
+DynamicUser=yes
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+NoNewPrivileges=yes
+Restart=on-failure
+RestartSec=2
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def fleet_models(values: dict, inventory) -> dict[str, dict]:
+    """
+    The models the cache host keeps: each one with a ``url`` in the ``webui_models`` of a host
+    of ``inventory`` whose cache_host is this cache's (an upload, ``src``, comes from the
+    controller anyway), by sha256: ``{sha256: {"name", "url", "sha256"}}``, the first host's
+    entry for a checksum listed twice.
+    """
+    from roles.webui.settings import SETTINGS as WEBUI
+
+    found = {}
+    for other in inventory:
+        if read(other, SETTINGS)["cache_host"] != values["cache_host"]:
+            continue
+        for model in read(other, WEBUI)["webui_models"]:
+            if "url" in model:
+                found.setdefault(model["sha256"].lower(), model)
+    return found
 
 
 # --- what every host with a cache uses ----------------------------------------------------------
@@ -341,24 +419,26 @@ class CacheState(FactBase):
     """
     Everything ``install`` reads, in one command: the files the role writes (each as a
     ``### file`` part whose first line is its path; ``### exec`` PATH when it is executable),
-    and on the cache host the packages (apt.DpkgPackages), the three units, the firewall as
-    iptables prints it and the host's IPv4 addresses.
+    and on the cache host the packages (apt.DpkgPackages), the four units, the firewall as
+    iptables prints it, the host's IPv4 addresses and the sha256 of the models it keeps
+    (``models``: roles.download.TRUSTED_SHA256, trusted from their sidecars).
 
     .. code:: python
 
         {"files": {"/etc/apt/apt.conf.d/30sdinfra-cache": "..."}, "exec": {"/usr/..."},
          "dpkg": {...}, "units": {"apt-cacher-ng": {"running": True, "enabled": True}},
-         "firewall": ["-N SDINFRA-CACHE", ...], "addresses": ["10.0.0.5"]}
+         "firewall": ["-N SDINFRA-CACHE", ...], "addresses": ["10.0.0.5"],
+         "trusted": {"/srv/sdinfra-cache/models/6ce0...": "6ce0..."}, "hashed": {}}
     """
 
-    NAMES = ("cache-state", "file", "exec", "dpkg", "units", "firewall", "addresses")
+    NAMES = ("cache-state", "file", "exec", "dpkg", "units", "firewall", "addresses", "models")
 
     @staticmethod
     def default():
         return {"files": {}, "exec": set(), "dpkg": apt.DpkgPackages.default(), "units": {},
-                "firewall": [], "addresses": []}
+                "firewall": [], "addresses": [], "trusted": {}, "hashed": {}}
 
-    def command(self, paths: str, serve: bool = False):
+    def command(self, paths: str, serve: bool = False, models: str = ""):
         # f PATH: the file as a part of its own, and whether it is executable.
         parts = [f"echo '{MARKER}cache-state'", SHOW,
                  f"f() {{ [ -f \"$1\" ] || return 0; echo '{MARKER}file'; echo \"$1\"; "
@@ -377,6 +457,9 @@ class CacheState(FactBase):
                 f"2>/dev/null; iptables -w -S INPUT 2>/dev/null | grep -e ' -j {CHAIN}$'; fi",
                 f"echo '{MARKER}addresses'", "ip -o -4 addr show 2>/dev/null",
             ]
+        if models:
+            parts += [f"echo '{MARKER}models'",
+                      f"(set -- {models}; {download.TRUSTED_SHA256})"]
         return "; ".join(parts) + "; true"
 
     def process(self, output):
@@ -396,6 +479,9 @@ class CacheState(FactBase):
                 # "2: eth0    inet 10.0.0.5/24 brd ..." -> 10.0.0.5
                 state["addresses"] = [line.split()[3].split("/")[0] for line in lines
                                       if len(line.split()) > 3 and line.split()[2] == "inet"]
+            elif name == "models":
+                state["trusted"], state["hashed"] = download.parse_trusted(
+                    line.strip() for line in lines)
         return state
 
 
@@ -438,6 +524,7 @@ def wanted_files(values: dict) -> dict[str, tuple[str, bool]]:
         found[REGISTRY_CONFIG] = (registry_config(values), False)
         for service, path in DROP_INS.items():
             found[path] = (drop_in(service, values), False)
+        found[MODELS_UNIT] = (models_unit(values), False)
     found[APT_CONF] = (apt_conf(), False)
     found[PROXY_SCRIPT] = (proxy_script(values), True)
     return found
@@ -454,7 +541,10 @@ def install(known: HostFacts | None = None):
         return
     ssh.low_latency()
     wanted = wanted_files(values)
-    state = host.get_fact(CacheState, paths=" ".join(wanted), serve=values["cache_serve"])
+    models = fleet_models(values, host.inventory) if values["cache_serve"] else {}
+    kept = " ".join(shlex.quote(f"{models_dir(values)}/{digest}") for digest in models)
+    state = host.get_fact(CacheState, paths=" ".join(wanted), serve=values["cache_serve"],
+                          models=kept)
     if values["cache_serve"]:
         if values["cache_host"] not in state["addresses"]:
             fail(f"cache_host = {values['cache_host']} is no address of this host (it has "
@@ -462,6 +552,7 @@ def install(known: HostFacts | None = None):
                  "and the apt cache to it")
             return
         serve(values, state, wanted, known)
+        keep_models(values, state, models)
     for path in (APT_CONF, PROXY_SCRIPT):
         _put(state, path, *wanted[path])
 
@@ -470,11 +561,12 @@ def serve(values: dict, state: dict, wanted: dict, known: HostFacts | None) -> N
     """The cache host: the firewall first, then the units' drop-ins, then the packages (whose
     first start thus listens on cache_host only, behind the firewall)."""
     dpkg = state["dpkg"]
-    missing = apt.missing(FIREWALL_PACKAGES + PACKAGES, dpkg)
+    missing = apt.missing(FIREWALL_PACKAGES + MODELS_PACKAGES + PACKAGES, dpkg)
     if missing:  # one refresh for both installs
         apt.finish_interrupted(dpkg, known)
         apt.update(name="Refresh package lists")
-    firewall_missing = [name for name in missing if name in FIREWALL_PACKAGES]
+    firewall_missing = [name for name in missing
+                        if name in FIREWALL_PACKAGES + MODELS_PACKAGES]
     if firewall_missing:
         apt.ensure_packages(name=f"Install {' '.join(firewall_missing)}",
                             packages=firewall_missing)
@@ -484,6 +576,7 @@ def serve(values: dict, state: dict, wanted: dict, known: HostFacts | None) -> N
     changed = {service: _put(state, DROP_INS[service], *wanted[DROP_INS[service]])
                for service in PACKAGES}
     changed["docker-registry"] |= _put(state, REGISTRY_CONFIG, *wanted[REGISTRY_CONFIG])
+    changed[MODELS_SERVICE] = _put(state, MODELS_UNIT, *wanted[MODELS_UNIT])
     if unit_changed or any(changed.values()):
         server.shell(name="Reload systemd's units", commands=["systemctl daemon-reload"])
     firewall = units.get("sdinfra-cache-firewall", {})
@@ -496,10 +589,28 @@ def serve(values: dict, state: dict, wanted: dict, known: HostFacts | None) -> N
     if services_missing:
         apt.ensure_packages(name=f"Install {' '.join(services_missing)}",
                             packages=services_missing)
-    for service in PACKAGES:
+    for service in (*PACKAGES, MODELS_SERVICE):
         unit = units.get(service, {})
         if changed[service] or not (unit.get("running") and unit.get("enabled")):
             server.shell(name=f"{service} runs on {values['cache_host']}",
                          commands=[f"systemctl enable {service}.service",
                                    f"systemctl reset-failed {service}.service 2>/dev/null; "
                                    f"systemctl restart {service}.service"])
+
+
+def keep_models(values: dict, state: dict, models: dict) -> None:
+    """
+    Each model of the fleet (``fleet_models``) in cache_dir/models under its sha256, fetched
+    from its URL once and verified (roles.download), its checksum recorded in a sidecar that
+    later runs trust (a file whose size or mtime changed is hashed again: other content is
+    fetched again). Operations of the cache role, called before the web UI's: pyinfra runs each
+    operation on every host before the next, so the cache has a model before any host asks.
+    """
+    for digest, model in models.items():
+        dest = f"{models_dir(values)}/{digest}"
+        current = download.in_place(state, dest, digest,
+                                    f"Record the checksum of the fleet's {model['name']}")
+        if current != digest:
+            download.fetch(name=f"Fetch model {model['name']} once for the fleet",
+                           url=model["url"], dest=dest, sha256=digest, record=True,
+                           current=current)

@@ -57,18 +57,22 @@ SETTINGS = [
             "IPv4 address of the fleet's cache host, as the other hosts reach it; empty: no "
             "cache (every host fetches for itself)"),
     Setting("cache_serve", False, boolean,
-            "this host is the cache host: it runs the registry and the apt cache on cache_host "
-            "(one of its own addresses)"),
+            "this host is the cache host: it runs the registry, the apt cache and the models on "
+            "cache_host (one of its own addresses)"),
     Setting("cache_dir", "/srv/sdinfra-cache", project_dir,
-            "on the cache host, where the registry's images (`registry/`) and the apt cache "
-            "(`apt/`) are kept"),
+            "on the cache host, where the registry's images (`registry/`), the apt cache "
+            "(`apt/`) and the fleet's models (`models/`, named by sha256) are kept"),
     Setting("cache_allow", [], networks,
-            "on the cache host, the IPv4 networks or addresses allowed to reach the registry and "
-            "the apt cache (the fleet's); every other address is refused by the firewall"),
+            "on the cache host, the IPv4 networks or addresses allowed to reach the registry, "
+            "the apt cache and the models (the fleet's); every other address is refused by the "
+            "firewall"),
     Setting("cache_registry_port", 5000, integer(1, 65535),
             "port of the registry (Debian's docker-registry) on cache_host"),
     Setting("cache_apt_port", 3142, integer(1, 65535),
             "port of the apt cache (apt-cacher-ng) on cache_host"),
+    Setting("cache_models_port", 3143, integer(1, 65535),
+            "port on cache_host where the cache host serves the models of webui_models "
+            "(read-only HTTP, `/SHA256`) to the other hosts"),
 ]
 
 
@@ -81,7 +85,10 @@ def check(host, values) -> list[str]:
         if not values["cache_allow"]:
             found.append("cache_serve = True needs cache_allow: the networks of the fleet's "
                          "hosts (nothing else may reach the registry and the apt cache)")
-    if values["cache_registry_port"] == values["cache_apt_port"]:
-        found.append(f"cache_registry_port and cache_apt_port are both "
-                     f"{values['cache_apt_port']}: give each its own port")
+    ports = ("cache_registry_port", "cache_apt_port", "cache_models_port")
+    for number, first in enumerate(ports):
+        for second in ports[number + 1:]:
+            if values[first] == values[second]:
+                found.append(f"{first} and {second} are both {values[second]}: give each its "
+                             "own port")
     return found

@@ -37,7 +37,8 @@ from roles.webui.fleet import builder_of, remote_name
 from roles.webui.formats import FormatError
 # The modules' names stay importable from roles.webui, as before they were split.
 from roles.webui.health import MASK_SECRET, health_wait, said, wait_function
-from roles.webui.project import fetch_models, local_sha256, project_commands, project_files
+from roles.webui.project import (ModelSums, fetch_models, local_sha256, project_commands,
+                                 project_files)
 from roles.webui.render import (BACKENDS, BUILT_IMAGES, BUILT_TAG, CONSTRAINTS, DATA_IN_CONTAINER,
                                 DEFAULT_BUILDS, DOCKERIGNORE, FILES, MODELS, PROJECT,
                                 SECRET_IN_CONTAINER, STATE_DIR, TEMPLATES, TORCH_COMMANDS,
@@ -215,3 +216,18 @@ def stack(backend: str, known: HostFacts, env: dict | None = None, plan=None):
                          if registry and not builds else ""))])
     else:
         summary.health(state["health"].get(backend, HEALTH_SAID["starting"]))
+
+
+@deploy("Models of the web UI")
+def models():
+    """
+    The models of ``webui_models`` in place and verified, without the rest of the stack
+    (deploy/models.py: to put them on the hosts ahead of it); with ``cache_host``, copied from
+    the fleet's cache first. One command when every model is in place.
+    """
+    values = read(host, SETTINGS)
+    directory = values["webui_dir"].rstrip("/")
+    paths = [f"{directory}/{MODELS}/{model['name']}" for model in values["webui_models"]]
+    if paths:
+        state = host.get_fact(ModelSums, paths=" ".join(shlex.quote(p) for p in paths))
+        fetch_models(values, directory, state)

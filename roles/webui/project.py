@@ -13,7 +13,7 @@ from functools import lru_cache
 from io import BytesIO
 
 from pyinfra import host
-from pyinfra.api import FileUploadCommand, operation
+from pyinfra.api import FactBase, FileUploadCommand, operation
 
 from roles.progress import room
 from roles.settings import host_error
@@ -82,26 +82,26 @@ def fetch_models(values, directory, state):
     sidecar records the checksum with its size and mtime); a later run trusts the sidecar while
     they are unchanged, and the state fact hashes the file again when they changed or there is
     no sidecar: the same content only gets its sidecar (re)written, other content is replaced.
+    With ``cache_host``, a model with a ``url`` is copied from the fleet's cache first.
     """
-    from roles import download
+    from roles import cache, download
 
+    cached = cache.models_url(cache.values_of())
     ops = []
     for model in values["webui_models"]:
         dest = f"{directory}/{MODELS}/{model['name']}"
         pinned = model["sha256"].lower()
-        current = state["trusted"].get(dest)
-        if current is None and dest in state["hashed"]:
-            current, stat = state["hashed"][dest]
-            if current == pinned:
-                download.mark_verified(name=f"Record the checksum of model {model['name']}",
-                                       path=dest, sha256=pinned, stat=stat)
-                continue
+        current = download.in_place(state, dest, pinned,
+                                    f"Record the checksum of model {model['name']}")
         if current == pinned:
             continue
         if "url" in model:
+            # With the fleet's cache, its copy first (roles.cache keeps each model there under
+            # its sha256), verified on arrival; the model's own URL when it fails.
+            first = f"{cached}/{pinned}" if cached else ""
             ops.append(download.fetch(name=f"Download model {model['name']}", url=model["url"],
                                       dest=dest, sha256=pinned, record=True,
-                                      current=current or ""))
+                                      current=current, first=first))
         else:
             if local_sha256(model["src"]) != pinned:
                 raise host_error(f"webui_models: {model['name']}: {model['src']} does not have "
@@ -109,3 +109,26 @@ def fetch_models(values, directory, state):
             ops.append(download.put(name=f"Upload model {model['name']}", src=model["src"],
                                     dest=dest, sha256=pinned))
     return ops
+
+
+class ModelSums(FactBase):
+    """
+    The sha256 of the model files ``paths`` (space-separated, quoted), trusted from their
+    sidecars or hashed now (roles.download.TRUSTED_SHA256), as ProjectState reads them for the
+    stack: ``{"trusted": {path: sha256}, "hashed": {path: (sha256, "SIZE MTIME")}}``.
+    """
+
+    @staticmethod
+    def default():
+        return {"trusted": {}, "hashed": {}}
+
+    def command(self, paths: str):
+        from roles import download
+
+        return f"set -- {paths}; {download.TRUSTED_SHA256}; true"
+
+    def process(self, output):
+        from roles import download
+
+        trusted, hashed = download.parse_trusted(line.strip() for line in output)
+        return {"trusted": trusted, "hashed": hashed}

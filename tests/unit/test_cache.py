@@ -24,6 +24,7 @@ SERVE = {"cache_host": CACHE, "cache_serve": True, "cache_allow": ["10.0.0.0/24"
 VALUES = {**{s.name: s.default for s in SETTINGS}, **SERVE}
 ADDRESSES = ["1: lo    inet 127.0.0.1/8 scope host lo",
              f"2: eth0    inet {CACHE}/24 brd 10.0.0.255 scope global eth0"]
+SERVED = ["iptables", *cache.MODELS_PACKAGES, *cache.PACKAGES]  # a cache host's packages
 DAEMON = {s.name: s.default for s in DOCKER_SETTINGS}["docker_daemon_options"]
 UNITS = [line for unit in cache.UNITS for line in
          (f"Id={unit}.service", f"SubState={'exited' if 'firewall' in unit else 'running'}",
@@ -31,7 +32,7 @@ UNITS = [line for unit in cache.UNITS for line in
 
 
 def state(values: dict, files: dict | None = None, packages=(), units=UNITS, firewall=None,
-          addresses=ADDRESSES) -> list[str]:
+          addresses=ADDRESSES, models=()) -> list[str]:
     """What CacheState prints on a host: ``files`` (path -> (text, executable)) default to
     every file the role writes, as it writes them."""
     files = cache.wanted_files(values) if files is None else files
@@ -44,12 +45,13 @@ def state(values: dict, files: dict | None = None, packages=(), units=UNITS, fir
         parts += [("dpkg", [f"ii  {name}  1.0  amd64  stand-in" for name in packages]),
                   ("units", units),
                   ("firewall", cache.firewall_rules(values) if firewall is None else firewall),
-                  ("addresses", addresses)]
+                  ("addresses", addresses), ("models", list(models))]
     return fact_output("cache-state", *parts)
 
 
 def converged_docker(host: FakeHost, daemon: dict) -> FakeHost:
-    host.package("docker.io", "docker-compose", "iptables", *cache.PACKAGES)
+    host.package("docker.io", "docker-compose", "iptables", *cache.MODELS_PACKAGES,
+                 *cache.PACKAGES)
     host.file("/etc/docker/daemon.json", json.dumps(daemon))
     return host.service("docker")
 
@@ -91,6 +93,8 @@ def values(**changes) -> dict:
      "host @fake/h: cache_allow = '10.0.0.0/24': allowed is a list of IPv4 networks"),
     ({"cache_host": CACHE, "cache_apt_port": 5000},
      "host @fake/h: cache_registry_port and cache_apt_port are both 5000"),
+    ({"cache_host": CACHE, "cache_models_port": 3142},
+     "host @fake/h: cache_apt_port and cache_models_port are both 3142"),
     ({"cache_dir": "/var"}, "host @fake/h: cache_dir = '/var': allowed is an absolute, normalised path"),
     ({"cache_serve": "yes"}, "host @fake/h: cache_serve = 'yes': allowed is true or false"),
     ({"cache_hots": CACHE}, "host @fake/h: cache_hots: no such setting (did you mean cache_host?)"),
@@ -123,15 +127,17 @@ def test_a_fresh_cache_host_gets_its_firewall_and_config_before_the_services_are
                if c.startswith("Fleet cache")]
     install = changes.index("Install docker-registry apt-cacher-ng")
     before = changes[:install]
-    assert before[:2] == ["Refresh package lists", "Install iptables"]
+    assert before[:2] == ["Refresh package lists", "Install iptables python3"]
     for step in [f"Write {cache.FIREWALL_SCRIPT}", f"Write {cache.FIREWALL_UNIT}",
                  f"Write {cache.REGISTRY_CONFIG}", "Reload systemd's units",
                  "Firewall of the fleet cache (only cache_allow)",
+                 f"Write {cache.MODELS_UNIT}",
                  *[f"Write {path}" for path in cache.DROP_INS.values()]]:
         assert step in before, step
     assert changes[install + 1:] == [
         f"docker-registry runs on {CACHE}", f"apt-cacher-ng runs on {CACHE}",
-        f"Write {cache.APT_CONF}", f"Write {cache.PROXY_SCRIPT}"]
+        f"sdinfra-cache-models runs on {CACHE}", f"Write {cache.APT_CONF}",
+        f"Write {cache.PROXY_SCRIPT}"]
     assert changes.count("Refresh package lists") == 1
 
 
@@ -139,7 +145,7 @@ def test_a_converged_cache_host_and_client_change_nothing_for_one_command_each()
     daemon = cache.daemon_options(DAEMON, VALUES)
     assert daemon["insecure-registries"] == [f"{CACHE}:5000"]
     served = converged_docker(cache_host(), daemon).fact(
-        "cache-state", state(values(), packages=["iptables", *cache.PACKAGES]))
+        "cache-state", state(values(), packages=SERVED))
     used = converged_docker(client(), daemon).fact(
         "cache-state", state(values(cache_serve=False, cache_allow=[])))
     result = plan(DEPLOY, [served, used])
@@ -157,7 +163,7 @@ def test_a_converged_cache_host_and_client_change_nothing_for_one_command_each()
 ])
 def test_what_drifted_on_the_cache_host_is_put_back_alone(what, changed):
     daemon = cache.daemon_options(DAEMON, VALUES)
-    kwargs = {"packages": ["iptables", *cache.PACKAGES]}
+    kwargs = {"packages": SERVED}
     if what == "firewall":  # someone flushed the chain
         kwargs["firewall"] = [f"-N {cache.CHAIN}"]
     elif what == "units":
@@ -503,3 +509,64 @@ def test_the_rocm_role_sends_amds_https_sources_through_the_cache_once():
             version="5.3.0-63", dpkg=DPKG_53, adduser=configfiles.adduser_conf(UBUNTU_ADDUSER),
             users={"sd": ["sd", "video", "render"]}, rocminfo=ROCMINFO_GPU, apt_uris=uris))
         assert rocm_changes(plan(ROCM_DEPLOY, [host])) == expected
+
+
+# --- models -------------------------------------------------------------------------------------
+
+MODELS_DEPLOY = "deploy/models.py"
+SHA = "a" * 64
+MODEL = {"name": "m.safetensors", "url": "https://example.org/m.safetensors", "sha256": SHA}
+KEPT = f"/srv/sdinfra-cache/models/{SHA}"
+
+
+def served_models(models=()) -> FakeHost:
+    daemon = cache.daemon_options(DAEMON, VALUES)
+    return converged_docker(cache_host(), daemon).fact(
+        "cache-state", state(values(), packages=SERVED, models=models))
+
+
+def test_the_cache_host_fetches_each_model_of_its_fleet_once_before_any_host_downloads():
+    other = {**MODEL, "name": "o.safetensors", "sha256": "b" * 64}
+    hosts = [served_models(), client(webui_models=[MODEL]),
+             FakeHost("h2").os("debian12").set(cache_host=CACHE, webui_models=[MODEL]),
+             # Another fleet's host (another cache): its models are not this cache's.
+             FakeHost("x").os("debian12").set(cache_host="10.0.0.6", webui_models=[other])]
+    result = plan(MODELS_DEPLOY, hosts)
+    assert result.returncode == 0, result.output
+    assert result.changes("c") == ["Fleet cache | Fetch model m.safetensors once for the fleet"]
+    fetched = [c for c in result.commands["c"] if "### models" in c]
+    assert len(fetched) == 1 and f"set -- {KEPT};" in fetched[0]
+    assert "b" * 64 not in fetched[0]
+    # One operation per call site, whatever each host names it (pyinfra's op_hash).
+    names = [set(op["names"]) for op in result.ops]
+    place = {name: number for number, found in enumerate(names) for name in found}
+    assert (place["Fleet cache | Fetch model m.safetensors once for the fleet"]
+            < place["Models of the web UI | Download model m.safetensors"])
+    download = result.ops[place["Models of the web UI | Download model m.safetensors"]]
+    assert {"@fake/h", "@fake/h2", "@fake/x"} == set(download["hosts_with_change"])
+
+
+@pytest.mark.parametrize("models,changes", [
+    ([f"trusted={SHA}={KEPT}"], []),
+    ([f"hashed={SHA}=12 1700000000={KEPT}"],
+     ["Fleet cache | Record the checksum of the fleet's m.safetensors"]),
+    ([f"hashed={'c' * 64}=12 1700000000={KEPT}"],
+     ["Fleet cache | Fetch model m.safetensors once for the fleet"]),
+])
+def test_a_kept_model_is_trusted_recorded_or_fetched_again(models, changes):
+    result = plan(MODELS_DEPLOY, [served_models(models), client(webui_models=[MODEL])])
+    assert result.returncode == 0, result.output
+    assert result.changes("c") == changes
+    assert len([c for c in result.commands["c"] if "cache-state" in c]) == 1
+
+
+def test_the_models_are_served_read_only_on_cache_host_behind_the_firewall():
+    mine = values(cache_dir="/data/cache", cache_models_port=8001)
+    unit = cache.models_unit(mine)
+    assert ("ExecStart=/usr/bin/python3 -m http.server --bind 10.0.0.5 --directory "
+            "/data/cache/models 8001\n") in unit
+    for line in ("DynamicUser=yes", "ProtectSystem=strict", "Requires=sdinfra-cache-firewall",
+                 "After=sdinfra-cache-firewall.service"):
+        assert line in unit, line
+    assert "--dports 5000,3142,8001 -j SDINFRA-CACHE" in cache.firewall_script(mine)
+    assert cache.models_url(mine) == "http://10.0.0.5:8001"

@@ -392,3 +392,47 @@ def test_a_full_disk_is_named_as_such(server, tmp_path):
     done = sh(command)
     assert done.returncode == 1
     assert f"no space left on the device of {dest.parent}" in done.stderr, done.stderr
+
+
+# --- the fleet's cache first (roles.cache) ---------------------------------------------------
+
+
+def test_a_good_copy_from_the_cache_is_kept_and_the_models_url_never_asked(server, tmp_path):
+    dest = tmp_path / "models" / NAME
+    done = sh(download.fetch_first_command(f"{server}/{NAME}", "http://127.0.0.1:9/none",
+                                           str(dest), SHA, record=True))
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert dest.read_bytes() == CONTENT and sidecar_of(dest).read_text() == recorded(dest)
+    assert "no verified copy" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("first", ["bad.safetensors", "missing.safetensors", None])
+def test_a_copy_from_the_cache_that_differs_or_fails_is_refused_and_fetched_from_its_url(
+        server, tmp_path, first):
+    """Another checksum (corrupted on the cache or in transit), a 404, the cache down."""
+    dest = tmp_path / "models" / NAME
+    cached = f"{server}/{first}" if first else "http://127.0.0.1:9/x"
+    done = sh(download.fetch_first_command(cached, f"{server}/{NAME}", str(dest), SHA,
+                                           record=True, retries=0))
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert dest.read_bytes() == CONTENT and sidecar_of(dest).read_text() == recorded(dest)
+    # Why it fell back is in the output, which the operation shows.
+    assert f"no verified copy from {cached} (above): downloading {server}/{NAME}" in done.stdout
+    if first == "bad.safetensors":
+        assert f"checksum mismatch for {cached}: expected sha256 {SHA}" in done.stdout
+    else:
+        assert f"download of {cached} failed" in done.stdout
+    assert sorted(p.name for p in dest.parent.iterdir()) == [f".{NAME}.sha256", NAME]
+
+
+def test_when_the_cache_and_the_url_both_fail_the_model_there_is_kept(server, tmp_path):
+    dest = tmp_path / "models" / NAME
+    dest.parent.mkdir()
+    dest.write_bytes(b"the model there before")
+    done = sh(download.fetch_first_command(f"{server}/bad.safetensors",
+                                           f"{server}/bad.safetensors", str(dest), SHA,
+                                           retries=0))
+    assert done.returncode == 1
+    assert f"checksum mismatch for {server}/bad.safetensors" in done.stderr
+    assert dest.read_bytes() == b"the model there before"
+    assert sorted(p.name for p in dest.parent.iterdir()) == [NAME]
