@@ -263,17 +263,18 @@ WantedBy=multi-user.target
 """
 
 
-def fleet_models(values: dict, inventory) -> dict[str, dict]:
+def fleet_models(values: dict, inventory, me: str) -> dict[str, dict]:
     """
     The models the cache host keeps: each one with a ``url`` in the ``webui_models`` of a host
     of ``inventory`` whose cache_host is this cache's (an upload, ``src``, comes from the
-    controller anyway), by sha256: ``{sha256: {"name", "url", "sha256"}}``, the first host's
-    entry for a checksum listed twice.
+    controller anyway), by sha256: ``{sha256: {"name", "url", "sha256"}}``. For a checksum
+    listed twice, the cache host's (``me``) own entry (a URL it reaches), else the first host's.
     """
     from roles.webui.settings import SETTINGS as WEBUI
 
     found = {}
-    for other in inventory:
+    # sorted() is stable: the cache host first, the others in the inventory's order.
+    for other in sorted(inventory, key=lambda each: each.name != me):
         if read(other, SETTINGS)["cache_host"] != values["cache_host"]:
             continue
         for model in read(other, WEBUI)["webui_models"]:
@@ -541,7 +542,7 @@ def install(known: HostFacts | None = None):
         return
     ssh.low_latency()
     wanted = wanted_files(values)
-    models = fleet_models(values, host.inventory) if values["cache_serve"] else {}
+    models = fleet_models(values, host.inventory, host.name) if values["cache_serve"] else {}
     kept = " ".join(shlex.quote(f"{models_dir(values)}/{digest}") for digest in models)
     state = host.get_fact(CacheState, paths=" ".join(wanted), serve=values["cache_serve"],
                           models=kept)

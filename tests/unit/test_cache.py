@@ -570,3 +570,20 @@ def test_the_models_are_served_read_only_on_cache_host_behind_the_firewall():
         assert line in unit, line
     assert "--dports 5000,3142,8001 -j SDINFRA-CACHE" in cache.firewall_script(mine)
     assert cache.models_url(mine) == "http://10.0.0.5:8001"
+
+
+def test_a_model_listed_twice_is_fetched_from_the_url_the_cache_host_lists():
+    """On a fleet whose hosts name a model by different URLs (a mirror each), the cache host
+    fetches from its own: another host's may be one only that host reaches."""
+    from types import SimpleNamespace
+
+    def listed(name, url, cache_host=CACHE):
+        return SimpleNamespace(name=name, data={"cache_host": cache_host, "webui_models": [
+            {**MODEL, "url": url}]})
+
+    inventory = [listed("h1", "http://mirror-1/m"), listed("c", "http://mirror-c/m"),
+                 listed("x", "http://mirror-x/x", cache_host="10.0.0.6")]
+    assert cache.fleet_models(values(), inventory, "c") == {
+        SHA: {**MODEL, "url": "http://mirror-c/m"}}
+    assert cache.fleet_models(values(), inventory[:1] + inventory[2:], "c") == {
+        SHA: {**MODEL, "url": "http://mirror-1/m"}}
