@@ -73,7 +73,7 @@ KEYS = ("hosts", "cold_s", "nochange_s", "floor_s", "ratio", "commands_per_host"
 MAX_RATIO_AT_3 = 3.0
 MAX_COMMANDS = 40
 MAX_GROWTH_1_TO_6 = 1.5
-CACHE_PORTS = (5000, 3142)  # roles.cache's registry and apt cache (its settings' defaults)
+CACHE_PORTS = (5000, 3142, 3143)  # roles.cache: registry, apt cache, models (the defaults)
 # What pyinfra's SSH connector logs (at debug level) for each command it runs on a host.
 COMMAND_LINE = re.compile(r"Running command on (\S+): \(pty=")
 UPLOAD_LINE = re.compile(r"Attempting upload of .* to ")

@@ -7,7 +7,7 @@ large download, counted by the stand-in server).
 
 1. the first run: one host builds the image (the wheel is downloaded once) and pushes it to
    the registry, the two others pull it; every host ends healthy on the same image id, known
-   by its own name only;
+   by its own name only; the model is downloaded once, by the cache host, and copied from it;
 2. the next run changes nothing and downloads nothing;
 3. the registry stops answering (its port closed on the cache host, the service still running,
    so the cache role sees nothing to mend) and a run asks for a new image (another k-diffusion
@@ -41,7 +41,7 @@ RUNNING = ("docker inspect -f '{{.Config.Image}} {{.Image}}' "
 def once(tmp_path_factory, stand_ins):
     sources = build_sources(stand_ins.root)
     fleet = booted(tmp_path_factory, "build-once-fleet", NAMES)
-    fleet.peer_ports = (PORT, 3142)  # the cache's registry and apt cache (roles.cache)
+    fleet.peer_ports = (PORT, 3142, 3143)  # the cache's registry, apt cache, models (roles.cache)
     with fleet:
         addresses = [h.gateway for h in fleet.hosts] + ["127.0.0.1"]
         with standins.serve(stand_ins.root, addresses) as server:
@@ -82,20 +82,24 @@ def registry_port(fleet, closed: bool) -> None:
 
 
 @pytest.fixture(scope="module")
-def first(once):
+def first(once, stand_ins):
     fleet, server, sources, _ = once
     result = site(fleet)
-    return result, wheels(server, sources)
+    model = "/" + str(stand_ins.model_path).lstrip("/")
+    models = [r.client for r in server.requests if r.path == model and r.method == "GET"]
+    return result, wheels(server, sources), models
 
 
 def test_one_host_builds_the_others_pull_and_all_run_the_same_image(once, first):
     fleet, server, sources, _ = once
-    result, downloads = first
+    result, downloads, models = first
     assert result.returncode == 0, result.stderr[-4000:]
     assert {n: row[2] for n, row in summary(result).items()} == {n: "healthy" for n in NAMES}
     built = builders(result)
     assert len(built) == 1, built
     assert downloads == 1  # the build's large download, once for the fleet
+    # The model, once for the fleet too: the others copied it from the cache host (roles.cache).
+    assert models == [fleet.host(CACHE).address], models
     images = running(fleet)
     assert len(set(images.values())) == 1, images  # one name, one id: pulled, not rebuilt
     name, _ = images[CACHE]
