@@ -105,7 +105,8 @@ def push_script(directory: str, compose: str, service: str, image: str, remote: 
     then push it to the fleet's registry as ``remote`` (the others pull it, ``pull_command``).
     A failed build, or a push that did not reach the registry, fails the host as a failed build
     fails ``switch_script``: the previous files put back when the running container can be
-    rolled back to, the running container never stopped.
+    rolled back to, the running container never stopped; after a failed push the image's tag
+    is removed too, unless a container uses it.
     """
     q_remote = shlex.quote(remote)
     prepare = f"{compose} build {shlex.quote(service)}"
@@ -126,6 +127,10 @@ def push_script(directory: str, compose: str, service: str, image: str, remote: 
         f"( {ticking('pushing ' + remote, f'docker push {q_remote}')} ); rc=$?",
         f"docker rmi {q_remote} >/dev/null 2>&1",
         f'[ $rc -eq 0 ] && exit 0',
+        # An image the registry never got is not the fleet's: untagged (docker refuses while a
+        # container uses it), so that the next run, whose builder may be another host, pulls
+        # what that one pushes instead of keeping its own build under the same tag.
+        'docker rmi "$new" >/dev/null 2>&1',
         '[ -n "$guard" ] && restore',
         f"echo {unreached} >&2; exit $rc",
     ])

@@ -171,6 +171,9 @@ def test_a_registry_down_fails_each_host_with_the_reason_and_a_rerun_converges(o
     assert {n: row[2] for n, row in summary(again).items()} == {n: "healthy" for n in NAMES}
     images = running(fleet)
     assert len(set(images.values())) == 1 and images[CACHE] != before[CACHE], images
-    assert downloads == 1  # built once, in the failed run; the re-run pushed what it had
+    # Built in the failed run, whose builder then untagged what the registry never got; the
+    # re-run's builder is the first host to ask (roles.webui.fleet): the same one builds again
+    # from Docker's build cache, another downloads again. Either way one image for the fleet.
+    assert downloads in (1, 2), downloads
     assert converged.returncode == 0, converged.stderr[-4000:]
     assert {n: changed(converged, n) for n in NAMES} == {n: [] for n in NAMES}
