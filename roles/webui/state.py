@@ -36,9 +36,10 @@ PROC = "/proc"
 SHA256SUM_LINE = re.compile(r"^[0-9a-f]{64}  ")
 # The parts of ProjectState's output that tell what Docker runs (roles.parsers' markers), after
 # every other line: "container", the config.v2.json of each container of the project that runs;
-# "ps", `docker ps`'s SERVICE|IMAGE lines when Docker's files show none; "image", each image
-# asked for that the host has; "restarts", SERVICE|COUNT of what "ps" listed; "registry", the fleet registry's name of the image when that
-# registry has it (asked only of the host that builds for the fleet, see ``docker_command``).
+# "ps", `docker ps`'s SERVICE|STATUS|IMAGE lines when Docker's files show none; "restarts",
+# SERVICE|COUNT of what "ps" listed; "image", each image asked for that the host has;
+# "registry", the fleet registry's name of the image when that registry has it (asked only of
+# the host that builds for the fleet, see ``docker_command``).
 DOCKER_PARTS = ("container", "ps", "restarts", "image", "registry")
 
 
@@ -77,8 +78,7 @@ def docker_command(images, pushed: str = "") -> str:
     words = " ".join(shlex.quote(image) for image in images)
     label = f'"com.docker.compose.project":"{PROJECT}"'  # as config.v2.json writes it
     # repositories.json's "TAG":"sha256:ID" entries of the images asked for.
-    pairs = " ".join(f"-e {shlex.quote(chr(34) + ere(image) + chr(34) + ':' + chr(34))}"
-                     "'sha256:[0-9a-f]*\"'" for image in images)
+    pairs = " ".join("-e " + shlex.quote(f'"{ere(image)}":"sha256:[0-9a-f]*"') for image in images)
     # One line, as every fact's command (the unit tests' fake reads them from pyinfra's log).
     return " ".join([
         "if command -v docker >/dev/null; then",
@@ -132,6 +132,15 @@ def docker_command(images, pushed: str = "") -> str:
     ])
 
 
+def restart_loop(restarts: int, healthy: bool) -> str | None:
+    """The summary's status of a service Docker's restart policy restarted ``restarts`` times:
+    not healthy now, it is a crash loop caught between two crashes (its health is "starting"
+    again after each restart); else None."""
+    if restarts and not healthy:
+        return STATUSES["unhealthy"].format(why=f"restart loop: restarted {restarts} times")
+    return None
+
+
 def docker_state(parts) -> dict:
     """
     ``docker_command``'s parts (roles.parsers.parts) -> the running services, the image each
@@ -162,12 +171,9 @@ def docker_state(parts) -> dict:
                 status = ((container.get("State") or {}).get("Health") or {}).get("Status")
                 if status:
                     found["health"][service] = HEALTH_SAID.get(status, status)
-                # Restarted by its policy and not healthy now: a crash loop caught between two
-                # crashes (its health is "starting" again after each restart).
-                restarts = container.get("RestartCount") or 0
-                if restarts and status != "healthy":
-                    found["health"][service] = STATUSES["unhealthy"].format(
-                        why=f"restart loop: restarted {restarts} times")
+                looping = restart_loop(container.get("RestartCount") or 0, status == "healthy")
+                if looping:
+                    found["health"][service] = looping
             elif name == "ps":
                 # SERVICE|STATUS|IMAGE (the image last: the shell matches "|IMAGE" at the end)
                 service, sep, rest = line.partition("|")
@@ -186,12 +192,11 @@ def docker_state(parts) -> dict:
                 found["images"].append(line)
             elif name == "registry" and line:
                 found["pushed"].append(line)
-    # As for a container read from Docker's files: restarted by its policy and not healthy now
-    # is a crash loop caught between two crashes.
+    # As for a container read from Docker's files.
     for service, status in listed.items():
-        if restarted.get(service) and "(healthy)" not in status and service not in found["health"]:
-            found["health"][service] = STATUSES["unhealthy"].format(
-                why=f"restart loop: restarted {restarted[service]} times")
+        looping = restart_loop(restarted.get(service, 0), "(healthy)" in status)
+        if looping and service not in found["health"]:
+            found["health"][service] = looping
     return found
 
 
