@@ -81,6 +81,24 @@ def directories_of(directory: str) -> list[str]:
             f"{directory}/outputs", f"{directory}/secrets"]
 
 
+def model_paths(values: dict) -> list[str]:
+    """Where the models of ``webui_models`` go on the host."""
+    directory = values["webui_dir"].rstrip("/")
+    return [f"{directory}/{MODELS}/{model['name']}" for model in values["webui_models"]]
+
+
+def fleet_build(values: dict, image: str) -> tuple[str, str, str]:
+    """
+    (the fleet's registry, its name of ``image``, the host that builds it for the fleet), or
+    three empty strings without one (no cache_host, or a prebuilt webui_image). The builder is
+    claimed by the first host to ask (roles.webui.fleet), the same for each later ask.
+    """
+    registry = "" if values["webui_image"] else cache.registry(cache.values_of())
+    if not registry:
+        return "", "", ""
+    return registry, remote_name(registry, image), builder_of(image)
+
+
 def state_ask(backend: str, known: HostFacts, plan=None, values: dict | None = None) -> tuple:
     """
     The ProjectState fact stack() reads, with its arguments, for ``known``'s host running
@@ -95,11 +113,11 @@ def state_ask(backend: str, known: HostFacts, plan=None, values: dict | None = N
     image = image_of(values, backend, dockerfile(values, backend, plan.torch_build))
     paths = directories_of(directory) + [f"{directory}/{name}" for name in FILES]
     paths += [f"{directory}/secrets/webui-auth"]
-    models = [f"{directory}/{MODELS}/{model['name']}" for model in values["webui_models"]]
-    asked = {"directory": directory, "paths": paths, "images": [image], "models": models}
-    registry = "" if values["webui_image"] else cache.registry(cache.values_of())
+    asked = {"directory": directory, "paths": paths, "images": [image],
+             "models": model_paths(values)}
+    registry, remote, builder = fleet_build(values, image)
     if registry:
-        asked["pushed"] = remote_name(registry, image) if builder_of(image) == host.name else ""
+        asked["pushed"] = remote if builder == host.name else ""
     return ProjectState, asked
 
 
@@ -138,9 +156,7 @@ def stack(backend: str, known: HostFacts, env: dict | None = None, plan=None):
     image = asked["images"][0]
     # With the fleet's registry, a built image is built by one host and pulled by the others
     # (roles.webui.fleet); the builder asks whether the registry has it in the same read.
-    registry = "" if values["webui_image"] else cache.registry(cache.values_of())
-    remote = remote_name(registry, image) if registry else ""
-    builder = builder_of(image) if registry else ""
+    registry, remote, builder = fleet_build(values, image)
     builds = builder == host.name
     state = known.fact(fact, asked)
 
@@ -226,8 +242,7 @@ def models():
     the fleet's cache first. One command when every model is in place.
     """
     values = read(host, SETTINGS)
-    directory = values["webui_dir"].rstrip("/")
-    paths = [f"{directory}/{MODELS}/{model['name']}" for model in values["webui_models"]]
+    paths = model_paths(values)
     if paths:
         state = host.get_fact(ModelSums, paths=" ".join(shlex.quote(p) for p in paths))
-        fetch_models(values, directory, state)
+        fetch_models(values, values["webui_dir"].rstrip("/"), state)
