@@ -33,18 +33,21 @@ CONNECT_SECONDS = 2
 FALLBACK = "sdinfra: the apt cache"  # how the proxy script's warning begins
 
 
+def _address(values: dict, port: str) -> str:
+    """``cache_host:PORT`` of the service on the setting ``port``, empty without a cache."""
+    return f"{values['cache_host']}:{values[port]}" if values["cache_host"] else ""
+
+
 def apt_url(values: dict) -> str:
     """The apt cache's URL (``http://10.0.0.5:3142``), empty when the host uses no cache."""
-    if not values["cache_host"]:
-        return ""
-    return f"http://{values['cache_host']}:{values['cache_apt_port']}"
+    address = _address(values, "cache_apt_port")
+    return f"http://{address}" if address else ""
 
 
 def models_url(values: dict) -> str:
     """Where the cache host serves the models (``http://10.0.0.5:3143``), empty without a cache."""
-    if not values["cache_host"]:
-        return ""
-    return f"http://{values['cache_host']}:{values['cache_models_port']}"
+    address = _address(values, "cache_models_port")
+    return f"http://{address}" if address else ""
 
 
 def models_dir(values: dict) -> str:
@@ -53,9 +56,7 @@ def models_dir(values: dict) -> str:
 
 def registry(values: dict) -> str:
     """The registry as Docker names it (``10.0.0.5:5000``), empty when there is no cache."""
-    if not values["cache_host"]:
-        return ""
-    return f"{values['cache_host']}:{values['cache_registry_port']}"
+    return _address(values, "cache_registry_port")
 
 
 # --- what the cache host runs -------------------------------------------------------------------
