@@ -385,6 +385,17 @@ def install(known: HostFacts):
             server.shell(name="rocminfo lists a GPU agent", commands=[verify_command(env)])
 
 
+def _preflight_read(known: HostFacts, env: dict) -> tuple[list[str], bool, str | bool]:
+    """What the preflight's command read in this run that RocmState need not ask again:
+    (its rocminfo lines, whether they are what the container's ``env`` would give, the running
+    kernel when it printed uname; for roles.rocm.driver)."""
+    seen = (known.section("rocminfo") or "").splitlines()
+    rocminfo = (known.section_state("rocminfo") in ("present", "missing")
+                and same_agents_as_preflight(env, seen))
+    uname = known.section("uname") is not None and known.hardware["os"].get("kernel")
+    return seen, rocminfo, uname
+
+
 def state_ask(known: HostFacts, values: dict | None = None) -> tuple:
     """
     The RocmState fact install() reads, with its arguments, for ``known``'s host: without what
@@ -393,10 +404,7 @@ def state_ask(known: HostFacts, values: dict | None = None) -> tuple:
     """
     values = read(host, SETTINGS) if values is None else values
     env = container_env(values)
-    seen = (known.section("rocminfo") or "").splitlines()
-    rocminfo = (known.section_state("rocminfo") in ("present", "missing")
-                and same_agents_as_preflight(env, seen))
-    uname = known.section("uname") is not None and known.hardware["os"].get("kernel")
+    _, rocminfo, uname = _preflight_read(known, env)
     return RocmState, {"users": " ".join(values["rocm_users"]), "verify": values["rocm_verify"],
                        "env": env_assignments(env), "rocminfo": not rocminfo,
                        "kernel": known.section("dmesg") is None, "driver": not uname}
@@ -408,12 +416,9 @@ def _state(values: dict, env: dict, known: HostFacts) -> dict:
     already (``known``). Kept in ``known.rocm``.
     """
     dmesg = known.section("dmesg")
-    seen = (known.section("rocminfo") or "").splitlines()
-    rocminfo = (known.section_state("rocminfo") in ("present", "missing")
-                and same_agents_as_preflight(env, seen))
     # The running kernel and Secure Boot (roles.rocm.driver): the preflight's uname and
     # secureboot sections when it ran, else asked in the same command.
-    uname = known.section("uname") is not None and known.hardware["os"].get("kernel")
+    seen, rocminfo, uname = _preflight_read(known, env)
     state = known.fact(*state_ask(known, values))
     if uname:
         state = {**state, "uname": uname,
