@@ -73,7 +73,6 @@ KEYS = ("hosts", "cold_s", "nochange_s", "floor_s", "ratio", "commands_per_host"
 MAX_RATIO_AT_3 = 3.0
 MAX_COMMANDS = 40
 MAX_GROWTH_1_TO_6 = 1.5
-CACHE_PORTS = (5000, 3142, 3143)  # roles.cache: registry, apt cache, models (the defaults)
 # What pyinfra's SSH connector logs (at debug level) for each command it runs on a host.
 COMMAND_LINE = re.compile(r"Running command on (\S+): \(pty=")
 UPLOAD_LINE = re.compile(r"Attempting upload of .* to ")
@@ -192,14 +191,15 @@ def with_cache(fleet, names: list[str]) -> None:
 
 def measure(count: int, stand_ins, build, workdir: Path, repeat: int, cache: bool,
             backends=BACKENDS) -> Result:
+    from roles.cache.settings import DEFAULT_PORTS
     from testbed import standins
     from testbed.fleet import Fleet
     from testbed.hosts import prepare
 
     names = names_for(count, backends)
-    # With a cache, the hosts reach its registry and apt cache on each other (roles.cache).
+    # With a cache, the hosts reach its registry, apt cache and models on each other.
     fleet = Fleet(workdir / f"fleet-{count}", names,
-                  **({"peer_ports": CACHE_PORTS} if cache else {}))
+                  **({"peer_ports": DEFAULT_PORTS} if cache else {}))
     try:
         log(f"{count} host(s): booting {', '.join(names)}")
         fleet.up()

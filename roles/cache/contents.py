@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shlex
 
-from roles.cache.settings import normalised
+from roles.cache.settings import PORTS, normalised
 
 
 PACKAGES = ["docker-registry", "apt-cacher-ng"]
@@ -63,8 +63,7 @@ def registry(values: dict) -> str:
 
 
 def _ports(values: dict) -> str:
-    return (f"{values['cache_registry_port']},{values['cache_apt_port']},"
-            f"{values['cache_models_port']}")
+    return ",".join(str(values[port]) for port in PORTS)
 
 
 def firewall_script(values: dict) -> str:

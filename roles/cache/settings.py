@@ -75,6 +75,10 @@ SETTINGS = [
             "(read-only HTTP, `/SHA256`) to the other hosts"),
 ]
 
+# The settings of the cache's services' ports: the registry, the apt cache, the models.
+PORTS = ("cache_registry_port", "cache_apt_port", "cache_models_port")
+DEFAULT_PORTS = tuple(s.default for name in PORTS for s in SETTINGS if s.name == name)
+
 
 def check(host, values) -> list[str]:
     found = []
@@ -85,9 +89,8 @@ def check(host, values) -> list[str]:
         if not values["cache_allow"]:
             found.append("cache_serve = True needs cache_allow: the networks of the fleet's "
                          "hosts (nothing else may reach the registry and the apt cache)")
-    ports = ("cache_registry_port", "cache_apt_port", "cache_models_port")
-    for number, first in enumerate(ports):
-        for second in ports[number + 1:]:
+    for number, first in enumerate(PORTS):
+        for second in PORTS[number + 1:]:
             if values[first] == values[second]:
                 found.append(f"{first} and {second} are both {values[second]}: give each its "
                              "own port")
