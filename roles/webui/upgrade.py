@@ -126,7 +126,7 @@ def push_script(directory: str, compose: str, service: str, image: str, remote: 
         f'docker tag "$new" {q_remote} || exit 1',
         f"( {ticking('pushing ' + remote, f'docker push {q_remote}')} ); rc=$?",
         f"docker rmi {q_remote} >/dev/null 2>&1",
-        f'[ $rc -eq 0 ] && exit 0',
+        '[ $rc -eq 0 ] && exit 0',
         # An image the registry never got is not the fleet's: untagged (docker refuses while a
         # container uses it), so that the next run, whose builder may be another host, pulls
         # what that one pushes instead of keeping its own build under the same tag.
