@@ -104,10 +104,10 @@ class Run:
 
 def pyinfra(inventory: Path, *args: str, timeout: float = 1800) -> Run:
     started = time.perf_counter()
-    # As a user's pyinfra runs: Python keeps the compiled modules it imports (sdinfra's are
-    # compiled by the cold run, pyinfra's when pip installed it), whatever the shell that
-    # started the bench says (PYTHONDONTWRITEBYTECODE would make every run compile sdinfra's
-    # ~50 modules again, ~0.1 s the floor never pays).
+    # As a user's pyinfra runs, whatever the shell that started the bench says: pyinfra's own
+    # modules were compiled when pip installed it, sdinfra's by its first run (roles/speed.py
+    # keep_bytecode, which PYTHONDONTWRITEBYTECODE would turn off: every run would compile
+    # sdinfra's ~60 modules again, ~0.05 s the floor never pays).
     env = {**os.environ, "PYINFRA_PROGRESS": "off"}
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     proc = subprocess.run([PYINFRA, str(inventory), *args], cwd=REPO, capture_output=True,

@@ -1,5 +1,5 @@
 """
-The one place where sdinfra changes pyinfra's own behaviour for speed.
+The one place where sdinfra changes pyinfra's own behaviour for speed: two changes.
 
 pyinfra 3.10 works out its global arguments with ``typing.get_type_hints(AllArguments)`` anew
 for every fact it reads and every operation called: ~0.4 ms each (it evaluates the string
@@ -11,12 +11,23 @@ The patch is tied to pyinfra's internals, so it is applied only to the releases 
 against (``CHECKED``); any other pyinfra runs as it is, only slower.
 tests/unit/test_speed.py fails when upstream starts caching the answer itself: then this module
 can go.
+
+pyinfra's CLI also turns off writing bytecode for its whole process (``sys.dont_write_bytecode``
+in pyinfra_cli/main.py ``main()``, so that users' deploy folders get no .pyc). That keeps Python
+from caching sdinfra's own modules too: every run compiled all ~60 of them again from source, ~50
+ms of the controller's CPU per run (measured on the 12-host bench fleet: 0.61 s against 0.56 s).
+``keep_bytecode()`` compiles this package's stale modules once, as pip does for a package it
+installs; it writes only into the package's own ``__pycache__`` folders, and obeys a shell that
+sets PYTHONDONTWRITEBYTECODE itself.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 from importlib import metadata
+from pathlib import Path
 
 # pyinfra releases (major, minor) whose all_global_arguments() was read and found to recompute
 # its answer on every call. Add a release here only after reading its source.
@@ -61,3 +72,14 @@ def apply() -> bool:
     if getattr(facts, "all_global_arguments", None) is original:
         facts.all_global_arguments = all_global_arguments
     return True
+
+
+def keep_bytecode(package: Path = Path(__file__).parent) -> bool:
+    """Compile the stale modules of ``package`` (sdinfra's roles), when only pyinfra's CLI keeps
+    Python from doing it; True when it compiled (or found current) every module."""
+    if not sys.dont_write_bytecode or os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        return False
+    import compileall
+
+    # quiet=2: a folder that is not writable (a shared install) only makes runs slower.
+    return bool(compileall.compile_dir(str(package), quiet=2))

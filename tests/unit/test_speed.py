@@ -1,5 +1,6 @@
 """roles/speed.py: the one patch of pyinfra's behaviour, its guard, and whether it is still needed."""
 
+import os
 import typing
 
 import pytest
@@ -48,3 +49,50 @@ def test_an_unchecked_pyinfra_is_left_as_it_is(monkeypatch):
     monkeypatch.setattr(arguments, "all_global_arguments", sentinel)
     assert speed.apply() is False
     assert arguments.all_global_arguments is sentinel
+
+
+def _package(tmp_path):
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("X = 1\n")
+    (package / "sub" / "mod.py").write_text("Y = 2\n")
+    return package
+
+
+def test_own_modules_are_compiled_when_only_pyinfra_forbids_it(tmp_path, monkeypatch):
+    # pyinfra's CLI sets the flag for the whole process; the shell asked for nothing.
+    monkeypatch.setattr("sys.dont_write_bytecode", True)
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
+    package = _package(tmp_path)
+    assert speed.keep_bytecode(package)
+    compiled = sorted(p.relative_to(package).parts[0] for p in package.rglob("*.pyc"))
+    assert compiled == ["__pycache__", "sub"]
+    # A module changed since: compiled again, not left stale.
+    stale = next((package / "sub" / "__pycache__").glob("mod.*.pyc"))
+    before = stale.read_bytes()
+    changed = package / "sub" / "mod.py"
+    changed.write_text("Y = 3\n")
+    os.utime(changed, (changed.stat().st_atime, changed.stat().st_mtime + 10))  # a later edit
+    assert speed.keep_bytecode(package)
+    assert stale.read_bytes() != before
+
+
+@pytest.mark.parametrize("flag, env", [(False, None), (True, "1")])
+def test_nothing_is_written_when_python_writes_itself_or_the_shell_forbids_it(
+        tmp_path, monkeypatch, flag, env):
+    monkeypatch.setattr("sys.dont_write_bytecode", flag)
+    if env is None:
+        monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
+    else:
+        monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", env)
+    package = _package(tmp_path)
+    assert not speed.keep_bytecode(package)
+    assert not list(package.rglob("*.pyc"))
+
+
+def test_a_folder_that_cannot_be_written_only_costs_speed(tmp_path, monkeypatch):
+    monkeypatch.setattr("sys.dont_write_bytecode", True)
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
+    package = _package(tmp_path)
+    (package / "__pycache__").write_text("not a folder")  # compileall cannot write there
+    assert speed.keep_bytecode(package) is False
