@@ -7,9 +7,10 @@ reads, so one parser serves a live host and a folder of captured outputs alike.
 
 Inside a section, lines that start with ``#! `` are notes from the command itself, not tool
 output: ``#! missing TOOL`` (the tool is not installed), ``#! unavailable dmesg`` (the kernel log
-could not be read, usually for lack of root), ``#! exit N`` (nvidia-smi's exit status) and
+could not be read, usually for lack of root), ``#! exit N`` (nvidia-smi's exit status),
 ``#! df LABEL PATH`` (the next ``df`` row is the filesystem holding LABEL's nearest existing
-directory PATH). A missing tool is not an error: its facts are simply unknown.
+directory PATH) and ``#! skipped ...`` (the kernel log was not read: it could tell nothing more,
+see SKIPPED_NOTE). A missing tool is not an error: its facts are simply unknown.
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ SECTIONS = (
 
 MARKER, NOTE = parsers.MARKER, parsers.NOTE  # roles.parsers: the marker protocol of every fact
 
+# The dmesg section's note when the kernel log was not read because rocminfo lists a GPU agent
+# for each AMD GPU of the PCI list: kfd accepted them all, so the log holds no verdict that
+# changes a decision (a pasted dmesg.txt may hold this line too).
+SKIPPED_NOTE = "skipped rocminfo lists a GPU agent for each AMD GPU"
+
 # --- the one remote command ------------------------------------------------------------------
 
 
@@ -73,22 +79,36 @@ def command(stack_dir: str = DEFAULT_STACK_DIR, docker_dir: str = DEFAULT_DOCKER
         "|core id|cpu cores|siblings|flags|Features|CPU implementer)[[:space:]]*:/ "
         "&& !($0 ~ /^flags/ && f++)) print; next } "
         "/^(MemTotal|MemAvailable|SwapTotal):/' /proc/cpuinfo /proc/meminfo",
+        # Where an AMD GPU may be ($amd: /dev/kfd, an ATI/AMD PCI device (vendor 0x1002), or no
+        # PCI list to tell) and how many AMD display or accelerator devices (class 0x03, 0x12)
+        # the PCI list holds ($d). Builtins only: each process costs a container ~1 ms of CPU.
+        "amd=; d=0; { [ -e /dev/kfd ] || ! [ -d /sys/bus/pci/devices ]; } && amd=1; "
+        "for v in /sys/bus/pci/devices/*/vendor; do read -r x 2>/dev/null < \"$v\" && "
+        "[ \"$x\" = 0x1002 ] && amd=1 && read -r c 2>/dev/null < \"${v%/vendor}/class\" && "
+        "case $c in 0x03*|0x12*) d=$((d + 1));; esac; done",
+        # rocminfo runs before the kernel log is read (its section is printed after), as the
+        # container's ROCm runs it: no ROC_ENABLE_PRE_VEGA, which ROCr (rocminfo) and HIP never
+        # read (ROCR-Runtime rocm-5.3.0 has no such variable; ROCclr reads it for OpenCL only,
+        # device/device.hpp runtimeRocSupported).
+        f"{ROCMINFO}; r=; if [ -n \"$R\" ]; then r=$(\"$R\" 2>&1 | head -n 3000); fi",
         "sec dmesg",
-        # The kernel log (often megabytes) is read only where amdgpu's kfd lines can be: with
-        # /dev/kfd, an ATI/AMD graphics PCI device (vendor 0x1002), or no PCI list to tell.
-        # Without one the section stays empty, as a log without kfd lines leaves it.
-        "amd=; { [ -e /dev/kfd ] || ! [ -d /sys/bus/pci/devices ]; } && amd=1; "
-        "for v in /sys/bus/pci/devices/*/vendor; do [ -n \"$amd\" ] && break; "
-        "read -r x 2>/dev/null < \"$v\" && [ \"$x\" = 0x1002 ] && amd=1; done; "
-        "if [ -n \"$amd\" ]; then "
+        # The kernel log (often megabytes: ~9 ms of a container's CPU to format and filter) is
+        # read only where amdgpu's kfd lines can be ($amd), and not where they can tell nothing
+        # more: a GPU agent is a device kfd added, and kfd adds only AMD devices of the PCI list,
+        # so when rocminfo lists as many GPU agents ("Device Type: GPU"; counted with set -f, as
+        # rocminfo prints "*******") as the list has AMD GPUs ($d), kfd rejected none, and the
+        # GPUs, their gfx targets and VRAM come from rocminfo. SKIPPED_NOTE says so. With fewer
+        # agents (a card kfd skipped), no rocminfo, a failed one or no PCI list, it is read.
+        "if [ -n \"$amd\" ]; then n=0; if [ -n \"$r\" ] && [ -d /sys/bus/pci/devices ]; then "
+        "set -f; p=; for w in $r; do [ \"$p$w\" = Type:GPU ] && n=$((n + 1)); p=$w; done; "
+        "set +f; fi; "
+        "if [ \"$n\" -gt 0 ] && [ \"$n\" -ge \"$d\" ]; then "
+        f"echo '#! {SKIPPED_NOTE}'; else "
         "{ dmesg 2>/dev/null || echo '#! unavailable dmesg'; } | grep -i -E "
-        "'kfd|atomic|VRAM memory ready|modesetting \\(|^#! unavailable dmesg$'; fi",
+        "'kfd|atomic|VRAM memory ready|modesetting \\(|^#! unavailable dmesg$'; fi; fi",
         "sec rocminfo",
-        # Run as the container's ROCm runs it: no ROC_ENABLE_PRE_VEGA, which ROCr (rocminfo)
-        # and HIP never read (ROCR-Runtime rocm-5.3.0 has no such variable; ROCclr reads it
-        # for OpenCL only, device/device.hpp runtimeRocSupported).
-        f"{ROCMINFO}; if [ -n \"$R\" ]; then \"$R\" 2>&1 | head -n 3000; "
-        "else echo '#! missing rocminfo'; fi",
+        "if [ -z \"$R\" ]; then echo '#! missing rocminfo'; "
+        "elif [ -n \"$r\" ]; then printf '%s\\n' \"$r\"; fi",
         "sec nvidia-smi",
         # One nvidia-smi (each start costs the driver an initialisation): the query gives whole
         # names, memory, bus ids and the driver; its exit status is noted for the nvidia role,
@@ -113,7 +133,7 @@ def command(stack_dir: str = DEFAULT_STACK_DIR, docker_dir: str = DEFAULT_DOCKER
         "/sys/class/drm/card[0-9][0-9]/device/mem_info_vram_total; do [ -r \"$f\" ] && "
         "echo \"$(basename \"$(readlink -f \"${f%/mem_info_vram_total}\")\") $(cat \"$f\")\"; done",
         # Secure Boot, for the rocm role's choice of kernel driver (roles/rocm/driver.py): asked
-        # where an AMD GPU may be ($amd, from the dmesg section), nothing elsewhere.
+        # where an AMD GPU may be ($amd, set before rocminfo runs), nothing elsewhere.
         "sec secureboot",
         "if [ -n \"$amd\" ] && have mokutil; then mokutil --sb-state 2>&1; fi",
         "true",
@@ -135,12 +155,13 @@ def split_notes(text: str) -> tuple[list[str], list[str]]:
 
 
 def section_state(sections: dict[str, str], name: str) -> str:
-    """'absent' (not captured), 'missing' (tool not installed), 'unavailable' or 'present'."""
+    """'absent' (not captured), 'missing' (tool not installed), 'unavailable', 'skipped' (not
+    read: it could tell nothing more) or 'present'."""
     if name not in sections:
         return "absent"
     _, notes = split_notes(sections[name])
     for note in notes:
         word = note.split()[0] if note.split() else ""
-        if word in ("missing", "unavailable"):
+        if word in ("missing", "unavailable", "skipped"):
             return word
     return "present"

@@ -77,6 +77,9 @@ def report(host_name: str, decision: Decision, facts: dict,
     kfd = facts["kfd"]
     if kfd["readable"] is False:
         lines.append("  Kernel  dmesg not readable (run as root to see kfd's verdict)")
+    if facts["sections"].get("dmesg") == "skipped":
+        lines.append("  Kernel  dmesg not read: rocminfo lists a GPU agent for each AMD GPU, so "
+                     "kfd accepted them all")
     for line in kfd["lines"]:
         lines.append(f"  Kernel  {line}")
     rocminfo = facts["rocminfo"]

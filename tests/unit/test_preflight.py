@@ -380,31 +380,183 @@ def _can_unshare() -> bool:
         return False
 
 
-@pytest.mark.skipif(not Path("/sys/bus/pci/devices").is_dir() or Path("/dev/kfd").exists()
-                    or not _can_unshare(), reason="needs a PCI list, no /dev/kfd and unshare")
-@pytest.mark.parametrize("vendors,reads_the_log", [(["0x8086", "0x10de"], False),
-                                                   (["0x8086", "0x1002"], True)])
-def test_the_kernel_log_is_read_only_where_an_amd_gpu_can_be(tmp_path, vendors, reads_the_log):
-    # The real command in a mount namespace whose PCI list is the test's; dmesg is a stand-in
-    # that leaves a mark when it runs.
+FAKE_HOST = pytest.mark.skipif(
+    not Path("/sys/bus/pci/devices").is_dir() or Path("/dev/kfd").exists()
+    or Path("/opt/rocm/bin/rocminfo").exists() or not _can_unshare(),
+    reason="needs a PCI list, no /dev/kfd or /opt/rocm, and unshare")
+
+
+def on_fake_host(tmp_path: Path, devices: list[tuple[str, str]], rocminfo: str | None = None,
+                 rocminfo_rc: int = 0, dmesg: str = "") -> tuple[dict[str, str], bool]:
+    """
+    The real command in a mount namespace whose PCI list is ``devices`` ((vendor, class) pairs),
+    with stand-ins that print ``rocminfo`` (not installed when None) and exit ``rocminfo_rc``,
+    print the kernel log ``dmesg`` and leave a mark when it runs, and a mokutil (Secure Boot is
+    asked where an AMD GPU may be). Returns the sections and whether dmesg ran.
+    """
     pci = tmp_path / "pci"
-    for i, vendor in enumerate(vendors):
-        (pci / f"0000:0{i}:00.0").mkdir(parents=True)
-        (pci / f"0000:0{i}:00.0" / "vendor").write_text(vendor + "\n")
+    pci.mkdir()
+    for i, (vendor, cls) in enumerate(devices):
+        (pci / f"0000:{i:02x}:00.0").mkdir()
+        (pci / f"0000:{i:02x}:00.0" / "vendor").write_text(vendor + "\n")
+        (pci / f"0000:{i:02x}:00.0" / "class").write_text(cls + "\n")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "dmesg").write_text(f"#!/bin/sh\ntouch {tmp_path}/read\n"
-                                   "echo '[ 2.5] kfd kfd: amdgpu: added device 1002:73df'\n")
-    (bin_dir / "dmesg").chmod(0o755)
+    (tmp_path / "dmesg.txt").write_text(dmesg)
+    programs = {"dmesg": f"touch {tmp_path}/read\ncat {tmp_path}/dmesg.txt\n",
+                "mokutil": "echo 'SecureBoot disabled'\n"}
+    if rocminfo is not None:
+        (tmp_path / "rocminfo.txt").write_text(rocminfo)
+        programs["rocminfo"] = f"cat {tmp_path}/rocminfo.txt\nexit {rocminfo_rc}\n"
+    for name, body in programs.items():
+        (bin_dir / name).write_text("#!/bin/sh\n" + body)
+        (bin_dir / name).chmod(0o755)
     script = tmp_path / "run.sh"
     script.write_text(f"mount --bind {pci} /sys/bus/pci/devices && exec sh -c "
                       + shlex.quote(facts_module.command()) + "\n")
     proc = subprocess.run(["unshare", "-rm", "sh", str(script)], capture_output=True, text=True,
                           timeout=60, env={"PATH": f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin"})
     assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "read").exists() == reads_the_log
-    kfd = parse(split_sections(proc.stdout))["kfd"]
+    return split_sections(proc.stdout), (tmp_path / "read").exists()
+
+
+INTEL_BRIDGE, AMD_VGA, AMD_AUDIO = ("0x8086", "0x060400"), ("0x1002", "0x030000"), \
+    ("0x1002", "0x040300")
+NVIDIA_VGA = ("0x10de", "0x030000")
+KFD_ADDED = "[    2.5] kfd kfd: amdgpu: added device 1002:73df\n"
+
+
+@FAKE_HOST
+@pytest.mark.parametrize("devices,reads_the_log", [([INTEL_BRIDGE, NVIDIA_VGA], False),
+                                                   ([INTEL_BRIDGE, AMD_VGA], True)])
+def test_the_kernel_log_is_read_only_where_an_amd_gpu_can_be(tmp_path, devices, reads_the_log):
+    sections, read = on_fake_host(tmp_path, devices, dmesg=KFD_ADDED)
+    assert read == reads_the_log
+    kfd = parse(sections)["kfd"]
     assert kfd["added"] == (["1002:73df"] if reads_the_log else [])
+    # Secure Boot is asked where an AMD GPU may be, nowhere else.
+    assert sections["secureboot"].strip() == ("SecureBoot disabled" if reads_the_log else "")
+
+
+def _gpu_agents(text: str) -> int:
+    return len(facts_module.parse_rocminfo(text)["gpu_agents"])
+
+
+ROCMINFO_1_GPU = (CASES / "rx580-gfx803-rocminfo" / "rocminfo.txt").read_text()
+ROCMINFO_2_GPUS = (CASES / "rx7900xtx-rx6900xt-rocminfo" / "rocminfo.txt").read_text()
+ROCMINFO_CPU_ONLY = (SEED / "rocminfo.txt").read_text()
+ROCMINFO_FAILED = (CASES / "rx7600xt-rocminfo-out-of-resources" / "rocminfo.txt").read_text()
+
+
+@FAKE_HOST
+@pytest.mark.parametrize("devices,rocminfo,rc,skips", [
+    # rocminfo lists a GPU agent for the one AMD GPU (its HDMI audio is no GPU): not read.
+    ([INTEL_BRIDGE, AMD_VGA, AMD_AUDIO], ROCMINFO_1_GPU, 0, True),
+    ([AMD_VGA, AMD_VGA, NVIDIA_VGA], ROCMINFO_2_GPUS, 0, True),
+    # A second AMD GPU without an agent: kfd may have skipped it (its verdict is in the log).
+    ([AMD_VGA, AMD_VGA], ROCMINFO_1_GPU, 0, False),
+    # No rocminfo, a failed one, one that lists CPU agents only: the log is read.
+    ([AMD_VGA], None, 0, False),
+    ([AMD_VGA], ROCMINFO_FAILED, 1, False),
+    ([AMD_VGA], ROCMINFO_CPU_ONLY, 0, False),
+    ([AMD_VGA], "", 1, False),
+])
+def test_the_kernel_log_is_skipped_only_when_rocminfo_lists_every_amd_gpu(
+        tmp_path, devices, rocminfo, rc, skips):
+    sections, read = on_fake_host(tmp_path, devices, rocminfo, rc, dmesg=KFD_ADDED)
+    assert read is not skips
+    found = parse(sections)
+    assert found["sections"]["dmesg"] == ("skipped" if skips else "present")
+    assert (found["kfd"]["added"] == []) is skips
+    # The skip is said in the raw output and in the report; $amd still asks Secure Boot.
+    assert (facts_module.SKIPPED_NOTE in sections["dmesg"]) is skips
+    report = preflight.report("h", decide(found), found)
+    assert ("dmesg not read: rocminfo lists a GPU agent for each AMD GPU" in report) is skips
+    assert sections["secureboot"].strip() == "SecureBoot disabled"
+    # rocminfo's section is what it printed, read before the kernel log and printed after it.
+    if rocminfo is None:
+        assert found["sections"]["rocminfo"] == "missing"
+    else:
+        assert sections["rocminfo"].strip() == rocminfo.strip()
+        assert found["rocminfo"]["gpu_agents"] == \
+            facts_module.parse_rocminfo(rocminfo)["gpu_agents"]
+    assert list(split_sections("\n".join(f"### {n}\n{t}" for n, t in sections.items()))) == \
+        list(sections)
+
+
+# Hosts made of real captures: each case's kernel log and rocminfo (tests/fixtures/preflight),
+# and three hosts whose log and rocminfo come from two captures of the same hardware.
+def _composed_hosts() -> list[tuple[str, dict[str, str]]]:
+    hosts = []
+    for case in CASE_NAMES:
+        sections = load_dir(CASES / case)
+        if "dmesg" in sections or "rocminfo" in sections:
+            hosts.append((case, sections))
+    modesetting = (CASES / "rx580-dmesg-modesetting" / "dmesg.txt").read_text()
+    hosts.append(("converged-rx580", {"dmesg": modesetting, "rocminfo": ROCMINFO_1_GPU}))
+    hosts.append(("rx570x2-one-agent", {
+        "dmesg": (CASES / "rx570x2-kfd-added-and-skipped" / "dmesg.txt").read_text(),
+        "rocminfo": ROCMINFO_1_GPU,
+        "lspci-nn": "01:00.0 VGA compatible controller [0300]: Advanced Micro Devices, Inc. "
+                    "[AMD/ATI] Ellesmere [Radeon RX 470/480/570/570X/580/580X/590] [1002:67df]\n"
+                    "02:00.0 VGA compatible controller [0300]: Advanced Micro Devices, Inc. "
+                    "[AMD/ATI] Ellesmere [Radeon RX 470/480/570/570X/580/580X/590] [1002:67df]"}))
+    hosts.append(("converged-rx7900xtx-rx6900xt", {
+        "dmesg": "[    3.1] kfd kfd: amdgpu: added device 1002:744c\n"
+                 "[    3.9] kfd kfd: amdgpu: added device 1002:73bf\n"
+                 "[    2.2] amdgpu 0000:06:00.0: amdgpu: 24560M of VRAM memory ready\n"
+                 "[    2.8] amdgpu 0000:0b:00.0: amdgpu: 16368M of VRAM memory ready",
+        "rocminfo": ROCMINFO_2_GPUS}))
+    return hosts
+
+
+@FAKE_HOST
+@pytest.mark.parametrize("name,sections", _composed_hosts(), ids=[h[0] for h in
+                                                                   _composed_hosts()])
+def test_skipping_the_kernel_log_changes_no_decision(tmp_path, name, sections):
+    # The host: the AMD GPUs its captures know (one at least: these are AMD hosts), on the PCI
+    # list; rocminfo and dmesg print what was captured. Where the command skips the log, the
+    # facts it gives decide as the captured log did: for every accelerator setting, the same
+    # decision to the letter.
+    known = parse(sections)
+    amd = len([g for g in known["gpus"] if g["vendor_id"] == "1002" and
+               (g["class_id"] or "03").startswith("03")]) or 1
+    rocminfo = sections["rocminfo"] if known["sections"]["rocminfo"] == "present" else None
+    ran, read = on_fake_host(tmp_path, [INTEL_BRIDGE] + [AMD_VGA] * amd, rocminfo,
+                             dmesg=sections.get("dmesg", ""))
+    agents = _gpu_agents(rocminfo or "")
+    assert read is not (agents > 0 and agents >= amd), (agents, amd)
+    if read:
+        if name == "rx570x2-one-agent":
+            # Why an agent for each AMD GPU, not one agent: here the log's verdict on the second
+            # card decides (kfd skipped it, so ROCm sees one GPU and the plan sets no
+            # ROCR_VISIBLE_DEVICES; without the log it would).
+            without = parse({**sections, "dmesg": f"#! {facts_module.SKIPPED_NOTE}"})
+            assert decide(without, requested="rocm").to_json() != \
+                decide(known, requested="rocm").to_json()
+        return
+    skipped = {**sections, "dmesg": ran["dmesg"], "rocminfo": ran["rocminfo"]}
+    after = parse(skipped)
+    assert after["sections"]["dmesg"] == "skipped"
+    for accelerator in ("auto", "rocm", "cpu"):
+        assert decide(after, requested=accelerator).to_json() == \
+            decide(known, requested=accelerator).to_json(), accelerator
+    # The report says the same, but for the kernel's own lines, which the note replaces.
+    def lines(found):
+        return [line for line in preflight.report(name, decide(found), found).splitlines()
+                if not line.startswith("  Kernel") and not line.startswith("  GPU")]
+    assert lines(after) == lines(known)
+    assert [g["pci_id"] for g in after["gpus"]] == [g["pci_id"] for g in known["gpus"]]
+
+
+def test_a_pasted_skip_note_reads_as_skipped(tmp_path):
+    (tmp_path / "dmesg.txt").write_text(f"#! {facts_module.SKIPPED_NOTE}\n")
+    (tmp_path / "rocminfo.txt").write_text(RX6700XT.read_text())
+    assert main(["explain", str(tmp_path)]) == 0
+    found = parse(load_dir(tmp_path))
+    assert found["sections"]["dmesg"] == "skipped" and found["kfd"]["readable"] is None
+    assert decide(found).gpu["target"] == "gfx1031"
+
 
 # --- explain ------------------------------------------------------------------------------------
 
