@@ -118,8 +118,10 @@ _SIZE = {"K": 1 / 1024 / 1024, "M": 1 / 1024, "G": 1.0, "T": 1024.0, "P": 1024.0
 def parse_df(text: str | None, stack_dir: str = DEFAULT_STACK_DIR,
              docker_dir: str = DEFAULT_DOCKER_DIR) -> dict:
     """
-    ``df -Pk`` (or ``df -h``) rows: free space where the stack and Docker's data live. Rows after
-    a ``#! df LABEL PATH`` note belong to LABEL; otherwise the row whose mount point is the
+    ``df -Pk`` (or ``df -h``) rows: free space where the stack and Docker's data live. The rows
+    after ``#! df LABEL PATH`` notes belong to those labels in the notes' order (one note and
+    its row, or both notes and one df's two rows); when their counts differ (df failed for a
+    path and printed no row for it) or there are no notes, the row whose mount point is the
     longest prefix of the directory is used.
     """
     result = {"stack": None, "docker": None}
@@ -127,12 +129,25 @@ def parse_df(text: str | None, stack_dir: str = DEFAULT_STACK_DIR,
         return result
     human = False
     rows = []
-    label, labelled_path = None, None
+    notes: list[tuple[str, str]] = []  # the labels of the group of rows that follows
+    group: list[dict] = []
+
+    def close() -> None:
+        if len(group) == len(notes):
+            for (label, path), row in zip(notes, group):
+                row["path"] = path
+                if label in result and result[label] is None:
+                    result[label] = row
+        notes.clear()
+        group.clear()
+
     for line in text.splitlines():
         if line.startswith(NOTE):
             parts = line[len(NOTE):].split(None, 2)
             if len(parts) == 3 and parts[0] == "df":
-                label, labelled_path = parts[1], parts[2]
+                if group:
+                    close()
+                notes.append((parts[1], parts[2]))
             continue
         fields = line.split()
         if not fields:
@@ -146,11 +161,10 @@ def parse_df(text: str | None, stack_dir: str = DEFAULT_STACK_DIR,
         if free is None:
             continue
         row = {"filesystem": fields[0], "mount": " ".join(fields[5:]), "free_gb": free,
-               "path": labelled_path}
+               "path": None}
         rows.append(row)
-        if label in result and result[label] is None:
-            result[label] = row
-        label, labelled_path = None, None
+        group.append(row)
+    close()
     for name, directory in (("stack", stack_dir), ("docker", docker_dir)):
         if result[name] is None:
             best = None

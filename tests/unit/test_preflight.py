@@ -325,6 +325,48 @@ def test_df_longest_mount_prefix_without_notes():
     assert disk["docker"]["mount"] == "/var/lib/docker" and disk["stack"]["mount"] == "/"
 
 
+def test_one_df_for_both_paths():
+    # The live command: each label's nearest existing directory, one df for both, each row to
+    # its label, on different mounts and on the same one.
+    def disk(stack: str, docker: str) -> dict:
+        command = facts_module.command(stack_dir=stack, docker_dir=docker)
+        proc = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=60)
+        sections = split_sections(proc.stdout)
+        assert sections["df"].count("#! df ") == 2 and command.count("df -Pk") == 1
+        return parse(sections, stack_dir=stack, docker_dir=docker)["disk"]
+
+    found = disk("/nonexistent/sdinfra/stack", "/proc/sdinfra-none/docker")
+    assert (found["stack"]["path"], found["stack"]["mount"]) == ("/", "/")
+    assert (found["docker"]["path"], found["docker"]["mount"]) == ("/proc", "/proc")
+    found = disk("/proc/sdinfra-none/stack", "/nonexistent/sdinfra/docker")
+    assert (found["stack"]["mount"], found["docker"]["mount"]) == ("/proc", "/")
+    found = disk("/nonexistent/a", "/nonexistent/b")
+    assert found["stack"] == found["docker"] and found["stack"]["path"] == "/"
+
+
+def test_df_rows_follow_their_notes_in_order():
+    header = "Filesystem     1024-blocks      Used Available Capacity Mounted on\n"
+    root = "/dev/sda1         30830592  20000000   9258496      69% /\n"
+    data = "/dev/sdb1        976284628 100000000 876284628      11% /data\n"
+    both = "#! df stack /opt\n#! df docker /data\n" + header
+    disk = facts_module.parse_df(both + root + data)
+    assert (disk["stack"]["mount"], disk["stack"]["path"]) == ("/", "/opt")
+    assert (disk["docker"]["mount"], disk["docker"]["path"]) == ("/data", "/data")
+    # The same mount twice (both paths on /).
+    disk = facts_module.parse_df("#! df stack /opt\n#! df docker /var/lib\n" + header + root
+                                 + root)
+    assert (disk["docker"]["mount"], disk["docker"]["path"]) == ("/", "/var/lib")
+    # df printed no row for one path: which row is whose is not known, so each directory gets
+    # the mount that is the longest prefix of it, not the other's row.
+    disk = facts_module.parse_df(both + data, docker_dir="/data/docker")
+    assert disk["stack"] is None
+    assert (disk["docker"]["mount"], disk["docker"]["path"]) == ("/data", "/data/docker")
+    # The earlier layout, a note before each df's own rows (the fixtures' df.txt), still reads.
+    disk = facts_module.parse_df("#! df stack /opt\n" + header + data + "#! df docker /var\n"
+                                 + header + root)
+    assert (disk["stack"]["mount"], disk["docker"]["mount"]) == ("/data", "/")
+
+
 def test_override_target_names():
     from roles.preflight.decide import override_target
     assert override_target("10.3.0") == "gfx1030"
