@@ -111,10 +111,13 @@ def command(stack_dir: str = DEFAULT_STACK_DIR, docker_dir: str = DEFAULT_DOCKER
         "sec nvidia-smi",
         # One nvidia-smi (each start costs the driver an initialisation): the query gives whole
         # names, memory, bus ids and the driver; its exit status is noted for the nvidia role,
-        # which reuses this section rather than asking nvidia-smi again.
+        # which reuses this section rather than asking nvidia-smi again. Its output is bounded:
+        # printed by the shell when it is 4096 characters or less (a header and a ~70-character
+        # row per GPU, or an error line; no process), else cut to 50 lines by head.
         "if have nvidia-smi; then smi=$(timeout 60 nvidia-smi "
         "--query-gpu=index,name,memory.total,driver_version,pci.bus_id --format=csv 2>&1); "
-        "rc=$?; printf '%s\\n' \"$smi\" | head -n 50; echo \"#! exit $rc\"; "
+        "rc=$?; if [ ${#smi} -le 4096 ]; then printf '%s\\n' \"$smi\"; "
+        "else printf '%s\\n' \"$smi\" | head -n 50; fi; echo \"#! exit $rc\"; "
         "else echo '#! missing nvidia-smi'; fi",
         "sec nvidia-driver",
         # Without nvidia-smi, the loaded module's version from /proc and /sys (no process).

@@ -407,6 +407,30 @@ def test_the_fact_is_one_command_with_every_section():
     assert found["cpu"]["threads"] and found["memory"]["total_gb"]
 
 
+@pytest.mark.parametrize("rows,kept,cut", [(2, 3, False), (16, 17, False), (400, 50, True)])
+def test_nvidia_smi_output_is_bounded_without_a_process_when_short(tmp_path, rows, kept, cut):
+    # A stand-in nvidia-smi printing its csv header and a row per GPU, exiting 0; and a `head`
+    # that leaves a mark: a normal answer is printed whole by the shell, a flood cut to 50 lines.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    row = "{}, NVIDIA GeForce RTX 3060, 12288 MiB, 535.104.05, 00000000:{:02X}:00.0"
+    (tmp_path / "smi.txt").write_text(
+        "index, name, memory.total [MiB], driver_version, pci.bus_id\n"
+        + "".join(row.format(i, i % 256) + "\n" for i in range(rows)))
+    (bin_dir / "nvidia-smi").write_text(f"#!/bin/sh\ncat {tmp_path}/smi.txt\n")
+    (bin_dir / "head").write_text(f'#!/bin/sh\ntouch {tmp_path}/head\nexec /usr/bin/head "$@"\n')
+    for name in ("nvidia-smi", "head"):
+        (bin_dir / name).chmod(0o755)
+    proc = subprocess.run(["sh", "-c", facts_module.command()], capture_output=True, text=True,
+                          timeout=60, env={"PATH": f"{bin_dir}:/usr/sbin:/usr/bin:/sbin:/bin"})
+    body, notes = facts_module.split_notes(split_sections(proc.stdout)["nvidia-smi"])
+    assert body == (tmp_path / "smi.txt").read_text().splitlines()[:kept]
+    assert notes == ["exit 0"]
+    assert (tmp_path / "head").exists() is cut
+    smi = parse(split_sections(proc.stdout))["nvidia_smi"]
+    assert len(smi["gpus"]) == kept - 1 and smi["driver"] == "535.104.05"
+
+
 def test_the_command_quotes_odd_stack_paths():
     command = facts_module.command(stack_dir="/srv/my stack's dir")
     proc = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=60)
