@@ -716,3 +716,25 @@ def test_os_release_read_by_the_preflight_gives_the_distribution_as_pyinfra_woul
     assert values["VERSION_ID"] == "21.2" and "not a line" not in str(values)
     found = distro.from_meta(values)
     assert (found.family, found.ubuntu_codename, found.codename) == ("ubuntu", "jammy", "victoria")
+
+
+@pytest.mark.parametrize("text", [
+    'NAME="Debian GNU/Linux"\nID=debian\nVERSION_ID="12"\n',
+    # Blanks, a backslash, an empty line, a last line without its newline: kept as they are.
+    '  PRETTY_NAME="A \\\\ B"  \n\nID=x\nVERSION_CODENAME=last',
+])
+def test_os_release_is_printed_by_the_shell_as_it_is(tmp_path, text):
+    # The real command with the file at a test path, in dash (sh) and bash.
+    path = tmp_path / "os-release"
+    path.write_text(text)
+    command = facts_module.command().replace("/etc/os-release", str(path))
+    for shell in ("sh", "bash"):
+        proc = subprocess.run([shell, "-c", command], capture_output=True, text=True, timeout=60)
+        sections = split_sections(proc.stdout)
+        assert sections["os-release"].splitlines() == text.splitlines()
+        assert "uname" in sections  # the next marker is a line of its own
+        assert parse(sections)["os"]["id"] == ("debian" if "debian" in text else "x")
+    path.unlink()
+    proc = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=60)
+    assert split_sections(proc.stdout)["os-release"] == f"#! missing {path}"
+    assert parse(split_sections(proc.stdout))["sections"]["os-release"] == "missing"
