@@ -208,7 +208,7 @@ class ProjectState(FactBase):
 
     .. code:: python
 
-        {"nproc": 8, "gids": {"video": "44", "render": "110"}, "running": ["cpu"],
+        {"gids": {"video": "44", "render": "110"}, "running": ["cpu"],
          "current": {"cpu": "sdinfra/webui:cpu-v1.10.1-3f2a9c01d4e5"},
          "health": {"cpu": "healthy"},
          "images": ["sdinfra/webui:cpu-v1.10.1-3f2a9c01d4e5"], "models": ["sd-v1-5.safetensors"],
@@ -226,7 +226,7 @@ class ProjectState(FactBase):
         verify = (f"set -- {' '.join(shlex.quote(m) for m in models)}; {TRUSTED_SHA256}; "
                   if models else "")
         return (
-            "echo nproc=$(nproc); "
+            f"echo '{MARKER}{self.ahead}'; "
             f"{GPU_GROUPS}; "
             # Two processes whatever the number of paths (one stat, one sha256sum), read
             # together on the controller.
@@ -247,7 +247,7 @@ class ProjectState(FactBase):
 
     @staticmethod
     def default():
-        return {"nproc": 0, "gids": {}, "running": [], "images": [], "models": [],
+        return {"gids": {}, "running": [], "images": [], "models": [],
                 "files": {}, "dirs": {}, "trusted": {}, "hashed": {}, "leftover": [], "health": {},
                 "current": {}, "pushed": []}
 
@@ -268,9 +268,7 @@ class ProjectState(FactBase):
                 sums[line[66:]] = line[:64]
                 continue
             key, _, rest = line.partition("=")
-            if key == "nproc" and rest.isdigit():
-                state["nproc"] = int(rest)
-            elif key == "S":  # stat's S=TYPE=MODE=PATH
+            if key == "S":  # stat's S=TYPE=MODE=PATH
                 kind, mode_path = rest.split("=", 1)
                 mode, _, path = mode_path.partition("=")
                 kinds[path] = (kind, mode)

@@ -210,9 +210,9 @@ def laid_out(tmp_path: Path, server: str, watched) -> tuple:
                                                                **settings)
         # The command deploy/cpu.py sends (the roles' facts read ahead: roles.hostfacts), from a
         # first plan; then its real output here, the ProjectState fact's part of it.
-        first = plan("deploy/cpu.py", [base.respond("echo nproc=", ["nproc=2"])])
+        first = plan("deploy/cpu.py", [base.respond("echo '### project-state'", [])])
         command = next(c for c in first.commands["h"] if c.startswith("echo '### ahead';"))
-        assert "echo nproc=" in command
+        assert "echo '### project-state'" in command
 
         def project_part(command):
             printed = sections(sh(command, path).stdout, [f"{AHEAD}{ProjectState.ahead}"])
@@ -228,13 +228,13 @@ def laid_out(tmp_path: Path, server: str, watched) -> tuple:
         output = project_part(command) + docker_lines({"cpu": IMAGE}, images=[IMAGE])
         base = docker_converged("h", "debian12", "distro").set(docker_source="distro",
                                                                **settings)
-        return base.respond("echo nproc=", output)
+        return base.respond("echo '### project-state'", output)
 
     return host, dest, log
 
 
 def model_commands(result, dest: Path) -> list[str]:
-    return [c for c in result.commands["h"] if str(dest) in c and "echo nproc=" not in c]
+    return [c for c in result.commands["h"] if str(dest) in c and "echo '### project-state'" not in c]
 
 
 def test_converged_host_with_a_sidecar_changes_nothing_and_hashes_no_model(server, tmp_path,

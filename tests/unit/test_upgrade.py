@@ -89,7 +89,7 @@ def test_the_state_fact_says_which_image_a_running_service_was_started_from(tmp_
 
 def _host(current: str, **settings):
     host, files = converged_cpu(**settings)
-    return host.override("echo nproc=", stack_state(files, running=("cpu",),
+    return host.override("echo '### project-state'", stack_state(files, running=("cpu",),
                                                     current={"cpu": current})), files
 
 

@@ -40,10 +40,10 @@ def unknown_host_plan(backend: str):
     return preflight.decide(preflight.parse({}), requested=backend)
 
 
-def project_lines(base: str, files: dict, nproc: int, gids: dict) -> list[str]:
-    """What the ProjectState fact's command prints before the models and Docker: nproc, getent's
+def project_lines(base: str, files: dict, gids: dict) -> list[str]:
+    """What the ProjectState fact's command prints before the models and Docker: getent's
     lines, stat's for the directories and ``files`` ({name: (content, mode)}), sha256sum's."""
-    lines = [f"nproc={nproc}"] + [f"{name}:x:{gid}:" for name, gid in gids.items()]
+    lines = [f"{name}:x:{gid}:" for name, gid in gids.items()]
     for sub in ["", "/data", "/models", "/models/Stable-diffusion", "/outputs", "/secrets"]:
         lines.append(f"S=directory=755={base}{sub}")
     for name, (content, mode) in files.items():
@@ -53,12 +53,12 @@ def project_lines(base: str, files: dict, nproc: int, gids: dict) -> list[str]:
     return lines
 
 
-def stack_state(files: dict, nproc=4, running=(), models=("sd15.safetensors",), gids=None,
+def stack_state(files: dict, running=(), models=("sd15.safetensors",), gids=None,
                 current=None):
     """The ProjectState fact's output for a host whose project directory holds ``files`` and
     runs the services ``running``, each on the image its compose file names unless ``current``
     ({service: image}) says otherwise."""
-    lines = project_lines(DIR, files, nproc, gids or {"video": "44", "render": "110"})
+    lines = project_lines(DIR, files, gids or {"video": "44", "render": "110"})
     lines += [f"model={m}" for m in models]
     compose = yaml.safe_load(files["docker-compose.yml"][0]) if "docker-compose.yml" in files \
         else {"services": {}}
@@ -127,7 +127,7 @@ def converged_cpu(name="h", running=("cpu",), os_key="debian12", source="distro"
     rendered = render_plan(values(**settings), unknown_host_plan("cpu"),
                            gids={"video": "44", "render": "110"})
     files = {path: (text, "644") for path, text in rendered.items()}
-    return host.respond("echo nproc=", stack_state(files, running=running)), files
+    return host.respond("echo '### project-state'", stack_state(files, running=running)), files
 
 
 def test_compose_file_shares_one_anchor_and_differs_per_backend():
@@ -221,7 +221,7 @@ def test_cpu_threads_are_the_plans_unless_set():
 
 
 def test_fresh_host_gets_files_but_no_start_without_a_model():
-    host = docker_converged("h", "debian12", "distro").respond("echo nproc=", ["nproc=4"])
+    host = docker_converged("h", "debian12", "distro").respond("echo '### project-state'", [])
     result = plan("deploy/cpu.py", [host])
     assert result.returncode == 0, result.output
     assert result.changes("h") == ["Stable Diffusion web UI | Project directory and files"]
@@ -231,7 +231,7 @@ def test_fresh_host_gets_files_but_no_start_without_a_model():
 
 def test_fresh_host_with_a_model_downloads_it_and_starts_the_service():
     host = docker_converged("h", "debian12", "distro").set(webui_models=[MODEL])
-    result = plan("deploy/cpu.py", [host.respond("echo nproc=", ["nproc=4"])])
+    result = plan("deploy/cpu.py", [host.respond("echo '### project-state'", [])])
     assert result.changes("h") == [
         "Stable Diffusion web UI | Project directory and files",
         "Stable Diffusion web UI | Download model sd15.safetensors",
@@ -319,7 +319,7 @@ def test_insecure_flags_need_their_setting_and_warn():
 def test_dry_run_with_diff_shows_no_login(tmp_path):
     secret_file = tmp_path / "login"
     secret_file.write_text("bob:very-secret-1\n")
-    host = docker_converged("h", "debian12", "distro").respond("echo nproc=", ["nproc=2"])
+    host = docker_converged("h", "debian12", "distro").respond("echo '### project-state'", [])
     host.set(webui_listen=True, webui_auth_file=str(secret_file), webui_models=[MODEL])
     inventory = tmp_path / "inventory.py"
     from tests.unit.fakehost import PYINFRA, inventory_source
@@ -346,7 +346,7 @@ def test_ubuntu_20_04s_own_compose_is_refused_with_the_setting_to_use():
                                            ("debian12", "distro")])
 def test_cpu_deploy_on_each_distribution_fresh_then_converged(os_key, source):
     fresh = FakeHost("h").os(os_key).set(docker_source=source, webui_models=[MODEL])
-    result = plan("deploy/cpu.py", [fresh.respond("echo nproc=", ["nproc=8"])])
+    result = plan("deploy/cpu.py", [fresh.respond("echo '### project-state'", [])])
     assert result.returncode == 0, result.output
     changes = result.changes("h")
     assert "Docker Engine | Docker is enabled and running" in changes
@@ -363,7 +363,7 @@ def test_what_an_interrupted_run_left_is_removed_by_the_next():
     left = [f"{DIR}/webui.env.sdinfra-new",
             f"{DIR}/models/Stable-diffusion/.sd15.safetensors.sdinfra-part.Xy12ab"]
     host, files = converged_cpu()
-    host.override("echo nproc=", [f"leftover={p}" for p in left] +
+    host.override("echo '### project-state'", [f"leftover={p}" for p in left] +
                   stack_state(files, running=("cpu",)))
     result = plan("deploy/cpu.py", [host])
     assert result.changes("h") == ["Stable Diffusion web UI | Remove what an interrupted run left"]
