@@ -12,7 +12,7 @@ fails does not stop the others, and the run ends with a summary per host.
 
 from pyinfra import host
 
-from roles import apt, cache, docker, nvidia, preflight, rocm, summary, webui
+from roles import apt, cache, docker, nvidia, preflight, rocm, summary, targets, webui
 from roles.settings import read, validate
 
 validate(apt, preflight.settings, docker.settings, rocm.settings, nvidia.settings, webui.settings,
@@ -22,10 +22,11 @@ validate(apt, preflight.settings, docker.settings, rocm.settings, nvidia.setting
 cache.install()
 
 values = read(host, webui.settings.SETTINGS)
-# What this run learns about the host, built once (the preflight's one command) and passed to
-# every role below.
-known = preflight.learn(stack_dir=values["webui_dir"],
-                        rocm_release=read(host, rocm.settings.SETTINGS)["rocm_release"])
+accelerator = read(host, preflight.settings.SETTINGS)["accelerator"]
+# What this run learns about the host, built once and passed to every role below: the
+# preflight's one command, which also reads the facts the roles will likely read (a converged
+# host whose accelerator names its backend costs one).
+known = targets.learn(backend=None if accelerator == "auto" else accelerator)
 decision = preflight.preflight(known, rocm_driver=rocm.driver_line(known)
                                if known.plan.backend == "rocm" else None)
 backend = decision.backend
@@ -35,7 +36,7 @@ if backend == "none":
 else:
     summary.record(backend, url=webui.url(values))
     env = {}  # the settings' own environment; the decision's comes with it as the plan
-    # What the roles below read of the host, in one command (a converged host costs two).
+    # What the roles below read of the host that the guess missed, in one command.
     known.read_ahead(rocm.state_ask(known) if backend == "rocm" else
                      nvidia.state_ask(known) if backend == "cuda" else None,
                      docker.state_ask(),

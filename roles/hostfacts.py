@@ -24,6 +24,12 @@ host, so a converged host costs two round trips however many roles run.
 
     known.read_ahead(docker.state_ask(), webui.state_ask("cpu", known))
     state = known.fact(*docker.state_ask())   # no remote command: it was read ahead
+
+Where the deploy can tell before the preflight which facts the roles will read (the backend its
+``accelerator`` names, the facts' arguments as a converged host gives them), the preflight's own
+command reads them too (``preflight.learn(guess=...)``): a converged host then costs one round
+trip. A guess that does not come true (the plan asks other arguments) only costs its part's
+output: ``read_ahead`` asks what is still missing.
 """
 
 from __future__ import annotations
@@ -48,24 +54,31 @@ class Ahead(FactBase):
     Several facts in one remote command: each fact's own command in a subshell of its own (so
     that the variables and functions one sets cannot change another), after a ``### ahead-NAME``
     line; each part read by its fact's own ``process``. ``asks``: ``(FactClass, kwargs)`` pairs
-    of facts that have an ``ahead`` name. Returns ``{key(FactClass, kwargs): value}`` for the
-    parts the host printed.
+    of facts that have an ``ahead`` name, or ``(FactClass, kwargs, TEST)`` for a fact read only
+    where the shell test ``TEST`` holds (a guess: ``[ -e /dev/kfd ]``). Returns
+    ``{key(FactClass, kwargs): value}`` for the parts the host printed.
     """
 
     def command(self, asks):
         self.asks = asks
-        return "; ".join([f"echo '{MARKER}ahead'"]
-                         + [f"echo '{MARKER}{AHEAD}{cls.ahead}'; ( {cls().command(**kwargs)} )"
-                            for cls, kwargs in asks] + ["true"])
+        found = []
+        for cls, kwargs, *test in asks:
+            part = f"echo '{MARKER}{AHEAD}{cls.ahead}'; ( {cls().command(**kwargs)} )"
+            found.append(f"if {test[0]}; then {part}; fi" if test else part)
+        return "; ".join([f"echo '{MARKER}ahead'", *found, "true"])
 
     @staticmethod
     def default():
         return {}
 
     def process(self, output):
-        printed = dict(parts(output, {AHEAD + cls.ahead for cls, _ in self.asks}))
+        # Cut at every part's line, asked or not: a part a fact did not ask for is not read as
+        # the end of the one before it.
+        output = list(output)
+        printed = dict(parts(output, {line[len(MARKER):] for line in output
+                                      if line.startswith(MARKER + AHEAD)}))
         found = {}
-        for cls, kwargs in self.asks:
+        for cls, kwargs, *_ in self.asks:
             lines = printed.get(AHEAD + cls.ahead)
             if lines is not None:
                 fact = cls()
@@ -96,9 +109,11 @@ class HostFacts:
         """
         Read the facts ``asks`` names (``(FactClass, kwargs)`` pairs; None for a role that
         asks nothing here) in one remote command, for ``fact`` to hand out. Worth it from two
-        facts on; with fewer, each is asked when needed.
+        facts on; with fewer, each is asked when needed. A fact already read ahead with the same
+        arguments (a guess of preflight.learn that came true) is not asked again.
         """
-        asks = tuple(ask for ask in asks if ask is not None)
+        asks = tuple(ask for ask in asks
+                     if ask is not None and key(*ask[:2]) not in self._ahead)
         if len(asks) > 1:
             self._ahead.update(self.host.get_fact(Ahead, asks=asks))
 

@@ -20,17 +20,40 @@ from __future__ import annotations
 
 from pyinfra import host as current_host
 
-from roles import preflight, summary, webui
+from roles import docker, nvidia, preflight, rocm, summary, webui
 from roles.hostfacts import HostFacts
 from roles.rocm.settings import SETTINGS as ROCM
 from roles.settings import read
 
+# Where a host that lets the preflight choose (accelerator: auto) likely runs a GPU backend: its
+# role's facts are read with the preflight's only there (a shell test, no process).
+LIKELY = {"rocm": "[ -e /dev/kfd ]", "cuda": "command -v nvidia-smi >/dev/null 2>&1"}
 
-def learn(host=None) -> HostFacts:
-    """The host's record (preflight.learn) for its stack directory and ROCm release."""
+
+def likely(backend: str | None):
+    """
+    For preflight.learn's ``guess``: the facts the roles will read on a host that runs
+    ``backend`` (None: the preflight will choose), with the arguments a converged host gives
+    them, so that the preflight's own command reads them and such a host costs one round trip.
+    """
+    def guess(known: HostFacts) -> list:
+        found = [docker.state_ask(), webui.state_guess(backend, known)]
+        for mine, state_ask in (("rocm", rocm.state_ask), ("cuda", nvidia.state_ask)):
+            if backend in (None, mine):
+                ask = state_ask(known, guess=True)
+                found.append(ask if backend or ask is None else (*ask, LIKELY[mine]))
+        return found
+
+    return guess
+
+
+def learn(host=None, backend: str | None = None) -> HostFacts:
+    """The host's record (preflight.learn) for its stack directory and ROCm release, reading
+    with it what the roles will read for ``backend`` (``likely``)."""
     host = current_host if host is None else host
     return preflight.learn(host, stack_dir=read(host, webui.settings.SETTINGS)["webui_dir"],
-                           rocm_release=read(host, ROCM)["rocm_release"])
+                           rocm_release=read(host, ROCM)["rocm_release"],
+                           guess=likely(backend))
 
 
 def only(backend: str) -> HostFacts | None:
@@ -49,7 +72,7 @@ def only(backend: str) -> HostFacts | None:
         mine = known.plan.backend
         why = f"accelerator = 'auto' chose {mine} from its hardware"
     if mine == backend:
-        known = known or learn(host)
+        known = known or learn(host, backend)
         # The plan of the backend this deploy runs (for auto, the one it chose).
         known.plan = preflight.decision(known, requested=backend,
                                         rocm_release=read(host, ROCM)["rocm_release"])

@@ -113,15 +113,15 @@ def _smi_of_preflight(known: HostFacts) -> dict | None:
             "smi": section.splitlines() if smi["present"] else [], "driver": smi["driver"]}
 
 
-def state_ask(known: HostFacts, values: dict | None = None) -> tuple | None:
+def state_ask(known: HostFacts, values: dict | None = None, guess: bool = False) -> tuple | None:
     """The NvidiaState fact install() reads, with its arguments, for ``known``'s host; None
     when it was read in this run already. nvidia-smi runs once per host and run: the
-    preflight's answer when it ran."""
+    preflight's answer when it ran (``guess``: asked before the preflight ran, which will)."""
     if known.nvidia is not None:
         return None
     values = read(host, SETTINGS) if values is None else values
     return NvidiaState, {"driver_package": values["nvidia_driver_package"],
-                         "smi": _smi_of_preflight(known) is None}
+                         "smi": not guess and _smi_of_preflight(known) is None}
 
 
 def _state(values: dict, known: HostFacts) -> dict:

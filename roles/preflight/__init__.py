@@ -45,6 +45,8 @@ class HardwareFacts(FactBase):
     0; a missing tool leaves its facts unknown). Returns the parsed facts (see facts.parse).
     """
 
+    ahead = "hardware"  # its part's name when read with the roles' facts (roles.hostfacts)
+
     def command(self, stack_dir: str = DEFAULT_STACK_DIR,
                 docker_dir: str = DEFAULT_DOCKER_DIR) -> str:
         return command(stack_dir, docker_dir)
@@ -63,16 +65,22 @@ class HardwareFacts(FactBase):
 
 
 def learn(host=None, stack_dir: str = DEFAULT_STACK_DIR, docker_dir: str = DEFAULT_DOCKER_DIR,
-          rocm_release: str = DEFAULT_ROCM_RELEASE) -> HostFacts:
+          rocm_release: str = DEFAULT_ROCM_RELEASE, guess=None) -> HostFacts:
     """
     What the deploys pass to the roles for a host (the current one by default): its hardware
     from the HardwareFacts fact (one remote command, which also prints /etc/os-release, so the
     distribution costs nothing more) and the launch plan its settings ask for (``decision``).
+    ``guess``: a function of the (still empty) record that names the facts the roles will
+    likely read (``(FactClass, kwargs)`` pairs, or None), read in the same command
+    (roles.hostfacts ``read_ahead``).
     """
     host = current_host if host is None else host
     ssh.low_latency(host)
-    found = host.get_fact(HardwareFacts, stack_dir=stack_dir, docker_dir=docker_dir)
-    known = HostFacts(host, hardware=found)
+    known = HostFacts(host)
+    hardware = (HardwareFacts, {"stack_dir": stack_dir, "docker_dir": docker_dir})
+    if guess is not None:
+        known.read_ahead(hardware, *guess(known))
+    known.hardware = known.fact(*hardware)
     known.plan = decision(known, rocm_release=rocm_release)
     return known
 

@@ -396,18 +396,25 @@ def _preflight_read(known: HostFacts, env: dict) -> tuple[list[str], bool, str |
     return seen, rocminfo, uname
 
 
-def state_ask(known: HostFacts, values: dict | None = None) -> tuple:
+def state_ask(known: HostFacts, values: dict | None = None, guess: bool = False) -> tuple:
     """
     The RocmState fact install() reads, with its arguments, for ``known``'s host: without what
     the preflight read in this run already, the kernel's kfd lines, rocminfo's output when it
     is what the container's environment would give, the running kernel and Secure Boot.
+    ``guess``: asked before the preflight ran (preflight.learn's guess), as it reads a
+    converged host: all of these.
     """
     values = read(host, SETTINGS) if values is None else values
     env = container_env(values)
-    _, rocminfo, uname = _preflight_read(known, env)
+    if guess:  # the preflight's rocminfo serves unless the container renames the agents
+        rocminfo, uname, kernel = same_agents_as_preflight(env), True, True
+    else:
+        seen, rocminfo, uname = _preflight_read(known, env)
+        # The kernel's kfd lines only explain a rocminfo that lists no GPU agent (install()).
+        kernel = known.section("dmesg") is not None or (rocminfo and bool(gpu_agents(seen)))
     return RocmState, {"users": " ".join(values["rocm_users"]), "verify": values["rocm_verify"],
                        "env": env_assignments(env), "rocminfo": not rocminfo,
-                       "kernel": known.section("dmesg") is None, "driver": not uname}
+                       "kernel": not kernel, "driver": not uname}
 
 
 def _state(values: dict, env: dict, known: HostFacts) -> dict:

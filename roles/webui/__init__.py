@@ -23,6 +23,7 @@ to a new image and its rollback), ``settings``, ``flags`` and ``formats``.
 from __future__ import annotations
 
 import shlex
+from types import SimpleNamespace
 
 from pyinfra import host, logger
 from pyinfra.api import deploy
@@ -119,6 +120,21 @@ def state_ask(backend: str, known: HostFacts, plan=None, values: dict | None = N
     if registry:
         asked["pushed"] = remote if builder == host.name else ""
     return ProjectState, asked
+
+
+def state_guess(backend: str | None, known: HostFacts) -> tuple | None:
+    """
+    ``state_ask`` before the preflight has decided (preflight.learn's guess; ``backend`` None:
+    not known yet), where its arguments cannot hang on the plan: the image is ``webui_image``
+    (whatever the backend), or the cpu build (one torch build, whatever the hardware). Else
+    None: the image's tag names the plan's torch build.
+    """
+    values = read(host, SETTINGS)
+    if values["webui_image"]:
+        backend = backend or "cpu"
+    elif backend != "cpu":
+        return None
+    return state_ask(backend, known, plan=SimpleNamespace(torch_build=None), values=values)
 
 
 @deploy("Stable Diffusion web UI")

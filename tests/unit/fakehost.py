@@ -202,9 +202,10 @@ def composite(responses: dict) -> dict:
 
 
 # What opens each fact's own command, for read_ahead: the bundled facts' ``### NAME`` line, the
-# ProjectState fact's first words.
-AHEAD_OPENINGS = {"rocm-state": opening("rocm-state"), "nvidia-state": opening("nvidia-state"),
-                  "docker-state": opening("docker-state"), "project-state": "echo nproc=$(nproc); "}
+# preflight's first section.
+AHEAD_OPENINGS = {"hardware": "sec lspci-nn;",
+                  "rocm-state": opening("rocm-state"), "nvidia-state": opening("nvidia-state"),
+                  "docker-state": opening("docker-state"), "project-state": opening("project-state")}
 
 
 def read_ahead(responses: dict) -> dict:

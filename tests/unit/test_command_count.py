@@ -41,7 +41,6 @@ from tests.unit.test_webui import docker_lines, project_lines
 
 DEPLOY = "deploy/site.py"
 USER = "alice"
-NPROC = 8
 GIDS = {"video": "44", "render": "110"}
 IMAGE = "sdinfra/webui-standin:test"
 MODEL = {"name": "standin.safetensors", "url": "http://127.0.0.1:9/standin.safetensors",
@@ -56,14 +55,15 @@ DAEMON = {s.name: s.default for s in DOCKER_SETTINGS}["docker_daemon_options"]
 HOSTS = [("cpu1", "cpu", "debian12", "distro"), ("rocm1", "rocm", "debian12", "distro"),
          ("cuda1", "cuda", "debian12", "distro"), ("cpu2", "cpu", "ubuntu22", "docker")]
 
-# Remote commands a converged host is sent today: the preflight fact (which also gives
-# /etc/os-release, nvidia-smi's answer and the kernel's kfd lines to the other roles), then the
-# facts the roles read, in one command (roles.hostfacts read_ahead): the backend's own (rocm,
-# cuda), the docker role's (packages, daemon.json, service, users), the stack's state; with
-# Docker's repository also its key and its source file. Nothing is sent when the run executes.
-# No headroom: a fact that is no longer read ahead costs a round trip, and shows here. Never
-# above 40, the issue's target.
-CEILING = {"cpu1": 2, "rocm1": 2, "cuda1": 2, "cpu2": 4}
+# Remote commands a converged host is sent today: one. The preflight fact (which also gives
+# /etc/os-release, nvidia-smi's answer and the kernel's kfd lines to the other roles) and, in
+# the same command, the facts the roles will read (roles.hostfacts read_ahead, roles.targets
+# likely): the docker role's (packages, daemon.json, service, users), the stack's state (its
+# image is webui_image, whatever the backend), the GPU role's where the host has that GPU's
+# device or tool (accelerator: auto). With Docker's repository also its key and its source
+# file. Nothing is sent when the run executes. No headroom: a fact that is no longer read ahead
+# costs a round trip, and shows here. Never above 40, the issue's target.
+CEILING = {"cpu1": 1, "rocm1": 1, "cuda1": 1, "cpu2": 3}
 
 
 def preflight_output(case: str, os_key: str | None = None) -> list[str]:
@@ -71,6 +71,11 @@ def preflight_output(case: str, os_key: str | None = None) -> list[str]:
     ``os_key``, that distribution's /etc/os-release (the host's own, as on a real host). The
     live command notes nvidia-smi's exit status after its output."""
     sections = load_dir(FIXTURES / "preflight" / case)
+    # What the live command prints whatever the case's source posted (the rocm case has only
+    # rocminfo): uname always, dmesg's kfd lines (none matched here) where an AMD GPU may be.
+    sections.setdefault("uname", (FIXTURES / "preflight" / CASES["cpu"] / "uname.txt").read_text())
+    if "rocminfo" in sections:
+        sections.setdefault("dmesg", "")
     if os_key is not None:
         sections["os-release"] = "\n".join(f'{k}="{v}"' for k, v in OS_RELEASE[os_key].items())
     if "nvidia-smi" in sections and "#! " not in sections["nvidia-smi"]:
@@ -122,7 +127,7 @@ def project_state(backend: str, data: dict) -> list[str]:
     its sidecar), the image."""
     base = "/opt/stable-diffusion"
     files = {name: (text, "644") for name, text in stack_files(backend, data).items()}
-    lines = project_lines(base, files, NPROC, GIDS)
+    lines = project_lines(base, files, GIDS)
     model = f"{base}/models/Stable-diffusion/{MODEL['name']}"
     return lines + [f"trusted={MODEL['sha256']}={model}", f"model={MODEL['name']}"] + \
         docker_lines({backend: IMAGE}, images=[IMAGE])
@@ -132,7 +137,7 @@ def converged(name: str, backend: str, os_key: str, source: str) -> FakeHost:
     data = settings(backend, source)
     host = FakeHost(name).os(os_key).set(**data)
     host.respond("sec lspci-nn;", preflight_output(CASES[backend], os_key))
-    host.respond("echo nproc=", project_state(backend, data))
+    host.respond("echo '### project-state'", project_state(backend, data))
     if source == "docker":
         family, suite = {"debian12": ("debian", "bookworm"), "ubuntu22": ("ubuntu", "jammy")}[
             os_key]
@@ -185,6 +190,26 @@ def result():
     return run([converged(*host) for host in HOSTS])
 
 
+@pytest.fixture(scope="module")
+def result_named():
+    """The same hosts with ``accelerator`` naming each one's backend (the end-to-end fleet's and
+    the bench's settings): the guess has no shell test to pass."""
+    return run([converged(*host).set(accelerator=host[1]) for host in HOSTS])
+
+
+def test_a_host_whose_accelerator_names_its_backend_costs_the_same(result_named):
+    returncode, output, commands, log = result_named
+    assert returncode == 0, log[-4000:]
+    assert [op["name"] for op in output["results"]["operations"]
+            if op["success"] or op["error"]] == []
+    assert {name: len(asked) for name, asked in commands.items()} == CEILING
+    for name, asked in commands.items():
+        assert "then echo '### ahead-" not in asked[0], name  # nothing guarded
+        gpu = {"rocm1": "rocm-state", "cuda1": "nvidia-state"}.get(name)
+        for part in ("rocm-state", "nvidia-state"):
+            assert (f"echo '### ahead-{part}'; (" in asked[0]) == (part == gpu), (name, part)
+
+
 def test_converged_hosts_change_nothing(result):
     returncode, output, _, log = result
     assert returncode == 0, log[-4000:]
@@ -222,14 +247,17 @@ def test_the_roles_facts_are_read_ahead_in_one_command(result):
     _, _, commands, _ = result
     for name, asked in commands.items():
         ahead = [c for c in asked if c.startswith("command: echo '### ahead';")]
-        assert len(ahead) == 1, name
-        backend = {"rocm1": "rocm-state", "cuda1": "nvidia-state"}.get(name)
-        parts = [p for p in ("rocm-state", "nvidia-state", "docker-state", "project-state")
-                 if f"'### ahead-{p}'" in ahead[0]]
-        assert parts == [p for p in (backend, "docker-state", "project-state") if p], name
+        assert len(ahead) == 1 and asked[0] == ahead[0], name
+        parts = [p for p in ("hardware", "docker-state", "project-state")
+                 if f"echo '### ahead-{p}'; (" in ahead[0]]
+        assert parts == ["hardware", "docker-state", "project-state"], name
+        # accelerator: auto - each GPU role's facts where the host has that GPU's device or tool
+        assert "if [ -e /dev/kfd ]; then echo '### ahead-rocm-state'; (" in ahead[0], name
+        assert ("if command -v nvidia-smi >/dev/null 2>&1; then echo '### ahead-nvidia-state'; ("
+                in ahead[0]), name
         # each fact's own command is asked no more
         assert not [c for c in asked if c.startswith(("command: echo '### docker-state'",
-                                                       "command: echo nproc="))], name
+                                                       "command: echo '### project-state'"))], name
 
 
 # --- what makes the count and the time small ----------------------------------------------------

@@ -32,7 +32,7 @@ def host(name, *, running=("cpu",), has_image=True, pushed=False, **settings):
     lines += docker_lines({}, images=[image] if has_image else [])
     if pushed:
         lines += ["### registry", fleet.remote_name(REGISTRY, image)]
-    return found.override("echo nproc=", lines), image
+    return found.override("echo '### project-state'", lines), image
 
 
 def webui(result, name) -> list[str]:
@@ -41,7 +41,7 @@ def webui(result, name) -> list[str]:
 
 
 def fact_command(result, name) -> str:
-    return next(c for c in result.commands[name] if "echo nproc=" in c)
+    return next(c for c in result.commands[name] if "echo '### project-state'" in c)
 
 
 def builder_and_other(result, image):
@@ -70,14 +70,16 @@ def test_one_host_of_a_tag_builds_and_pushes_it_and_the_other_pulls_it():
 
 
 def test_a_fleet_that_has_the_image_everywhere_does_nothing_more_than_without_a_cache():
-    a, _ = host("a", pushed=True, cache_host=CACHE)
-    b, _ = host("b", pushed=True, cache_host=CACHE)
+    # accelerator names the backend: the image's tag is known before the preflight, and the
+    # state is read in the preflight's own command (roles.targets likely), for both fleets.
+    a, _ = host("a", pushed=True, cache_host=CACHE, accelerator="cpu")
+    b, _ = host("b", pushed=True, cache_host=CACHE, accelerator="cpu")
     result = plan("deploy/cpu.py", [a, b])
     assert result.returncode == 0, result.output
     assert webui(result, "a") == webui(result, "b") == []
     # The same commands as hosts whose web UI asks no registry (a prebuilt image): the builder's
     # question to the registry rides in its one state read.
-    prebuilt = {"cache_host": CACHE, "webui_image": "registry.lan/sd:1"}
+    prebuilt = {"cache_host": CACHE, "webui_image": "registry.lan/sd:1", "accelerator": "cpu"}
     alone = plan("deploy/cpu.py", [host("a", **prebuilt)[0], host("b", **prebuilt)[0]])
     assert len(result.commands["a"]) == len(alone.commands["a"])
     assert len(result.commands["b"]) == len(alone.commands["b"])

@@ -94,3 +94,40 @@ def test_one_fact_is_not_worth_a_bundle():
     host = Host()
     HostFacts(host).read_ahead((Leaks, {}), None)
     assert host.asked == []
+
+
+def test_a_guarded_fact_is_read_only_where_its_shell_test_holds():
+    host = Host()
+    known = HostFacts(host)
+    known.read_ahead((Lines, {"word": "here"}, "[ -d / ]"), (Leaks, {}, "[ -e /nonexistent ]"))
+    assert host.asked == ["Ahead"]
+    assert known.fact(Lines, {"word": "here"}) == ["### lines", "### inner", "here"]
+    assert host.asked == ["Ahead"]
+    assert known.fact(Leaks, {}) == ["seen=unset args=0"]  # not printed there: asked now
+    assert host.asked == ["Ahead", "Leaks"]
+
+
+def test_a_guess_that_came_true_is_not_asked_again_and_a_wrong_one_costs_one_command():
+    host = Host()
+    known = HostFacts(host)
+    known.read_ahead((Lines, {"word": "guessed"}), (Leaks, {}))  # the preflight's command
+    # Once the plan is known: Leaks as guessed, Lines with other arguments.
+    known.read_ahead((Lines, {"word": "planned"}), (Leaks, {}))
+    assert host.asked == ["Ahead"]  # one fact left: not worth a bundle, asked when needed
+    assert known.fact(Leaks, {}) == ["seen=unset args=0"]
+    assert known.fact(Lines, {"word": "planned"})[-1] == "planned"
+    assert host.asked == ["Ahead", "Lines"]
+    host.asked.clear()
+    known = HostFacts(host)
+    known.read_ahead((Lines, {"word": "guessed"}), (Leaks, {}))
+    known.read_ahead((Lines, {"word": "guessed"}), (Leaks, {}))  # every guess came true
+    assert host.asked == ["Ahead"]
+
+
+def test_a_part_not_asked_for_does_not_run_into_the_part_before_it():
+    # A host (or a fake) that prints a part nobody asked for after an asked one.
+    fact = Ahead()
+    fact.command(asks=((Lines, {"word": "x"}),))
+    found = fact.process(["### ahead", "### ahead-lines", "### lines", "x",
+                          "### ahead-leaks", "seen=1 args=1"])
+    assert list(found.values()) == [["### lines", "x"]]
