@@ -19,13 +19,12 @@ The key is fetched once and kept only when its fingerprint is the pinned one.
 
 from __future__ import annotations
 
+import re
 import shlex
 from io import StringIO
 
 from pyinfra import host, logger
 from pyinfra.api import FactBase, deploy, operation
-from pyinfra.facts.deb import DebPackages
-from pyinfra.facts.util.packaging import parse_packages
 from pyinfra.operations import apt, files, server
 
 from roles import parsers
@@ -69,9 +68,25 @@ HOLDER = (
     "c=; read -r c < \"/proc/$p/comm\" 2>/dev/null; echo \"$f $p ${c:-?}\"; return 0; "
     "done < /proc/locks; done; return 1; }"
 )
-# dpkg -l's second status letter for a package a dpkg run left half way: Half-installed,
-# Unpacked, halF-configured, triggers-aWaited, triggers-pending.
+# The second of a package's status letters (dpkg -l's, dpkg-query's ``${db:Status-Abbrev}``)
+# for a package a dpkg run left half way: Half-installed, Unpacked, halF-configured,
+# triggers-aWaited, triggers-pending.
 HALF_DONE = "HUFWt"
+# One line per package dpkg knows of (dpkg-query -W without a pattern skips the not-installed
+# ones, as dpkg -l does: dpkg 1.21.22 src/query/main.c showpackages() line 592, listpackages()
+# line 274; the same in 1.21.1, 1.22.6 and 1.19.7's src/querycmd.c): its status letters, name
+# and version as dpkg -l prints them (lib/dpkg/pkg-format.c virt_status_abbrev(), lines
+# 223-232: pkg_abbrev_want/_status/_eflag, as dpkg -l's pkg_array_list_item(); line 219:
+# ``${binary:Package}`` is the name with pnaw_nonambig, as dpkg -l's; lib/dpkg/dump.c
+# w_version(), line 78: the version with vdew_nonambig, as dpkg -l's), without dpkg -l's
+# descriptions: "ii  curl 7.88.1-10".
+# ``dpkg -l`` is dpkg running dpkg-query: two programs and 25 KB of descriptions for the shell
+# to copy and the controller to read; this is one program.
+LIST = "dpkg-query -W -f='${db:Status-Abbrev} ${binary:Package} ${Version}\\n'"
+# An installed package's line, as pyinfra's DebPackages reads dpkg -l (facts/deb.py ``regex``):
+# desired Install or Hold, status installed, no error flag; the name without its
+# architecture qualifier (libc6:i386 is libc6).
+INSTALLED = re.compile(r"^[ih]i\s+([^\s:]+)(?::\S*)?\s+(\S+)")
 FINISH_COMMAND = ("DEBIAN_FRONTEND=noninteractive dpkg --force-confdef --force-confold "
                   "--configure -a")
 
@@ -128,11 +143,11 @@ def locked(command: str, timeout: int | None = None) -> str:
 
 class DpkgPackages(FactBase):
     """
-    The installed packages (as pyinfra's ``DebPackages``: fully installed ones only, name ->
-    versions); whether the last dpkg run was interrupted: its journal in /var/lib/dpkg/updates
-    is not empty, or a package is left half way (``dpkg -l`` status U, F, H, W or t), and no
-    process holds dpkg's locks; and, when one does, that run in progress (``running``: which
-    process holds which lock). One command, the ``dpkg -l`` that ``install`` needs anyway; the
+    The installed packages (as pyinfra's ``DebPackages`` reads ``dpkg -l``: fully installed
+    ones only, name -> versions); whether the last dpkg run was interrupted: its journal in
+    /var/lib/dpkg/updates is not empty, or a package is left half way (status U, F, H, W or
+    t), and no process holds dpkg's locks; and, when one does, that run in progress
+    (``running``: which process holds which lock). One command, one dpkg-query (``LIST``); the
     locks are looked at only when dpkg's state looks unfinished.
 
     .. code:: python
@@ -145,17 +160,18 @@ class DpkgPackages(FactBase):
         return {"packages": {}, "interrupted": False, "running": None}
 
     def requires_command(self):
-        return "dpkg"
+        return "dpkg-query"
 
     def command(self):
         # Journal entries are named by number, as apt counts them (not dpkg's tmp.i); looked
-        # for by the shell itself, no process. A half-way package is a line of dpkg -l that
-        # starts with its status letters: one match of the shell over the whole listing.
-        return (f"l=$(dpkg -l); printf '%s\\n' \"$l\"; u=; "
+        # for by the shell itself, no process. A half-way package is a line that starts with
+        # its status letters: one match of the shell over the whole listing (its first line
+        # too: the newline put before it).
+        return (f"l=$({LIST}); printf '%s\\n' \"$l\"; u=; "
                 f"for f in {DPKG_UPDATES}/*; do case \"${{f##*/}}\" in "
                 f"''|*[!0-9]*) ;; *) echo {INTERRUPTED}; u=1; break ;; esac; done; "
                 "n=$(printf '\\nx'); n=${n%x}; "
-                f"case \"$l\" in *\"$n\"[uihrp][{HALF_DONE}][' 'R]*) u=1 ;; esac; "
+                f"case \"$n$l\" in *\"$n\"[uihrp][{HALF_DONE}][' 'R]*) u=1 ;; esac; "
                 f"if [ -n \"$u\" ]; then {HOLDER}; h=$(sdinfra_holder {' '.join(DPKG_LOCKS)}) "
                 f"&& echo \"{LOCKED} $h\"; "
                 "fi; true")
@@ -171,8 +187,11 @@ class DpkgPackages(FactBase):
         if held and len(held) == 3:
             running = {"lock": held[0], "pid": held[1], "name": held[2]}
         unfinished = INTERRUPTED in (line.strip() for line in lines) or bool(half)
-        return {"packages": parse_packages(DebPackages.regex, lines),
-                "interrupted": unfinished and running is None, "running": running}
+        packages: dict[str, set[str]] = {}
+        for found in filter(None, map(INSTALLED.match, lines)):
+            packages.setdefault(found.group(1), set()).add(found.group(2))
+        return {"packages": packages, "interrupted": unfinished and running is None,
+                "running": running}
 
 
 def missing(packages: list[str], dpkg: dict | None = None) -> list[str]:
@@ -250,8 +269,8 @@ def install(packages: list[str], refresh: bool = False, dpkg: dict | None = None
     Install the packages that are not installed yet, refreshing the package lists first.
 
     Nothing is run, not even ``apt-get update``, when every package is already there: a
-    converged host costs one ``dpkg -l``. An interrupted dpkg run is finished first
-    (``finish_interrupted``).
+    converged host costs one dpkg-query (``DpkgPackages``). An interrupted dpkg run is finished
+    first (``finish_interrupted``).
 
     + packages: Debian package names
     + refresh: also run ``apt-get update`` when nothing is missing (a repository was just added)

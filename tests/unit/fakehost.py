@@ -91,6 +91,14 @@ class FakeHost:
             self._packages[name] = version
         return self
 
+    def dpkg(self, *rows: tuple[str, str, str], lines=()) -> "FakeHost":
+        """dpkg's database as ``(status letters, name, version)`` rows (``("iU", "runc",
+        "1.1.5")``), before anything said about it earlier; ``lines``: what DpkgPackages'
+        command prints after its listing (roles.apt.INTERRUPTED, LOCKED)."""
+        for matcher, output in dpkg_answers(rows, lines).items():
+            self.override(matcher, output)
+        return self
+
     def service(self, name: str, running: bool = True, enabled: bool = True) -> "FakeHost":
         self._services[name] = (running, enabled)
         return self
@@ -126,8 +134,8 @@ class FakeHost:
     def host_data(self) -> dict:
         responses = list(self._responses)
         if self._packages:
-            responses.append(("dpkg -l", [f"ii  {name}  {version}  amd64  stand-in"
-                                          for name, version in self._packages.items()]))
+            rows = [("ii", name, version) for name, version in self._packages.items()]
+            responses += list(dpkg_answers(rows).items())
         if self._services:
             lines = []
             for unit, (running, enabled) in self._services.items():
@@ -155,6 +163,18 @@ class FakeHost:
             entry = f"{user}:x:{1000 + i}:{1000 + i}::/home/{user}:/bin/bash"
             lines.append(f"{entry}|{user}|{' '.join([user, *groups])}||")
         return lines
+
+
+def dpkg_answers(rows, lines=()) -> dict:
+    """The answers of a dpkg database of ``rows`` (status letters, name, version): to
+    roles.apt.DpkgPackages' dpkg-query (its ``LIST``), and to the ``dpkg -l`` of pyinfra's own
+    DebPackages fact (its apt.packages operation reads it), in each one's format."""
+    from roles.apt import LIST
+
+    return {LIST: [f"{status:<3} {name} {version}" for status, name, version in rows]
+            + list(lines),
+            "dpkg -l": [f"{status:<3} {name:<14} {version:<15} amd64        stand-in"
+                        for status, name, version in rows]}
 
 
 def opening(name: str) -> str:

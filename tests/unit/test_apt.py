@@ -14,50 +14,46 @@ from pathlib import Path
 
 import pytest
 
-from roles.apt import (DPKG_UPDATES, FINISH_COMMAND, INTERRUPTED, LOCKED, LOCKS, DpkgPackages,
-                       OtherSources, locked, without)
+from roles.apt import (DPKG_UPDATES, FINISH_COMMAND, INTERRUPTED, LIST, LOCKED, LOCKS,
+                       DpkgPackages, OtherSources, locked, without)
 from roles.parsers import MARKER
 from tests.unit.fakehost import PYINFRA, REPO, FakeHost, fact_output, inventory_source, plan
 
 FINISH = "Finish the interrupted dpkg run (dpkg --configure -a)"
-HEADER = [
-    "Desired=Unknown/Install/Remove/Purge/Hold",
-    "| Status=Not/Inst/Conf-files/Unpacked/halF-conf/Half-inst/trig-aWait/Trig-pend",
-    "|/ Err?=(none)/Reinst-required (Status,Err: uppercase=bad)",
-    "||/ Name           Version         Architecture Description",
-    "+++-==============-===============-============-=================================",
-]
 
 
-def dpkg_l(*rows: tuple[str, str, str]) -> list[str]:
-    return HEADER + [f"{status}  {name:<14} {version:<15} amd64        stand-in"
-                     for status, name, version in rows]
+def dpkg_query(*rows: tuple[str, str, str]) -> list[str]:
+    """What DpkgPackages' dpkg-query prints (``LIST``): status letters (a third, the error
+    flag: space or R), name, version."""
+    return [f"{status:<3} {name} {version}" for status, name, version in rows]
 
 
 def test_a_clean_host_is_not_interrupted_and_lists_installed_packages_only():
-    fact = DpkgPackages().process(dpkg_l(("ii", "curl", "7.88.1-10"), ("hi", "gpg", "2.2.40-1"),
-                                         ("rc", "old-tool", "1.0"), ("un", "gone", "<none>")))
+    fact = DpkgPackages().process(dpkg_query(("ii", "curl", "7.88.1-10"),
+                                             ("hi", "gpg", "2.2.40-1"), ("rc", "old-tool", "1.0")))
     assert fact == {"packages": {"curl": {"7.88.1-10"}, "gpg": {"2.2.40-1"}},
                     "interrupted": False, "running": None}
 
 
 def test_a_journal_in_dpkg_updates_means_interrupted():
-    fact = DpkgPackages().process(dpkg_l(("ii", "curl", "7.88.1-10")) + [INTERRUPTED])
+    fact = DpkgPackages().process(dpkg_query(("ii", "curl", "7.88.1-10")) + [INTERRUPTED])
     assert fact["interrupted"] and fact["packages"] == {"curl": {"7.88.1-10"}}
 
 
 @pytest.mark.parametrize("status", ["iU", "iF", "iH", "iW", "it", "iHR"])
 def test_a_package_left_half_way_means_interrupted_and_is_not_installed(status):
-    fact = DpkgPackages().process(dpkg_l(("ii", "curl", "7.88.1-10"), (status, "runc", "1.1.5")))
+    fact = DpkgPackages().process(dpkg_query(("ii", "curl", "7.88.1-10"),
+                                             (status, "runc", "1.1.5")))
     assert fact["interrupted"]
     assert "runc" not in fact["packages"]
 
 
-def test_the_fact_is_one_command_with_one_dpkg_l():
-    # fakehost (and the command counts of a converged host) rely on it: one `dpkg -l`, no more.
+def test_the_fact_is_one_command_with_one_dpkg_query():
+    # fakehost (and the command counts of a converged host) rely on it: one dpkg-query, no
+    # dpkg (dpkg -l is dpkg starting dpkg-query: a second process).
     command = DpkgPackages().command()
-    assert command.startswith("l=$(dpkg -l);") and "/var/lib/dpkg/updates" in command
-    assert command.count("dpkg ") == 1
+    assert command.startswith(f"l=$({LIST});") and "/var/lib/dpkg/updates" in command
+    assert command.count("dpkg-query ") == 1 and "dpkg " not in command
 
 
 @pytest.mark.parametrize("entries,interrupted", [([], False), (["tmp.i"], False),
@@ -69,32 +65,78 @@ def test_the_journal_check_run_by_the_shell(tmp_path, entries, interrupted):
     journal.mkdir(parents=True)
     for name in entries:
         (journal / name).write_text("")
-    fact = run_fact(tmp_path, dpkg_l(("ii", "curl", "7.88.1-10")))
+    fact = run_fact(tmp_path, dpkg_query(("ii", "curl", "7.88.1-10")))
     assert fact["interrupted"] is interrupted and fact["running"] is None
 
-@pytest.mark.skipif(not shutil.which("dpkg"), reason="needs dpkg")
-def test_real_dpkg_l_output_of_an_unpacked_package_is_read_as_interrupted(tmp_path):
-    # dpkg's own column layout, from a database that has one package unpacked (a run killed
-    # before it configured it) and one installed.
-    (tmp_path / "updates").mkdir()
-    (tmp_path / "info").mkdir()
-    stanza = ("Package: {name}\nStatus: install ok {state}\nPriority: optional\n"
-              "Section: admin\nMaintainer: x <x@example.invalid>\nArchitecture: amd64\n"
-              "Version: {version}\nDescription: stand-in\n")
-    (tmp_path / "status").write_text(
-        stanza.format(name="curl", state="installed", version="7.88.1-10") + "\n"
-        + stanza.format(name="runc", state="unpacked", version="1.1.5+ds1-1"))
-    out = subprocess.run(["dpkg", f"--admindir={tmp_path}", "-l"], capture_output=True,
-                         text=True, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"}).stdout
-    assert "iU  runc" in out, out
-    fact = DpkgPackages().process(out.splitlines())
-    assert fact == {"packages": {"curl": {"7.88.1-10"}}, "interrupted": True, "running": None}
-    clean = out.replace("iU  runc", "ii  runc")
-    assert DpkgPackages().process(clean.splitlines())["interrupted"] is False
+
+# A dpkg database with a package in each state the fact tells apart: installed, held, an
+# epoch, a library installed for two architectures, removed with its configuration left, and
+# left half way by a killed run (unpacked; half-installed with reinstallation required).
+STATES = [("curl", "install ok installed", "7.88.1-10", "amd64", ""),
+          ("gpg", "hold ok installed", "2.2.40-1", "amd64", ""),
+          ("perl-base", "install ok installed", "1:5.36.0-7", "amd64", ""),
+          ("libfoo1", "install ok installed", "2.0-1", "amd64", "same"),
+          ("libfoo1", "install ok installed", "2.0-1", "i386", "same"),
+          ("old-tool", "deinstall ok config-files", "1.0", "amd64", ""),
+          ("runc", "install ok unpacked", "1.1.5+ds1-1", "amd64", ""),
+          ("broken", "install reinstreq half-installed", "3.0", "all", "")]
+
+
+def admindir(path: Path, states=STATES) -> Path:
+    (path / "updates").mkdir(parents=True)
+    (path / "info").mkdir()
+    (path / "arch").write_text("amd64\ni386\n")
+    (path / "status").write_text("\n".join(
+        f"Package: {name}\nStatus: {status}\nPriority: optional\nSection: admin\n"
+        f"Maintainer: x <x@example.invalid>\nArchitecture: {arch}\n"
+        + (f"Multi-Arch: {multi}\n" if multi else "")
+        + f"Version: {version}\nDescription: stand-in with a long description line\n"
+        for name, status, version, arch, multi in states))
+    return path
+
+
+def real_fact(admin: Path) -> tuple[dict, list[str]]:
+    """The fact's own command run here on ``admin`` (the journal: the host's, empty)."""
+    command = DpkgPackages().command().replace(
+        "dpkg-query -W", f"dpkg-query --admindir={admin} -W")
+    out = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True,
+                         env={"PATH": "/usr/bin:/bin"}).stdout.splitlines()
+    return DpkgPackages().process(out), out
+
+
+@pytest.mark.skipif(not shutil.which("dpkg-query"), reason="needs dpkg")
+def test_real_dpkg_query_lists_what_pyinfra_reads_from_dpkg_l(tmp_path):
+    # The packages as pyinfra's DebPackages reads `dpkg -l` of the same database: the fact
+    # reports what it reported when it read dpkg -l.
+    from pyinfra.facts.deb import DebPackages
+
+    admin = admindir(tmp_path)
+    listing = subprocess.run(["dpkg", f"--admindir={admin}", "-l"], capture_output=True,
+                             text=True, check=True, env={"PATH": "/usr/bin:/bin"}).stdout
+    fact, out = real_fact(admin)
+    assert DebPackages().process(listing.splitlines()) == fact["packages"] == {
+        "curl": {"7.88.1-10"}, "gpg": {"2.2.40-1"}, "perl-base": {"1:5.36.0-7"},
+        "libfoo1": {"2.0-1"}}
+    assert "iU  runc 1.1.5+ds1-1" in out and "iHR broken 3.0" in out, out
+    assert "ii  libfoo1:i386 2.0-1" in out, out
+    assert fact["interrupted"] is True and fact["running"] is None  # nobody holds the lock
+    finished = [state for state in STATES if state[0] not in ("runc", "broken")]
+    assert real_fact(admindir(tmp_path / "finished", finished))[0]["interrupted"] is False
+
+
+@pytest.mark.skipif(not shutil.which("dpkg-query"), reason="needs dpkg")
+def test_this_machines_packages_read_as_pyinfra_reads_them_from_dpkg_l():
+    from pyinfra.facts.deb import DebPackages
+
+    listing = subprocess.run(["dpkg", "-l"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(["sh", "-c", DpkgPackages().command()], capture_output=True,
+                         text=True, check=True).stdout
+    assert DpkgPackages().process(out.splitlines())["packages"] == \
+        DebPackages().process(listing.splitlines())
 
 
 def interrupted(host: FakeHost, *rows: tuple[str, str, str]) -> FakeHost:
-    return host.override("dpkg -l", dpkg_l(*rows) + [INTERRUPTED])
+    return host.dpkg(*rows, lines=[INTERRUPTED])
 
 
 def test_install_finishes_the_interrupted_run_before_refreshing_and_installing():
@@ -179,17 +221,17 @@ def on_test_paths(command: str, root) -> str:
 
 
 def run_fact(root, listing: list[str]) -> dict:
-    """The DpkgPackages fact's command run by the shell on ``root``'s journal and locks, dpkg -l
-    answered with ``listing``."""
-    (root / "dpkg-l.txt").write_text("\n".join(listing) + "\n")
+    """The DpkgPackages fact's command run by the shell on ``root``'s journal and locks, its
+    dpkg-query answered with ``listing``."""
+    (root / "dpkg-query.txt").write_text("\n".join(listing) + "\n")
     command = on_test_paths(DpkgPackages().command(), root).replace(
-        "dpkg -l", f"cat {root / 'dpkg-l.txt'}")
+        LIST, f"cat {root / 'dpkg-query.txt'}")
     out = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True)
     return DpkgPackages().process(out.stdout.splitlines())
 
 
 def test_a_half_way_package_with_dpkgs_lock_held_is_a_run_in_progress_not_interrupted(tmp_path):
-    listing = dpkg_l(("ii", "curl", "7.88.1-10"), ("iU", "runc", "1.1.5"))
+    listing = dpkg_query(("ii", "curl", "7.88.1-10"), ("iU", "runc", "1.1.5"))
     assert run_fact(tmp_path, listing)["interrupted"] is True  # nobody holds the lock
     with holding(f"{tmp_path}/var/lib/dpkg/lock-frontend", 30) as holder:
         fact = run_fact(tmp_path, listing)
@@ -199,7 +241,7 @@ def test_a_half_way_package_with_dpkgs_lock_held_is_a_run_in_progress_not_interr
     assert fact["running"]["name"].startswith("python"), fact  # /proc/PID/comm
     # A finished run is not looked at: the locks are read only when dpkg's state is unfinished.
     with holding(f"{tmp_path}/var/lib/dpkg/lock", 30) as holder:
-        clean = run_fact(tmp_path, dpkg_l(("ii", "curl", "7.88.1-10")))
+        clean = run_fact(tmp_path, dpkg_query(("ii", "curl", "7.88.1-10")))
     assert clean == {"packages": {"curl": {"7.88.1-10"}}, "interrupted": False, "running": None}
 
 
@@ -210,14 +252,14 @@ def test_the_lists_lock_alone_is_no_dpkg_run_in_progress(tmp_path):
     (tmp_path / "var/lib/dpkg/updates/0001").write_text("")
     on_test_paths("", tmp_path)
     with holding(f"{tmp_path}/var/lib/apt/lists/lock", 30) as holder:
-        fact = run_fact(tmp_path, dpkg_l(("ii", "curl", "7.88.1-10")))
+        fact = run_fact(tmp_path, dpkg_query(("ii", "curl", "7.88.1-10")))
     assert fact["interrupted"] is True and fact["running"] is None
 
 
 def in_progress(host: FakeHost, *rows: tuple[str, str, str]) -> FakeHost:
     """``interrupted``'s state, with the lock held: test_install_finishes_the_interrupted_run_
     before_refreshing_and_installing is the control of the test below."""
-    return host.override("dpkg -l", dpkg_l(*rows) + [
+    return host.dpkg(*rows, lines=[
         INTERRUPTED, f"{LOCKED} /var/lib/dpkg/lock-frontend 812 unattended-upgr"])
 
 
@@ -294,7 +336,7 @@ def test_every_apt_and_dpkg_command_of_a_run_waits_for_the_locks():
                        ("ii", "docker.io", "20.10.24"), ("iU", "runc", "1.1.5"))
     commands = executed("deploy/docker.py", [host])["h"]
     package_runs = [c for c in commands if "DEBIAN_FRONTEND=noninteractive" in c]
-    # The rest are reads (dpkg -l, gpg --show-keys, ...): no apt-get, no dpkg that changes.
+    # The rest are reads (dpkg-query, gpg --show-keys, ...): no apt-get, no dpkg that changes.
     assert not [c for c in commands if c not in package_runs
                 and re.search(r"apt-get|dpkg (-i|--configure|--unpack)", c)]
     kinds = {kind for c in package_runs

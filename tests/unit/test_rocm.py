@@ -139,11 +139,12 @@ FINISH = "Finish the interrupted dpkg run (dpkg --configure -a)"
 
 
 def dpkg_interrupted(host: FakeHost) -> FakeHost:
-    """dpkg -l of a host whose last dpkg run was killed: a package unpacked, the journal left."""
+    """dpkg's state on a host whose last dpkg run was killed: a package unpacked, the journal
+    left."""
     from roles.apt import INTERRUPTED
 
-    return host.override("dpkg -l", ["ii  curl  7.88.1-10  amd64  x",
-                                     "iU  amdgpu-install  5.3.50300-1  all  x", INTERRUPTED])
+    return host.dpkg(("ii", "curl", "7.88.1-10"), ("iU", "amdgpu-install", "5.3.50300-1"),
+                     lines=[INTERRUPTED])
 
 
 def test_an_interrupted_dpkg_run_is_finished_before_the_installer_is_installed():
