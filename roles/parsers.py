@@ -74,7 +74,8 @@ def os_release(output: list[str] | str) -> dict[str, str]:
 
 
 def dpkg_status(output: list[str] | str) -> dict[str, str]:
-    """``dpkg -s`` stanzas → {package: version} for the packages that are installed."""
+    """``dpkg -s`` stanzas (or roles.shell.DPKG_FIELDS's) → {package: version} for the
+    packages that are installed."""
     lines = lines_of(output)
     found, package, status, version = {}, None, "", None
 
@@ -93,3 +94,15 @@ def dpkg_status(output: list[str] | str) -> dict[str, str]:
         elif line.startswith("Version:"):
             version = line.split(":", 1)[1].strip()
     return found
+
+
+def architecture(output: list[str] | str, package: str) -> str:
+    """The Architecture field of ``package``'s stanza in ``dpkg -s`` stanzas (or
+    roles.shell.DPKG_FIELDS's), "" when there is none."""
+    current = None
+    for line in lines_of(output):
+        if line.startswith("Package:"):
+            current = line.split(":", 1)[1].strip()
+        elif line.startswith("Architecture:") and current == package:
+            return line.split(":", 1)[1].strip()
+    return ""

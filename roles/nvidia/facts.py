@@ -11,8 +11,8 @@ import shlex
 from pyinfra.api import FactBase
 
 from roles import parsers
-from roles.parsers import MARKER, NOTE, dpkg_status
-from roles.shell import DOCKER_PID, DOCKERD_RUNNING, SHOW
+from roles.parsers import MARKER, NOTE, architecture, dpkg_status
+from roles.shell import DOCKER_PID, DOCKERD_RUNNING, DPKG_FIELDS, SHOW
 
 KEYRING = "/etc/apt/keyrings/nvidia-container-toolkit.asc"
 SOURCES = "/etc/apt/sources.list.d/nvidia-container-toolkit.sources"
@@ -55,7 +55,7 @@ class NvidiaState(FactBase):
     # note in its part ("#! exit N", as in the preflight's), yes-or-no parts are sections of
     # their own ("runtimes-current", "reboot-required").
     ahead = "nvidia-state"  # its part's name when read ahead (roles.hostfacts)
-    SECTIONS = ("nvidia-state", "smi", "arch", "dpkg", "key", "sources", "legacy", "daemon",
+    SECTIONS = ("nvidia-state", "smi", "dpkg", "key", "sources", "legacy", "daemon",
                 "runtimes", "runtimes-current", "reboot-required", "reboot", "end")
 
     def command(self, driver_package: str = "", smi: bool = True):
@@ -81,8 +81,11 @@ class NvidiaState(FactBase):
             f"echo '{MARKER}nvidia-state'",
             SHOW,
             smi_part,
-            f"echo '{MARKER}arch'; dpkg --print-architecture 2>/dev/null",
-            f"echo '{MARKER}dpkg'; dpkg -s {packages} 2>/dev/null",
+            # dpkg's own package says the architecture: the one dpkg was built for, which is
+            # what dpkg --print-architecture prints (dpkg 1.21.22 src/main/enquiry.c
+            # printarch(), line 598: lib/dpkg/arch.c's native arch, line 103: ARCHITECTURE,
+            # the build's host architecture). One dpkg-query instead of two dpkg runs.
+            f"echo '{MARKER}dpkg'; {DPKG_FIELDS} dpkg {packages} 2>/dev/null",
             f"echo '{MARKER}key'; [ -e {KEYRING} ] && gpg --show-keys --with-colons {KEYRING} "
             "2>/dev/null | awk -F: '$1==\"pub\"{p=1;next} p && $1==\"fpr\"{print $10; p=0}'",
             f"echo '{MARKER}sources'; show {SOURCES}",
@@ -114,9 +117,10 @@ class NvidiaState(FactBase):
         state["reboot_required"] = "reboot-required" in sections
         state["smi"] = smi
         state["driver"] = driver_version(state["smi"])
-        arch = [line.strip() for line in sections.get("arch", []) if line.strip()]
-        state["arch"] = arch[0] if arch else ""
-        state["packages"] = dpkg_status(sections.get("dpkg", []))
+        state["arch"] = architecture(sections.get("dpkg", []), "dpkg")
+        state["packages"] = {name: version
+                             for name, version in dpkg_status(sections.get("dpkg", [])).items()
+                             if name != "dpkg"}
         state["key_fprs"] = [line.strip() for line in sections.get("key", []) if line.strip()]
         sources = sections.get("sources", [])
         state["sources"] = "\n".join(sources) + "\n" if sources else ""

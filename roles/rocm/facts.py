@@ -3,7 +3,7 @@ Everything the rocm role reads from a host, in one round trip, and the parsers o
 
 The parsers are plain functions over command output so that they are tested against real
 outputs (tests/fixtures/rocm/): ``rocminfo`` with and without a GPU agent, the kernel's kfd
-lines, ``dpkg -s``.
+lines, dpkg-query (``DPKG_FIELDS``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pyinfra.api import FactBase
 
 from roles import parsers
 from roles.parsers import MARKER, dpkg_status
-from roles.shell import GPU_GROUPS, ROCMINFO, SHOW, group_ids
+from roles.shell import DPKG_FIELDS, GPU_GROUPS, ROCMINFO, SHOW, group_ids
 
 VERSION_FILE = "/opt/rocm/.info/version"
 INSTALL_RECORD = "/var/lib/sdinfra/rocm-install"
@@ -99,7 +99,7 @@ class RocmState(FactBase):
             f"echo '{MARKER}rocm-state'",
             SHOW,
             f"echo '{MARKER}version'; show {VERSION_FILE}",
-            f"echo '{MARKER}dpkg'; dpkg -s {' '.join(PACKAGES)} 2>/dev/null",
+            f"echo '{MARKER}dpkg'; {DPKG_FIELDS} {' '.join(PACKAGES)} 2>/dev/null",
             f"echo '{MARKER}record'; show {INSTALL_RECORD}",
             f"[ -e /etc/adduser.conf ] && {{ echo '{MARKER}adduser'; show /etc/adduser.conf; }}",
             f"echo '{MARKER}environment'; show /etc/environment",

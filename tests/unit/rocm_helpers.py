@@ -22,7 +22,7 @@ def fixture(name: str) -> str:
 
 
 UBUNTU_ADDUSER = fixture("adduser.conf.ubuntu-excerpt")
-DPKG_53 = fixture("dpkg-s-rocm-5.3.txt")
+DPKG_53 = fixture("dpkg-query-rocm-5.3.txt")
 ROCMINFO_GPU = fixture("rocminfo-gfx1100-gfx1030.txt")
 ROCMINFO_CPU = fixture("rocminfo-cpu-only.txt")
 KFD_ATOMICS = fixture("dmesg-kfd-atomics.txt")

@@ -31,8 +31,6 @@ BOTH = "tests/fixtures/nvidia/cuda_without_webui.py"
 DEFAULTS = {s.name: s.default for s in SETTINGS}
 DOCKER_DAEMON = {s.name: s.default for s in DOCKER_SETTINGS}["docker_daemon_options"]
 SOURCE = deb822("https://nvidia.github.io/libnvidia-container/stable/deb/amd64", "/", "", KEYRING)
-TOOLKIT_DPKG = ("Package: nvidia-container-toolkit\nStatus: install ok installed\n"
-                "Architecture: amd64\nVersion: 1.17.8-1\n")
 PREFIXES = ("NVIDIA driver and Container Toolkit | ", "NVIDIA runtime for Docker | ")
 
 
@@ -45,6 +43,9 @@ SMI_FAILED = fixture("nvidia-smi-failed.txt")
 NVIDIA_CTK_JSON = json.loads(fixture("daemon-nvidia-ctk.json"))
 RUNTIMES_NVIDIA = fixture("docker-info-runtimes-nvidia.json")
 RUNTIMES_PLAIN = fixture("docker-info-runtimes-plain.json")
+# The state fact's dpkg-query: dpkg's own stanza (the architecture), then the toolkit's.
+DPKG_ITSELF, TOOLKIT_DPKG = (f"{stanza}\n\n" for stanza in
+                             fixture("dpkg-query-toolkit.txt").strip().split("\n\n"))
 
 
 def state_output(smi: str | None = SMI, smi_rc=0, arch="amd64", dpkg=TOOLKIT_DPKG,
@@ -53,7 +54,8 @@ def state_output(smi: str | None = SMI, smi_rc=0, arch="amd64", dpkg=TOOLKIT_DPK
     """What the NvidiaState fact's command prints on a host in the given state."""
     smi_part = (["#! missing nvidia-smi"] if smi is None
                 else [*smi.splitlines(), f"#! exit {smi_rc}"])
-    parts = [("smi", smi_part), ("arch", [arch]), ("dpkg", dpkg), ("key", key),
+    itself = DPKG_ITSELF.replace("Architecture: amd64", f"Architecture: {arch}") if arch else ""
+    parts = [("smi", smi_part), ("dpkg", itself + dpkg), ("key", key),
              ("sources", sources), ("legacy", legacy),
              ("daemon", json.dumps(daemon, indent=4) if daemon is not None else []),
              ("runtimes", [runtimes.strip()] if runtimes else [])]
@@ -141,8 +143,8 @@ def test_missing_driver_is_installed_from_the_setting_and_waits_for_a_reboot():
 
 def test_installed_driver_waiting_for_its_reboot_changes_nothing_more():
     host = nvidia_host(smi=SMI_FAILED, smi_rc=9, reboot_pkgs=["nvidia-driver-535"],
-                       dpkg=TOOLKIT_DPKG + "\nPackage: nvidia-driver-535\nStatus: install ok "
-                       "installed\nVersion: 535.183.01-0ubuntu0.22.04.1\n")
+                       dpkg=TOOLKIT_DPKG + "Package: nvidia-driver-535\nStatus: install ok "
+                       "installed\nArchitecture: amd64\nVersion: 535.183.01-0ubuntu0.22.04.1\n")
     host.set(nvidia_driver_package="nvidia-driver-535")
     result = plan(DEPLOY, [host])
     assert changes(result) == []
@@ -348,7 +350,8 @@ def test_state_fact_command_run_here_reads_what_is_here(tmp_path):
     state = fact.process(done.stdout.splitlines())
     arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True,
                           text=True).stdout.strip()
-    assert state["arch"] == arch
+    assert state["arch"] == arch  # dpkg's own Architecture field
+    assert "dpkg" not in state["packages"]
     if not any(Path(p, "nvidia-smi").exists() for p in env["PATH"].split(":")):
         assert state["smi_found"] is False and state["smi_rc"] is None
     assert state["packages"].get("nvidia-container-toolkit") is None or \

@@ -14,6 +14,8 @@ import pytest
 
 from roles.rocm import configfiles
 from roles.rocm.facts import atomics_rejected, dpkg_status, gpu_agents
+from roles.shell import DPKG_FIELDS
+from tests.unit.fakehost import FIXTURES
 from tests.unit.rocm_helpers import (DPKG_53, KFD_ATOMICS, ROCMINFO_CPU, ROCMINFO_GPU,
                                      UBUNTU_ADDUSER, fixture)
 
@@ -37,6 +39,38 @@ def test_dpkg_status_keeps_installed_packages_only():
                                     "rocm-core": "5.3.0.50300-63~22.04"}
     removed = DPKG_53.replace("Status: install ok installed", "Status: deinstall ok config-files")
     assert dpkg_status(removed) == {}
+
+
+def test_the_fixture_script_prints_what_the_facts_print():
+    # The dpkg-query fixtures are printed with the facts' own format (roles.shell.DPKG_FIELDS).
+    fields = DPKG_FIELDS.split(" -W ", 1)[1]
+    assert fields in (FIXTURES / "make-dpkg-query.sh").read_text()
+
+
+@pytest.mark.skipif(not shutil.which("dpkg-query"), reason="needs dpkg")
+def test_dpkg_fields_read_as_dpkg_s_of_the_same_packages(tmp_path):
+    # The rocm and nvidia facts read dpkg-query (DPKG_FIELDS) where they read dpkg -s: the same
+    # packages and versions, from a database with one package in each state (installed, held,
+    # removed with its configuration left, unpacked by a killed run, unknown).
+    (tmp_path / "info").mkdir()
+    (tmp_path / "updates").mkdir()
+    states = [("rocm-core", "install ok installed", "5.3.0.50300-63~22.04"),
+              ("rocminfo", "hold ok installed", "1:1.0.0-1"),
+              ("amdgpu-install", "deinstall ok config-files", "5.3.50300-1"),
+              ("rocm-smi", "install ok unpacked", "1.0")]
+    (tmp_path / "status").write_text("\n".join(
+        f"Package: {name}\nStatus: {status}\nPriority: optional\nSection: devel\n"
+        f"Maintainer: x <x@example.invalid>\nArchitecture: amd64\nVersion: {version}\n"
+        "Description: stand-in\n" for name, status, version in states))
+    names = "rocm-core rocminfo amdgpu-install rocm-smi no-such-package"
+    env = {"PATH": "/usr/bin:/bin"}
+    shown = subprocess.run(["sh", "-c", f"dpkg --admindir={tmp_path} -s {names} 2>/dev/null"],
+                           capture_output=True, text=True, env=env).stdout
+    fields = subprocess.run(
+        ["sh", "-c", DPKG_FIELDS.replace(" -W ", f" --admindir={tmp_path} -W ")
+         + f" {names} 2>/dev/null"], capture_output=True, text=True, env=env).stdout
+    assert dpkg_status(fields) == dpkg_status(shown) == {
+        "rocm-core": "5.3.0.50300-63~22.04", "rocminfo": "1:1.0.0-1"}
 
 
 # --- /etc/adduser.conf and /etc/environment ----------------------------------------------------
