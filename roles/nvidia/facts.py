@@ -70,11 +70,17 @@ class NvidiaState(FactBase):
         # Whether the running dockerd has loaded daemon.json as it is now: dockerd reads it
         # before it writes its pid file, so a pid file (of a live dockerd) newer than daemon.json
         # says so without asking Docker; otherwise `docker info` lists the loaded runtimes (a
-        # SIGHUP reload, a daemon.json written after the start).
+        # SIGHUP reload, a daemon.json written after the start). The shell's own test, not
+        # `find PID -newer JSON` (a process: a millisecond of the host's CPU), false as find's
+        # when either file is missing: dash's -nt is false without the first file, but true
+        # without the second in newer releases (bltin/test.c newerf(), as bash), hence -e.
+        # dash compares to the nanosecond where stat has st_mtim (HAVE_ST_MTIM; Debian 12's
+        # 0.5.12 does, checked by the unit tests with a tenth of a second); one comparing whole
+        # seconds would only ask Docker more often.
         runtimes = (
             f"echo '{MARKER}runtimes'; if command -v docker >/dev/null 2>&1; then "
-            f"if {DOCKERD_RUNNING} && [ -n \"$(find {DOCKER_PID} -newer {DAEMON_JSON} "
-            f"2>/dev/null)\" ]; then echo '{MARKER}runtimes-current'; "
+            f"if {DOCKERD_RUNNING} && [ -e {DAEMON_JSON} ] && "
+            f"[ {DOCKER_PID} -nt {DAEMON_JSON} ]; then echo '{MARKER}runtimes-current'; "
             "else timeout 30 docker info --format '{{json .Runtimes}}' 2>/dev/null; fi; fi"
         )
         return "; ".join([

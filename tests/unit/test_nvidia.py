@@ -432,8 +432,8 @@ def docker_files(tmp_path):
         .replace(DAEMON_JSON, str(daemon_json))
     env = {**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin"}
 
-    def state():
-        done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, env=env)
+    def state(shell="sh"):
+        done = subprocess.run([shell, "-c", command], capture_output=True, text=True, env=env)
         assert done.returncode == 0, done.stderr
         calls = tmp_path / "docker.calls"
         asked = calls.read_text() if calls.exists() else ""
@@ -475,6 +475,17 @@ def test_docker_is_asked_when_daemon_json_is_newer_or_the_pid_file_is_not_docker
     assert found["runtimes_current"] is False and asked.startswith("info")
     pid_file.unlink()  # Docker not running
     found, asked = state()
+    assert found["runtimes_current"] is False and asked.startswith("info")
+
+
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+def test_docker_is_asked_when_there_is_no_daemon_json(docker_files, shell):
+    # As `find PID -newer daemon.json` said: nothing, so Docker is asked. bash's -nt (and
+    # newer dash's) is true when the second file is missing: the command must not rely on it.
+    daemon, pid_file, daemon_json, state = docker_files
+    pid_file.write_text(str(daemon.pid))
+    daemon_json.unlink()
+    found, asked = state(shell)
     assert found["runtimes_current"] is False and asked.startswith("info")
 
 
