@@ -31,7 +31,7 @@ from roles import parsers
 from roles.hostfacts import HostFacts
 from roles.parsers import MARKER
 from roles.settings import Setting, integer, read
-from roles.shell import CENTISECONDS, SHOW
+from roles.shell import CENTISECONDS, SHOW, SHOW_KEY
 
 SETTINGS = [
     Setting("apt_lock_timeout", 600, integer(0, 86400),
@@ -289,7 +289,9 @@ def install(packages: list[str], refresh: bool = False, dpkg: dict | None = None
 
 class KeyFingerprints(FactBase):
     """
-    Fingerprints of the primary keys in an OpenPGP key file, empty when the file is missing.
+    Fingerprints of the primary keys in an OpenPGP key file, empty when the file is missing:
+    the file as the shell shows it (roles.shell.SHOW_KEY), its fingerprints worked out here
+    (roles.parsers.key_fingerprints), not by gpg on the host.
 
     .. code:: python
 
@@ -299,15 +301,10 @@ class KeyFingerprints(FactBase):
     default = list
 
     def command(self, path):
-        quoted = shlex.quote(path)
-        return (
-            f"test -e {quoted} && command -v gpg >/dev/null && "
-            f"gpg --show-keys --with-colons {quoted} 2>/dev/null "
-            "| awk -F: '$1==\"pub\"{p=1;next} p && $1==\"fpr\"{print $10; p=0}' || true"
-        )
+        return f"{SHOW_KEY}; show_key {shlex.quote(path)}; true"
 
     def process(self, output):
-        return [line.strip() for line in output if line.strip()]
+        return parsers.key_fingerprints(output)
 
 
 class TextFile(FactBase):

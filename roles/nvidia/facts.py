@@ -11,8 +11,8 @@ import shlex
 from pyinfra.api import FactBase
 
 from roles import parsers
-from roles.parsers import MARKER, NOTE, architecture, dpkg_status
-from roles.shell import DOCKER_PID, DOCKERD_RUNNING, DPKG_FIELDS, SHOW
+from roles.parsers import MARKER, NOTE, architecture, dpkg_status, key_fingerprints
+from roles.shell import DOCKER_PID, DOCKERD_RUNNING, DPKG_FIELDS, SHOW_KEY
 
 KEYRING = "/etc/apt/keyrings/nvidia-container-toolkit.asc"
 SOURCES = "/etc/apt/sources.list.d/nvidia-container-toolkit.sources"
@@ -85,15 +85,14 @@ class NvidiaState(FactBase):
         )
         return "; ".join([
             f"echo '{MARKER}nvidia-state'",
-            SHOW,
+            SHOW_KEY,
             smi_part,
             # dpkg's own package says the architecture: the one dpkg was built for, which is
             # what dpkg --print-architecture prints (dpkg 1.21.22 src/main/enquiry.c
             # printarch(), line 598: lib/dpkg/arch.c's native arch, line 103: ARCHITECTURE,
             # the build's host architecture). One dpkg-query instead of two dpkg runs.
             f"echo '{MARKER}dpkg'; {DPKG_FIELDS} dpkg {packages} 2>/dev/null",
-            f"echo '{MARKER}key'; [ -e {KEYRING} ] && gpg --show-keys --with-colons {KEYRING} "
-            "2>/dev/null | awk -F: '$1==\"pub\"{p=1;next} p && $1==\"fpr\"{print $10; p=0}'",
+            f"echo '{MARKER}key'; show_key {KEYRING}",
             f"echo '{MARKER}sources'; show {SOURCES}",
             f"echo '{MARKER}legacy'; for f in {legacy}; do [ -e \"$f\" ] && echo \"$f\"; done",
             f"echo '{MARKER}daemon'; show {DAEMON_JSON}",
@@ -127,7 +126,7 @@ class NvidiaState(FactBase):
         state["packages"] = {name: version
                              for name, version in dpkg_status(sections.get("dpkg", [])).items()
                              if name != "dpkg"}
-        state["key_fprs"] = [line.strip() for line in sections.get("key", []) if line.strip()]
+        state["key_fprs"] = key_fingerprints(sections.get("key", []))
         sources = sections.get("sources", [])
         state["sources"] = "\n".join(sources) + "\n" if sources else ""
         state["legacy"] = [line.strip() for line in sections.get("legacy", []) if line.strip()]

@@ -34,6 +34,11 @@ from roles.parsers import MARKER
 REPO = Path(__file__).resolve().parents[2]
 PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
 FIXTURES = REPO / "tests" / "fixtures"
+# Stand-in repository keys (tests/fixtures/keys/README.md): a host's keyring holds one, and the
+# test pins REPO_KEY_FINGERPRINT.
+REPO_KEY = (FIXTURES / "keys" / "repository.asc").read_text()
+REPO_KEY_FINGERPRINT = "7158CB9EBA0E992285D16D9535DD210D27320562"
+OTHER_KEY = (FIXTURES / "keys" / "other.asc").read_text()
 
 OS_RELEASE = {
     "ubuntu20": {"NAME": "Ubuntu", "ID": "ubuntu", "ID_LIKE": "debian", "VERSION_ID": "20.04",
@@ -98,6 +103,11 @@ class FakeHost:
         for matcher, output in dpkg_answers(rows, lines).items():
             self.override(matcher, output)
         return self
+
+    def keyring(self, path: str, key: str = REPO_KEY, replace: bool = False) -> "FakeHost":
+        """An OpenPGP key file at ``path`` (an apt keyring), as roles.shell's ``show_key``
+        shows it; ``replace``: it wins over what was said about it before."""
+        return (self.override if replace else self.respond)(f"show_key {path}", key)
 
     def service(self, name: str, running: bool = True, enabled: bool = True) -> "FakeHost":
         self._services[name] = (running, enabled)

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from roles import parsers
 from roles.apt import (DPKG_UPDATES, FINISH_COMMAND, INTERRUPTED, LIST, LOCKED, LOCKS,
-                       DpkgPackages, OtherSources, locked, without)
+                       DpkgPackages, KeyFingerprints, OtherSources, locked, without)
 from roles.parsers import MARKER
-from tests.unit.fakehost import PYINFRA, REPO, FakeHost, fact_output, inventory_source, plan
+from tests.unit.fakehost import (PYINFRA, REPO, REPO_KEY_FINGERPRINT, FakeHost, fact_output,
+                                 inventory_source, plan)
 
 FINISH = "Finish the interrupted dpkg run (dpkg --configure -a)"
 
@@ -481,10 +483,9 @@ def test_an_old_docker_list_goes_before_any_apt_update_reads_it():
 def converged_docker(host: FakeHost) -> FakeHost:
     from roles.apt import deb822
     from roles.docker import DOCKER_CE
-    from roles.docker.settings import DOCKER_KEY_FINGERPRINT
-
+    host.set(docker_key_fingerprint=REPO_KEY_FINGERPRINT)
     host.package("ca-certificates", "curl", "gpg", *DOCKER_CE)
-    host.respond("gpg --show-keys", DOCKER_KEY_FINGERPRINT)
+    host.keyring("/etc/apt/keyrings/docker.asc")
     host.file("/etc/docker/daemon.json", '{"log-driver": "json-file", "log-opts": '
               '{"max-size": "10m", "max-file": "3"}}')
     host.service("docker")
@@ -511,3 +512,122 @@ def test_a_docker_list_added_to_a_converged_host_goes_and_the_lists_are_refreshe
         f"(replaced by {DOCKER_SOURCES})",
         "Docker Engine | Signed apt repository | Install missing packages | Refresh package lists",
     ]
+
+
+# --- key fingerprints worked out on the controller, as gpg --show-keys gives them --------------
+
+
+def gpg(home: Path, *args: str, text: bool = True):
+    return subprocess.run(["gpg", "--batch", "--quiet", *args], capture_output=True, text=text,
+                          check=True, env={**os.environ, "GNUPGHOME": str(home)}).stdout
+
+
+def gpg_fingerprints(home: Path, path: Path) -> list[str]:
+    """What the fact asked of gpg before: each primary key's fingerprint (the fpr record after
+    a pub record), subkeys' left out."""
+    records = [line.split(":") for line in gpg(home, "--show-keys", "--with-colons",
+                                               str(path)).splitlines()]
+    return [fpr[9] for kind, fpr in zip(records, records[1:])
+            if kind[0] == "pub" and fpr[0] == "fpr"]
+
+
+def shown(path: Path) -> list[str]:
+    """What KeyFingerprints' command prints of the file at ``path``, run by the shell here."""
+    return subprocess.run(["sh", "-c", KeyFingerprints().command(str(path))], capture_output=True,
+                          text=True, check=True).stdout.splitlines()
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    """Keys made by gpg: an ed25519 one with a cv25519 subkey (packets short enough for one
+    length octet) and an RSA one (two length octets), exported together, armored and binary."""
+    if not shutil.which("gpg"):
+        pytest.skip("needs gpg")
+    home = tmp_path_factory.mktemp("gnupg")
+    home.chmod(0o700)
+    for uid, algo in (("ed <ed@example.invalid>", "ed25519"),
+                      ("rsa <rsa@example.invalid>", "rsa2048")):
+        gpg(home, "--passphrase", "", "--quick-gen-key", uid, algo, "sign", "never")
+    first = gpg_fingerprints_of_home(home)[0]
+    gpg(home, "--passphrase", "", "--quick-add-key", first, "cv25519", "encr", "never")
+    (home / "keys.asc").write_text(gpg(home, "--export", "--armor"))
+    (home / "keys.gpg").write_bytes(gpg(home, "--export", text=False))
+    return home
+
+
+def gpg_fingerprints_of_home(home: Path) -> list[str]:
+    return [line.split(":")[9] for line in gpg(home, "--with-colons", "--list-keys").splitlines()
+            if line.startswith("fpr:")]
+
+
+@pytest.mark.parametrize("name", ["keys.asc", "keys.gpg"])
+def test_key_fingerprints_are_gpgs_for_armored_and_binary_key_files(keys, name):
+    expected = gpg_fingerprints(keys, keys / name)
+    assert len(expected) == 2  # the two primary keys; not the subkey
+    assert KeyFingerprints().process(shown(keys / name)) == expected
+
+
+def test_a_stand_in_repository_key_has_the_fingerprint_the_tests_pin(tmp_path):
+    from tests.unit.fakehost import FIXTURES, REPO_KEY, REPO_KEY_FINGERPRINT
+
+    assert KeyFingerprints().process(REPO_KEY.splitlines()) == [REPO_KEY_FINGERPRINT]
+    if shutil.which("gpg"):
+        assert gpg_fingerprints(tmp_path, FIXTURES / "keys" / "repository.asc") == \
+            [REPO_KEY_FINGERPRINT]
+
+
+def new_format(data: bytes, partial: bool = False) -> bytes:
+    """``data``'s packets with new-format headers (RFC 4880 4.2.2): one, two or five length
+    octets as the length needs, or (``partial``) the body in partial lengths of 32 octets and a
+    last one."""
+    out = b""
+    for tag, body in parsers._packets(data):
+        out += bytes([0xC0 | tag])
+        while partial and len(body) > 32:
+            out, body = out + bytes([224 + 5]) + body[:32], body[32:]
+        if len(body) < 192:
+            out += bytes([len(body)])
+        elif len(body) < 8384:
+            out += bytes([((len(body) - 192) >> 8) + 192, (len(body) - 192) & 0xFF])
+        else:
+            out += b"\xff" + len(body).to_bytes(4, "big")
+        out += body
+    return out
+
+
+def old_format_four_octets(data: bytes) -> bytes:
+    """``data``'s packets with old-format headers of four length octets."""
+    return b"".join(bytes([0x80 | tag << 2 | 2]) + len(body).to_bytes(4, "big") + body
+                    for tag, body in parsers._packets(data))
+
+
+@pytest.mark.parametrize("recode", [new_format, old_format_four_octets])
+def test_key_fingerprints_read_every_packet_header_form(keys, tmp_path, recode):
+    # gpg writes old-format headers of one or two length octets; other tools write the others.
+    data = recode((keys / "keys.gpg").read_bytes())
+    assert data != (keys / "keys.gpg").read_bytes()
+    (tmp_path / "recoded.gpg").write_bytes(data)
+    expected = gpg_fingerprints(keys, keys / "keys.gpg")
+    assert gpg_fingerprints(keys, tmp_path / "recoded.gpg") == expected  # gpg reads it so too
+    assert KeyFingerprints().process(shown(tmp_path / "recoded.gpg")) == expected
+
+
+def test_partial_lengths_in_a_key_file_are_refused_as_gpg_refuses_them(keys, tmp_path):
+    # Partial body lengths are for data packets (RFC 4880 4.2.2.4): gpg reads no key here.
+    (tmp_path / "partial.gpg").write_bytes(new_format((keys / "keys.gpg").read_bytes(), True))
+    done = subprocess.run(["gpg", "--batch", "--show-keys", "--with-colons",
+                           str(tmp_path / "partial.gpg")], capture_output=True, text=True,
+                          env={**os.environ, "GNUPGHOME": str(keys)})
+    assert not [line for line in done.stdout.splitlines() if line.startswith("fpr:")]
+    assert KeyFingerprints().process(shown(tmp_path / "partial.gpg")) == []
+
+
+def test_a_damaged_or_missing_key_file_has_no_fingerprint(keys, tmp_path):
+    armored = (keys / "keys.asc").read_text().splitlines()
+    at = next(i for i, line in enumerate(armored) if line.startswith("="))  # the CRC-24 line
+    damaged = armored[:at - 1] + [armored[at - 1][::-1]] + armored[at:]
+    assert KeyFingerprints().process(damaged) == []
+    truncated = (keys / "keys.gpg").read_bytes()[:-10]
+    (tmp_path / "truncated.gpg").write_bytes(truncated)
+    assert KeyFingerprints().process(shown(tmp_path / "truncated.gpg")) == []
+    assert KeyFingerprints().process(shown(tmp_path / "missing.asc")) == []

@@ -27,12 +27,12 @@ import pytest
 from roles import preflight, rocm, webui
 from roles.apt import deb822
 from roles.docker import DOCKER_CE, merged
-from roles.docker.settings import DOCKER_KEY_FINGERPRINT
 from roles.docker.settings import SETTINGS as DOCKER_SETTINGS
 from roles.preflight.__main__ import load_dir
 from roles.rocm import configfiles
 from roles.settings import read
-from tests.unit.fakehost import FIXTURES, OS_RELEASE, PYINFRA, REPO, FakeHost, inventory_source
+from tests.unit.fakehost import (FIXTURES, OS_RELEASE, PYINFRA, REPO, REPO_KEY_FINGERPRINT,
+                                 FakeHost, inventory_source)
 from tests.unit.test_nvidia import NVIDIA_CTK_JSON
 from tests.unit.test_nvidia import state_output as nvidia_state
 from tests.unit.rocm_helpers import DPKG_53, ROCMINFO_GPU
@@ -89,7 +89,8 @@ def preflight_output(case: str, os_key: str | None = None) -> list[str]:
 
 def settings(backend: str, source: str) -> dict:
     common = {"docker_source": source, "docker_users": [USER], "webui_models": [MODEL],
-              "webui_image": IMAGE}
+              "webui_image": IMAGE, "docker_key_fingerprint": REPO_KEY_FINGERPRINT,
+              "nvidia_key_fingerprint": REPO_KEY_FINGERPRINT}
     per_backend = {
         "cpu": {},
         "rocm": {"rocm_allow_unsupported_distro": True, "rocm_dkms": False,
@@ -143,7 +144,7 @@ def converged(name: str, backend: str, os_key: str, source: str) -> FakeHost:
             os_key]
         base = f"https://download.docker.com/linux/{family}"
         host.package("ca-certificates", "curl", "gpg", *DOCKER_CE)
-        host.respond("gpg --show-keys", DOCKER_KEY_FINGERPRINT)
+        host.keyring("/etc/apt/keyrings/docker.asc")
         host.directory("/etc/apt/sources.list.d")
         host.file("/etc/apt/sources.list.d/docker.sources",
                   deb822(base, suite, "stable", "/etc/apt/keyrings/docker.asc"))

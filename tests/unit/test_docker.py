@@ -9,18 +9,19 @@ from roles.apt import deb822
 from roles.docker import DOCKER_CE, merged
 from roles.docker.settings import DOCKER_KEY_FINGERPRINT, SETTINGS
 from roles.settings import read
-from tests.unit.fakehost import FakeHost, plan
+from tests.unit.fakehost import OTHER_KEY, REPO_KEY_FINGERPRINT, FakeHost, plan
 
 DEFAULT_DAEMON = {s.name: s.default for s in SETTINGS}["docker_daemon_options"]
 
 
 def converged(name, os_key, source="docker"):
-    host = FakeHost(name).os(os_key).set(docker_source=source)
+    host = FakeHost(name).os(os_key).set(docker_source=source,
+                                         docker_key_fingerprint=REPO_KEY_FINGERPRINT)
     family, suite = {"ubuntu20": ("ubuntu", "focal"), "ubuntu22": ("ubuntu", "jammy"),
                      "debian12": ("debian", "bookworm")}[os_key]
     if source == "docker":
         host.package("ca-certificates", "curl", "gpg", *DOCKER_CE)
-        host.respond("gpg --show-keys", DOCKER_KEY_FINGERPRINT)
+        host.keyring("/etc/apt/keyrings/docker.asc")
         base = f"https://download.docker.com/linux/{family}"
         host.directory("/etc/apt/sources.list.d")
         host.file("/etc/apt/sources.list.d/docker.sources",
@@ -64,7 +65,7 @@ def test_converged_host_gets_no_change(os_key, source):
 
 def test_key_with_another_fingerprint_is_fetched_and_checked_again():
     host = converged("h", "ubuntu22")
-    host.override("gpg --show-keys", "0" * 40)
+    host.keyring("/etc/apt/keyrings/docker.asc", OTHER_KEY, replace=True)
     result = plan("deploy/docker.py", [host])
     assert result.changes("h") == [
         "Docker Engine | Signed apt repository | Key of the docker repository",

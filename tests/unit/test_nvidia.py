@@ -17,13 +17,13 @@ import pytest
 
 from roles.apt import deb822
 from roles.docker import DOCKER_CE, merged
-from roles.docker.settings import DOCKER_KEY_FINGERPRINT
 from roles.docker.settings import SETTINGS as DOCKER_SETTINGS
 from roles.nvidia import repo_uris, verify_command
 from roles.nvidia.facts import KEYRING, NvidiaState, driver_version
-from roles.nvidia.settings import NVIDIA_KEY_FINGERPRINT, SETTINGS
+from roles.nvidia.settings import SETTINGS
 from roles.parsers import MARKER
-from tests.unit.fakehost import FIXTURES, REPO, FakeHost, fact_output, is_fact, plan
+from tests.unit.fakehost import (FIXTURES, OTHER_KEY, REPO, REPO_KEY, REPO_KEY_FINGERPRINT,
+                                 FakeHost, fact_output, is_fact, plan)
 
 NVIDIA = FIXTURES / "nvidia"
 DEPLOY = "tests/fixtures/nvidia/nvidia_only.py"
@@ -49,9 +49,10 @@ DPKG_ITSELF, TOOLKIT_DPKG = (f"{stanza}\n\n" for stanza in
 
 
 def state_output(smi: str | None = SMI, smi_rc=0, arch="amd64", dpkg=TOOLKIT_DPKG,
-                 key=(NVIDIA_KEY_FINGERPRINT,), sources=SOURCE, legacy=(), daemon=None,
+                 key=REPO_KEY, sources=SOURCE, legacy=(), daemon=None,
                  runtimes=RUNTIMES_NVIDIA, reboot_pkgs=None) -> list[str]:
-    """What the NvidiaState fact's command prints on a host in the given state."""
+    """What the NvidiaState fact's command prints on a host in the given state (``key``: the
+    keyring file; nvidia_host pins its fingerprint)."""
     smi_part = (["#! missing nvidia-smi"] if smi is None
                 else [*smi.splitlines(), f"#! exit {smi_rc}"])
     itself = DPKG_ITSELF.replace("Architecture: amd64", f"Architecture: {arch}") if arch else ""
@@ -67,7 +68,8 @@ def state_output(smi: str | None = SMI, smi_rc=0, arch="amd64", dpkg=TOOLKIT_DPK
 
 def nvidia_host(name="h", os_key="ubuntu22", **state) -> FakeHost:
     state.setdefault("daemon", merged(DOCKER_DAEMON, NVIDIA_CTK_JSON))
-    return FakeHost(name).os(os_key).fact("nvidia-state", state_output(**state))
+    return FakeHost(name).os(os_key).set(nvidia_key_fingerprint=REPO_KEY_FINGERPRINT).fact(
+        "nvidia-state", state_output(**state))
 
 
 def changes(result, host="h") -> list[str]:
@@ -85,7 +87,7 @@ def changes(result, host="h") -> list[str]:
 
 @pytest.mark.parametrize("os_key", ["ubuntu20", "ubuntu22", "debian12"])
 def test_fresh_host_with_a_driver_gets_the_toolkit_runtime_and_a_check(os_key):
-    host = nvidia_host("h", os_key, dpkg="", key=(), sources="", daemon=DOCKER_DAEMON,
+    host = nvidia_host("h", os_key, dpkg="", key="", sources="", daemon=DOCKER_DAEMON,
                        runtimes=RUNTIMES_PLAIN)
     assert changes(plan(DEPLOY, [host])) == [
         "Signed apt repository | Refresh package lists",
@@ -179,7 +181,7 @@ def test_the_guides_list_file_is_replaced_by_the_signed_source():
 
 
 def test_key_with_another_fingerprint_is_fetched_and_checked_again():
-    host = nvidia_host(key=("0" * 40,))
+    host = nvidia_host(key=OTHER_KEY)
     # What apt.repository's own facts see: the source and the package are there already.
     host.directory("/etc/apt/sources.list.d")
     host.file("/etc/apt/sources.list.d/nvidia-container-toolkit.sources", SOURCE)
@@ -194,7 +196,8 @@ def test_key_with_another_fingerprint_is_fetched_and_checked_again():
 def test_invalid_daemon_json_stops_that_host_only():
     lines = state_output(daemon=None)
     lines.insert(lines.index(f"{MARKER}daemon") + 1, '{"runtimes": {')
-    host = FakeHost("h").os("ubuntu22").fact("nvidia-state", lines)
+    host = FakeHost("h").os("ubuntu22").set(nvidia_key_fingerprint=REPO_KEY_FINGERPRINT).fact(
+        "nvidia-state", lines)
     result = plan(DEPLOY, [host])
     # Planned as an operation that fails this host (the others would go on), nothing before it.
     assert result.returncode == 0, result.output
@@ -230,7 +233,7 @@ def docker_converged(host: FakeHost, os_key: str, daemon: dict) -> FakeHost:
                      "debian12": ("debian", "bookworm")}[os_key]
     base = f"https://download.docker.com/linux/{family}"
     host.package("ca-certificates", "curl", "gpg", *DOCKER_CE)
-    host.respond("gpg --show-keys", DOCKER_KEY_FINGERPRINT)
+    host.set(docker_key_fingerprint=REPO_KEY_FINGERPRINT).keyring("/etc/apt/keyrings/docker.asc")
     host.directory("/etc/apt/sources.list.d")
     host.file("/etc/apt/sources.list.d/docker.sources",
               deb822(base, suite, "stable", "/etc/apt/keyrings/docker.asc"))
@@ -493,7 +496,8 @@ def test_docker_started_after_daemon_json_counts_as_having_loaded_it():
     def started_after(daemon):
         lines = state_output(runtimes=None, daemon=daemon)
         lines.insert(lines.index(f"{MARKER}runtimes") + 1, f"{MARKER}runtimes-current")
-        return FakeHost("h").os("ubuntu22").fact("nvidia-state", lines)
+        host = FakeHost("h").os("ubuntu22").set(nvidia_key_fingerprint=REPO_KEY_FINGERPRINT)
+        return host.fact("nvidia-state", lines)
 
     assert changes(plan(DEPLOY, [started_after(merged(DOCKER_DAEMON, NVIDIA_CTK_JSON))])) == []
     # Loaded, but daemon.json has no nvidia runtime: configured, and Docker restarted for it.
