@@ -127,14 +127,22 @@ def key_fingerprints(output: list[str] | str) -> list[str]:
     """
     lines = [line.strip() for line in lines_of(output)]
     try:
-        if any(line.startswith(ARMOR_BEGIN) for line in lines):
-            data = b"".join(_dearmor(lines))
-        else:
+        if not any(line.startswith(ARMOR_BEGIN) for line in lines):
             data = base64.b64decode("".join(lines), validate=True)
-        return [hashlib.sha1(b"\x99" + len(body).to_bytes(2, "big") + body).hexdigest().upper()
-                for tag, body in _packets(data) if tag == PUBLIC_KEY and body[:1] == b"\x04"]
+            # Armor the shell took for binary: its lines end in CR (a key saved on Windows).
+            if not data.lstrip().startswith(ARMOR_BEGIN.encode()):
+                return _fingerprints(data)
+            lines = [line.strip() for line in data.decode("ascii").splitlines()]
+        return _fingerprints(b"".join(_dearmor(lines)))
     except (ValueError, IndexError, binascii.Error):
         return []
+
+
+def _fingerprints(data: bytes) -> list[str]:
+    """The v4 fingerprints of the primary keys among the packets of ``data`` (RFC 4880 12.2:
+    SHA-1 over 0x99, the packet body's length in two octets, the body)."""
+    return [hashlib.sha1(b"\x99" + len(body).to_bytes(2, "big") + body).hexdigest().upper()
+            for tag, body in _packets(data) if tag == PUBLIC_KEY and body[:1] == b"\x04"]
 
 
 def _dearmor(lines: list[str]):

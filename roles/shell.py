@@ -9,9 +9,9 @@ SHOW = ('show() { [ -r "$1" ] || return 0; while IFS= read -r l || [ -n "$l" ]; 
 # ``show_key PATH``: an OpenPGP key file as roles.parsers.key_fingerprints reads it, nothing when
 # there is none. An armored key (what apt's keyrings here are: Docker's and NVIDIA's .asc) is
 # text, shown by the shell itself; a binary one (gpg --export without --armor: its first line
-# has bytes that are no printable text) in base64, the one case that costs a process. The
-# fingerprints are worked out on the controller: gpg --show-keys piped to awk cost a container
-# host 3.7 ms of CPU on every run.
+# has bytes that are no printable text; an armored one with CR line ends too) in base64, the
+# one case that costs a process. The fingerprints are worked out on the controller: gpg
+# --show-keys piped to awk cost a container host 3.7 ms of CPU on every run.
 SHOW_KEY = (f"{SHOW}; show_key() {{ [ -r \"$1\" ] || return 0; k=; IFS= read -r k < \"$1\"; "
             "case \"$k\" in *[![:print:]]*) base64 < \"$1\" ;; *) show \"$1\" ;; esac; }")
 

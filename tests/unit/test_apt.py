@@ -567,6 +567,15 @@ def test_key_fingerprints_are_gpgs_for_armored_and_binary_key_files(keys, name):
     assert KeyFingerprints().process(shown(keys / name)) == expected
 
 
+def test_an_armored_key_with_crlf_line_ends_is_read_as_gpg_reads_it(keys, tmp_path):
+    # Its first line is not all printable: the shell shows it in base64, as a binary one.
+    text = (keys / "keys.asc").read_text()
+    (tmp_path / "crlf.asc").write_bytes(text.replace("\n", "\r\n").encode())
+    expected = gpg_fingerprints(keys, tmp_path / "crlf.asc")
+    assert expected == gpg_fingerprints(keys, keys / "keys.asc")
+    assert KeyFingerprints().process(shown(tmp_path / "crlf.asc")) == expected
+
+
 def test_a_stand_in_repository_key_has_the_fingerprint_the_tests_pin(tmp_path):
     from tests.unit.fakehost import FIXTURES, REPO_KEY, REPO_KEY_FINGERPRINT
 
