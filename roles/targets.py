@@ -37,7 +37,9 @@ def likely(backend: str | None):
     them, so that the preflight's own command reads them and such a host costs one round trip.
     """
     def guess(known: HostFacts) -> list:
-        found = [docker.state_ask(), webui.state_guess(backend, known)]
+        build, certain = preflight.build_without_hardware(
+            backend, read(known.host, preflight.settings.SETTINGS)["cuda_torch_build"])
+        found = [docker.state_ask(), webui.state_guess(backend, known, build, certain)]
         for mine, state_ask in (("rocm", rocm.state_ask), ("cuda", nvidia.state_ask)):
             if backend in (None, mine):
                 ask = state_ask(known, guess=True)

@@ -27,13 +27,15 @@ from roles.hostfacts import HostFacts
 from roles.settings import read
 
 from . import settings
-from .decide import BACKENDS, DEFAULT_ROCM_RELEASE, Decision, decide, identify, load_gpus
+from .decide import (BACKENDS, DEFAULT_ROCM_RELEASE, Decision, build_without_hardware, decide,
+                     identify, load_gpus)
 from .facts import (DEFAULT_DOCKER_DIR, DEFAULT_STACK_DIR, SECTIONS, command, parse,
                     split_sections)
 from .report import report
 
 __all__ = [
-    "BACKENDS", "DEFAULT_ROCM_RELEASE", "Decision", "HardwareFacts", "SECTIONS", "decide",
+    "BACKENDS", "DEFAULT_ROCM_RELEASE", "Decision", "HardwareFacts", "SECTIONS",
+    "build_without_hardware", "decide",
     "decision", "identify", "learn", "load_gpus", "parse", "preflight", "report", "settings",
     "split_sections",
 ]

@@ -15,7 +15,8 @@ from .pci import AMD, NVIDIA
 
 # Re-exported: what callers and tests read from here.
 __all__ = ["BACKENDS", "DEFAULT_ROCM_RELEASE", "Decision", "GPUS_FILE", "MIN_USABLE_VRAM_GB",
-           "decide", "identify", "load_gpus", "override_target", "rocm_status"]
+           "build_without_hardware", "decide", "identify", "load_gpus", "override_target",
+           "rocm_status"]
 
 BACKENDS = ("rocm", "cuda", "cpu")
 DEFAULT_ROCM_RELEASE = "5.3"
@@ -65,6 +66,22 @@ class Decision:
 
 
 # --- the decision ----------------------------------------------------------------------------
+
+
+def build_without_hardware(backend: str, cuda_build: str = "auto") -> tuple[str | None, bool]:
+    """
+    The torch build ``decide`` gives ``backend``, as far as it is known before the host's
+    hardware is, and whether that is certain: cpu and rocm have one build each; a CUDA GPU in
+    gpus.yml may ask its own (``build``), over the setting.
+    """
+    torch = load_gpus()["torch"]
+    if backend == "cpu":
+        return "cpu", True
+    if backend == "rocm":
+        return "rocm" + torch["rocm"]["wheel"].split("+rocm")[-1], True
+    if backend == "cuda":
+        return (cuda_build if cuda_build != "auto" else next(iter(torch["cuda"]))), False
+    return None, False
 
 
 def decide(facts: dict, requested: str = "auto", rocm_release: str = DEFAULT_ROCM_RELEASE,
@@ -156,10 +173,10 @@ def decide(facts: dict, requested: str = "auto", rocm_release: str = DEFAULT_ROC
     elif decision.backend in ("rocm", "cuda"):
         decision.cpu_threads = facts["cpu"].get("cores")
     if decision.backend == "rocm":
-        decision.torch_build = "rocm" + data["torch"]["rocm"]["wheel"].split("+rocm")[-1]
+        decision.torch_build = build_without_hardware("rocm")[0]
     elif decision.backend == "cuda":
         decision.torch_build = (chosen or {}).get("build") or \
-            (cuda_build if cuda_build != "auto" else next(iter(data["torch"]["cuda"])))
+            build_without_hardware("cuda", cuda_build)[0]
         if chosen is not None:
             decision.reasons.extend(chosen["build_reasons"])
     for candidate in candidates:

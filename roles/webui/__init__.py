@@ -111,7 +111,9 @@ def state_ask(backend: str, known: HostFacts, plan=None, values: dict | None = N
     plan = known.plan if plan is None else plan
     values = read(host, SETTINGS) if values is None else values
     directory = values["webui_dir"].rstrip("/")
-    image = image_of(values, backend, dockerfile(values, backend, plan.torch_build))
+    # (a prebuilt image's name: no Dockerfile rendered for a tag, ~3 times per host and run)
+    image = values["webui_image"] or image_of(values, backend,
+                                              dockerfile(values, backend, plan.torch_build))
     paths = directories_of(directory) + [f"{directory}/{name}" for name in FILES]
     paths += [f"{directory}/secrets/webui-auth"]
     asked = {"directory": directory, "paths": paths, "images": [image],
@@ -122,19 +124,24 @@ def state_ask(backend: str, known: HostFacts, plan=None, values: dict | None = N
     return ProjectState, asked
 
 
-def state_guess(backend: str | None, known: HostFacts) -> tuple | None:
+def state_guess(backend: str | None, known: HostFacts, torch_build: str | None = None,
+                certain: bool = True) -> tuple | None:
     """
     ``state_ask`` before the preflight has decided (preflight.learn's guess; ``backend`` None:
-    not known yet), where its arguments cannot hang on the plan: the image is ``webui_image``
-    (whatever the backend), or the cpu build (one torch build, whatever the hardware). Else
-    None: the image's tag names the plan's torch build.
+    not known yet): with ``webui_image`` (whatever the backend), or for the image of
+    ``torch_build`` (preflight.build_without_hardware; ``certain``: whatever the hardware).
+    None where the tag is not known, and where a guess that may be wrong would claim the
+    fleet's build of a tag this host may not build (roles.webui.fleet).
     """
     values = read(host, SETTINGS)
     if values["webui_image"]:
         backend = backend or "cpu"
-    elif backend != "cpu":
+    elif backend is None or torch_build is None:
         return None
-    return state_ask(backend, known, plan=SimpleNamespace(torch_build=None), values=values)
+    elif not certain and cache.registry(cache.values_of()):
+        return None
+    return state_ask(backend, known, plan=SimpleNamespace(torch_build=torch_build),
+                     values=values)
 
 
 @deploy("Stable Diffusion web UI")

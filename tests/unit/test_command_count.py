@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from roles import preflight, rocm, webui
 from roles.apt import deb822
@@ -125,17 +126,23 @@ def stack_files(backend: str, data: dict) -> dict[str, str]:
 
 def project_state(backend: str, data: dict) -> list[str]:
     """The ProjectState fact's output on a converged host: every file, the model (trusted from
-    its sidecar), the image."""
+    its sidecar), the image (webui_image, or the one built, as its compose file names it)."""
     base = "/opt/stable-diffusion"
-    files = {name: (text, "644") for name, text in stack_files(backend, data).items()}
+    rendered = stack_files(backend, data)
+    files = {name: (text, "644") for name, text in rendered.items()}
     lines = project_lines(base, files, GIDS)
     model = f"{base}/models/Stable-diffusion/{MODEL['name']}"
+    image = yaml.safe_load(rendered["docker-compose.yml"])["services"][backend]["image"]
+    assert image == data.get("webui_image", image)
     return lines + [f"trusted={MODEL['sha256']}={model}", f"model={MODEL['name']}"] + \
-        docker_lines({backend: IMAGE}, images=[IMAGE])
+        docker_lines({backend: image}, images=[image])
 
 
-def converged(name: str, backend: str, os_key: str, source: str) -> FakeHost:
+def converged(name: str, backend: str, os_key: str, source: str,
+              image: str | None = IMAGE) -> FakeHost:
     data = settings(backend, source)
+    if image is None:
+        del data["webui_image"]
     host = FakeHost(name).os(os_key).set(**data)
     host.respond("sec lspci-nn;", preflight_output(CASES[backend], os_key))
     host.respond("echo '### project-state'", project_state(backend, data))
@@ -198,17 +205,40 @@ def result_named():
     return run([converged(*host).set(accelerator=host[1]) for host in HOSTS])
 
 
-def test_a_host_whose_accelerator_names_its_backend_costs_the_same(result_named):
-    returncode, output, commands, log = result_named
+def at_the_ceiling(result) -> dict[str, list[str]]:
+    """The commands of a run that changed nothing and cost each host its ceiling, exactly."""
+    returncode, output, commands, log = result
     assert returncode == 0, log[-4000:]
     assert [op["name"] for op in output["results"]["operations"]
             if op["success"] or op["error"]] == []
     assert {name: len(asked) for name, asked in commands.items()} == CEILING
-    for name, asked in commands.items():
+    return commands
+
+
+def test_a_host_whose_accelerator_names_its_backend_costs_the_same(result_named):
+    for name, asked in at_the_ceiling(result_named).items():
         assert "then echo '### ahead-" not in asked[0], name  # nothing guarded
         gpu = {"rocm1": "rocm-state", "cuda1": "nvidia-state"}.get(name)
         for part in ("rocm-state", "nvidia-state"):
             assert (f"echo '### ahead-{part}'; (" in asked[0]) == (part == gpu), (name, part)
+
+
+@pytest.fixture(scope="module")
+def result_built():
+    """As ``result_named``, with the image each host built (no webui_image): its tag names the
+    torch build, which the deploy knows before the hardware for cpu and rocm, and guesses for
+    cuda (the first of gpus.yml's builds, unless a GPU there asks its own)."""
+    hosts = []
+    for name, backend, os_key, source in HOSTS:
+        host = converged(name, backend, os_key, source, image=None)
+        hosts.append(host.set(accelerator=backend))
+    return run(hosts)
+
+
+def test_a_host_that_builds_its_image_costs_the_same(result_built):
+    for name, asked in at_the_ceiling(result_built).items():
+        assert "echo '### ahead-project-state'; (" in asked[0], name
+        assert "sdinfra/webui:" in asked[0], name  # the built tag is what it asks for
 
 
 def test_converged_hosts_change_nothing(result):
@@ -338,3 +368,18 @@ def test_service_state_and_user_groups_read_what_systemctl_and_id_print():
     ])
     assert users == {"alice": {"group": "alice", "groups": ["sudo", "docker"]},
                      "bob": {"group": "bob", "groups": []}}
+
+
+def test_a_guess_that_may_be_wrong_claims_no_fleet_build():
+    # With the fleet's registry, the first host to ask for a tag builds it for the others
+    # (roles.webui.fleet): a cuda host's tag is a guess before its GPU is known (a GPU in
+    # gpus.yml may ask its own build), so its state is read once the plan is; cpu's and rocm's
+    # builds are known, so theirs are read with the preflight.
+    hosts = [converged(name, backend, os_key, source, image=None).set(
+        accelerator=backend, cache_host="10.99.0.1") for name, backend, os_key, source in HOSTS[:3]]
+    _, _, commands, log = run(hosts)
+    for name, asked in commands.items():
+        first = next(c for c in asked if "echo '### ahead-hardware'" in c)
+        assert ("echo '### ahead-project-state'" in first) == (name != "cuda1"), (name, log[-2000:])
+        # read once, for the tag the plan names (cuda1's alone: one fact is not worth a bundle)
+        assert len([c for c in asked if "echo '### project-state'" in c]) == 1, name

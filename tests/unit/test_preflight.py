@@ -738,3 +738,16 @@ def test_os_release_is_printed_by_the_shell_as_it_is(tmp_path, text):
     proc = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=60)
     assert split_sections(proc.stdout)["os-release"] == f"#! missing {path}"
     assert parse(split_sections(proc.stdout))["sections"]["os-release"] == "missing"
+
+
+@pytest.mark.parametrize("case", sorted(p.name for p in CASES.iterdir() if p.is_dir()))
+@pytest.mark.parametrize("backend", ["cpu", "rocm", "cuda"])
+def test_the_build_known_before_the_hardware_is_the_one_decided(case, backend):
+    # roles.targets reads the stack's state with the preflight for the image of this build;
+    # what it calls certain must be what decide() gives whatever the hardware.
+    decided = decide(parse(load_dir(CASES / case)), requested=backend).torch_build
+    build, certain = preflight.build_without_hardware(backend)
+    if certain:
+        assert build == decided
+    else:
+        assert backend == "cuda" and decided in (build, *preflight.load_gpus()["torch"]["cuda"])
