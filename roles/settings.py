@@ -18,6 +18,7 @@ of every deploy file, before the first operation, so a mistake on one host chang
 from __future__ import annotations
 
 import difflib
+from copy import copy
 import functools
 import ipaddress
 import posixpath
@@ -27,6 +28,8 @@ from typing import Any, Callable, Iterable
 
 from pyinfra import host as current_host
 from pyinfra.api.exceptions import PyinfraError
+from pyinfra.api.host import Host
+from pyinfra.context import ContextObject, ctx_host
 
 # A check returns None when the value is fine, else a short phrase saying what is allowed.
 Check = Callable[[Any], "str | None"]
@@ -247,11 +250,44 @@ strings = list_of(text(optional=False), "non-empty strings")
 
 def read(host, settings: Iterable[Setting]) -> dict[str, Any]:
     """The host's value of each setting, its default where the inventory sets none."""
+    get = _data_of(host)
     values = {}
     for setting in settings:
-        value = host.data.get(setting.name, None)
+        value = get(setting.name)
         values[setting.name] = setting.default if value is None else value
     return values
+
+
+# Where a pyinfra host keeps what its data said of each name this run (see _data_of).
+_SEEN = "_sdinfra_data_seen"
+
+
+def _data_of(host) -> Callable[[str], Any]:
+    """
+    ``host.data.get`` for names, each looked up once per run: pyinfra's host.data walks its five
+    layers (override, host, groups, global, @deploy data) for every name, ~340 times 30 names a
+    run on 12 hosts (~20 ms of the controller's CPU). The answers are kept while what can change
+    them during a run stays the same: the host's overrides (``host.data.x = ...``) and the
+    @deploy data in force. Each caller gets its own (shallow) copy, as from host.data.
+    """
+    if isinstance(host, ContextObject):  # pyinfra's ``host``: the one whose deploy runs now
+        host = ctx_host.get() or host
+    data = host.data
+    if not isinstance(host, Host):  # a stand-in's data (tests): asked as it is
+        return lambda name: data.get(name, None)
+    deploy = host.get_deploy_data()
+    state = (dict(data.override_datas), id(deploy) if deploy else None)
+    seen = host.__dict__.get(_SEEN)
+    if seen is None or seen[0] != state:
+        seen = host.__dict__[_SEEN] = (state, {})
+    found = seen[1]
+
+    def get(name: str):
+        if name not in found:
+            found[name] = data.get(name, None)
+        return copy(found[name])
+
+    return get
 
 
 def shown(setting: Setting, value) -> str:

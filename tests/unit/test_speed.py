@@ -96,3 +96,58 @@ def test_a_folder_that_cannot_be_written_only_costs_speed(tmp_path, monkeypatch)
     package = _package(tmp_path)
     (package / "__pycache__").write_text("not a folder")  # compileall cannot write there
     assert speed.keep_bytecode(package) is False
+
+
+# --- settings read once per host and run (roles.settings.read) ---------------------------------
+
+def _pyinfra_host(data: dict):
+    from pyinfra.api import Config, Inventory, State
+
+    inventory = Inventory((["h"], data))
+    State(inventory, Config())
+    return inventory.get_host("h")
+
+
+def test_a_hosts_settings_are_looked_up_once_and_stay_its_own(monkeypatch):
+    from roles.settings import Setting, read
+
+    declared = [Setting("users", ["nobody"], None, ""), Setting("port", 7860, None, "")]
+    host = _pyinfra_host({"users": ["alice"]})
+    looked = []
+    real = type(host.data).get
+    monkeypatch.setattr(type(host.data), "get",
+                        lambda self, key, default=None: looked.append(key) or real(self, key,
+                                                                                    default))
+    first = read(host, declared)
+    assert first == {"users": ["alice"], "port": 7860}
+    first["users"].append("mallory")  # a caller's change reaches no later read
+    assert read(host, declared) == {"users": ["alice"], "port": 7860}
+    assert looked == ["users", "port"]
+
+
+def test_what_a_run_sets_on_a_host_or_a_deploy_gives_it_is_read_anew():
+    from roles.settings import Setting, read
+
+    declared = [Setting("port", 7860, None, "")]
+    host = _pyinfra_host({"port": 1})
+    assert read(host, declared) == {"port": 1}
+    host.data.port = 2  # pyinfra's way to set a host's data during a run
+    assert read(host, declared) == {"port": 2}
+    other = _pyinfra_host({})
+    with other.deploy("with data", None, {"port": 3}):  # @deploy(data_defaults=...)
+        assert read(other, declared) == {"port": 3}
+    assert read(other, declared) == {"port": 7860}
+
+
+def test_pyinfras_current_host_is_read_through_to_its_own_settings():
+    from pyinfra import host as current
+    from pyinfra.context import ctx_host
+
+    from roles.settings import Setting, read
+
+    declared = [Setting("port", 7860, None, "")]
+    one, two = _pyinfra_host({"port": 1}), _pyinfra_host({"port": 2})
+    for real, port in ((one, 1), (two, 2), (one, 1)):
+        with ctx_host.use(real):
+            assert read(current, declared) == {"port": port}
+    assert "_sdinfra_data_seen" in vars(one) and "_sdinfra_data_seen" in vars(two)
