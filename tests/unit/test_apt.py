@@ -552,7 +552,10 @@ def keys(tmp_path_factory):
     gpg(home, "--passphrase", "", "--quick-add-key", first, "cv25519", "encr", "never")
     (home / "keys.asc").write_text(gpg(home, "--export", "--armor"))
     (home / "keys.gpg").write_bytes(gpg(home, "--export", text=False))
-    return home
+    yield home
+    # gpg started an agent for this home, which outlives the test run unless it is told to go.
+    subprocess.run(["gpgconf", "--kill", "gpg-agent"], capture_output=True,
+                   env={**os.environ, "GNUPGHOME": str(home)})
 
 
 def gpg_fingerprints_of_home(home: Path) -> list[str]:
