@@ -18,11 +18,11 @@ of every deploy file, before the first operation, so a mistake on one host chang
 from __future__ import annotations
 
 import difflib
-from copy import copy
 import functools
 import ipaddress
 import posixpath
 import re
+from copy import copy
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
