@@ -110,9 +110,10 @@ def test_a_large_config_is_read_in_time_linear_in_its_size(docker_root):
     assert time.monotonic() - started < 2
 
 
-def _wait(tmp_path, states: list[str], logs: str = "", timeout: int = 30):
+def _wait(tmp_path, states: list[str], logs: str = "", timeout: int = 30, late: int = 0):
     """health_wait run here against a docker that answers ``states`` (one per inspect, the
-    last one repeated) and ``logs``."""
+    last one repeated) and ``logs``; each sleep wakes ``late`` centiseconds late, as on a
+    loaded host."""
     from roles.webui import health_wait
 
     bin_dir = tmp_path / "bin"
@@ -129,11 +130,18 @@ esac
 """)
     (bin_dir / "docker").chmod(0o755)
     # No real waiting here: the wait reads its clock from /proc/uptime, here a file that
-    # sleep moves on.
+    # sleep moves on by its argument (whole seconds, or 0.NN as coreutils' sleep takes them).
     uptime = tmp_path / "uptime"
     uptime.write_text("100.00 0\n")
-    (bin_dir / "sleep").write_text(f"#!/bin/sh\nread -r u _ < {uptime}; "
-                                   f"echo \"$(( ${{u%.*}} + ${{1%.*}} )).00 0\" > {uptime}\n")
+    (bin_dir / "sleep").write_text(f"""#!/bin/sh
+read -r u _ < {uptime}; now=$(( ${{u%.*}} * 100 + 1${{u#*.}} - 100 ))
+case "$1" in
+*.??) d=$(( ${{1%.*}} * 100 + 1${{1#*.}} - 100 )) ;;
+*[!0-9]*) echo "sleep: invalid time interval '$1'" >&2; exit 1 ;;
+*) d=$(( $1 * 100 )) ;;
+esac
+now=$(( now + d + {late} )); printf '%d.%02d 0\\n' $(( now / 100 )) $(( now % 100 )) > {uptime}
+""")
     (bin_dir / "sleep").chmod(0o755)
     (tmp_path / "secrets").mkdir(exist_ok=True)
     (tmp_path / "secrets" / "webui-auth").write_text("alice:s3cret-pass\n")
@@ -154,6 +162,15 @@ def test_a_slow_start_is_reported_as_starting_after_the_bound(tmp_path):
     done = _wait(tmp_path, ["running starting 0 0"], timeout=40)
     assert done.returncode == 0
     assert done.stdout.splitlines()[-1] == "sdinfra-health: starting (waited 40 s)"
+
+
+def test_late_wake_ups_on_a_loaded_host_do_not_push_the_wait_past_its_bound(tmp_path):
+    # Each second slept takes 1.95 s: a whole second slept from 29.25 s would wake at
+    # 31.2 s, and the summary said 31 of a 30 s bound (seen in CI).
+    done = _wait(tmp_path, ["running starting 0 0"], timeout=30, late=95)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "sdinfra-health: starting (waited 30 s)"
+    assert float((tmp_path / "uptime").read_text().split()[0]) < 131
 
 
 @pytest.mark.parametrize("answer,why", [
