@@ -31,7 +31,7 @@ from roles import parsers
 from roles.hostfacts import HostFacts
 from roles.parsers import MARKER
 from roles.settings import Setting, integer, read
-from roles.shell import CENTISECONDS, SHOW, SHOW_KEY
+from roles.shell import CENTISECONDS, DPKG_WATCH, SHOW, SHOW_KEY, digest, kept
 
 SETTINGS = [
     Setting("apt_lock_timeout", 600, integer(0, 86400),
@@ -167,14 +167,19 @@ class DpkgPackages(FactBase):
         # for by the shell itself, no process. A half-way package is a line that starts with
         # its status letters: one match of the shell over the whole listing (its first line
         # too: the newline put before it).
-        return (f"l=$({LIST}); printf '%s\\n' \"$l\"; u=; "
+        # The listing is kept (roles.shell.kept) while dpkg's status and journal stay as they
+        # were when it showed no run left unfinished: a converged host pays a cat.
+        miss = (f"l=$({LIST}); printf '%s\\n' \"$l\"; u=; "
                 f"for f in {DPKG_UPDATES}/*; do case \"${{f##*/}}\" in "
                 f"''|*[!0-9]*) ;; *) echo {INTERRUPTED}; u=1; break ;; esac; done; "
                 "n=$(printf '\\nx'); n=${n%x}; "
                 f"case \"$n$l\" in *\"$n\"[uihrp][{HALF_DONE}][' 'R]*) u=1 ;; esac; "
+                "[ -z \"$u\" ] && [ -n \"$kf\" ] && printf '%s\\n' \"$kk\" \"$l\" > \"$kf\" "
+                "2>/dev/null && kw=1; "
                 f"if [ -n \"$u\" ]; then {HOLDER}; h=$(sdinfra_holder {' '.join(DPKG_LOCKS)}) "
                 f"&& echo \"{LOCKED} $h\"; "
                 "fi; true")
+        return kept("dpkg-list", f"sdinfra-dpkg-list {digest(miss)} $PATH", DPKG_WATCH, miss)
 
     def process(self, output):
         lines = list(output)

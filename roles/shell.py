@@ -1,5 +1,8 @@
 """Shell snippets that more than one role's facts use, with the parsers of what they print."""
 
+import os
+import shlex
+
 # ``show PATH``: the file when it is readable, ending in a newline it may lack (nvidia-ctk
 # writes none) so that the next section's marker starts a line of its own. Shell builtins only:
 # a sed or cat per file is a process each, about a millisecond of the host's CPU on every run.
@@ -49,12 +52,13 @@ def group_ids(lines) -> dict[str, str]:
     return found
 
 
-# ``$R``: the rocminfo to run, empty when there is none. AMD's under /opt/rocm first: it is the
-# release the rocm role installs and verifies (amdgpu-install puts it there, and ROCm 5.x adds
-# nothing to PATH); a distribution's on PATH (Debian 12's /usr/bin/rocminfo, rocm_source:
-# distro) where AMD's is not. The preflight and the rocm role locate it alike, so the rocm role
-# can reuse the preflight's answer as the answer of the same program.
-ROCMINFO = ('R=$(command -v rocminfo 2>/dev/null || true); '
+# ``$R``: the rocminfo to run, empty when there is none (found by the builtin command -v, no
+# subshell). AMD's under /opt/rocm first: it is the release the rocm role installs and verifies
+# (amdgpu-install puts it there, and ROCm 5.x adds nothing to PATH); a distribution's on PATH
+# (Debian 12's /usr/bin/rocminfo, rocm_source: distro) where AMD's is not. The preflight and the
+# rocm role locate it alike, so the rocm role can reuse the preflight's answer as the answer of
+# the same program.
+ROCMINFO = ('R=; command -v rocminfo >/dev/null 2>&1 && R=rocminfo; '
             '[ -x /opt/rocm/bin/rocminfo ] && R=/opt/rocm/bin/rocminfo')
 
 # ``sdinfra_cs`` prints the time since boot in hundredths of a second, for the apt lock wait and
@@ -62,3 +66,73 @@ ROCMINFO = ('R=$(command -v rocminfo 2>/dev/null || true); '
 # began late in a second. The 1 before the fraction keeps "05" from reading as octal.
 CENTISECONDS = ("sdinfra_cs() { read -r u _ < /proc/uptime; "
                 "echo $(( ${u%.*} * 100 + 1${u#*.} - 100 )); }")
+
+
+# Where answers that only a boot or a change of the host can change are kept between runs
+# (``kept``): a tmpfs, emptied at each boot, that only root can write. SDINFRA_KEEP_DIR set
+# empty on the controller keeps nothing: the unit tests do, since their stand-in tools answer
+# differently from one run to the next, and their deploys of @local must not write /run.
+KEEP_DIR = os.environ.get("SDINFRA_KEEP_DIR", "/run/sdinfra") or None
+
+# What changes dpkg-query's answers: dpkg's status file (rewritten by each run) and its journal
+# (an entry for each package a run that has not finished yet has changed).
+DPKG_WATCH = ("/var/lib/dpkg/status", "/var/lib/dpkg/updates")
+
+
+def kept(name: str, key: str, watch: tuple[str, ...], miss: str) -> str:
+    """
+    Shell that prints an answer kept in KEEP_DIR/``name`` when it is fresh, else runs ``miss``.
+
+    Fresh: the kept file's first line is ``key`` (shell words, expanded as in double quotes; give
+    it what the answer depends on, such as the text of the command that made it), and none of
+    ``watch`` is newer than the file (the shell's -nt: no process; a path that is not there is
+    never newer). The file's time is that of a stamp made 2 s before ``miss`` ran, so a change
+    while it ran is newer still (Ubuntu 20.04's dash compares whole seconds): it is asked again.
+
+    ``miss`` prints the answer. Where it may be kept (the owner of KEEP_DIR's parent runs this:
+    root, for /run), ``$kf`` names a new file: ``miss`` writes ``$kk`` (the key) and the answer
+    there, and sets kw=1 when the file was written whole and the answer may be kept (not when
+    a tool failed). Only files this user owns, in a folder only it can write, are read: nobody
+    else's answers are taken for the host's. Off (``miss`` alone) when KEEP_DIR is None.
+    """
+    if KEEP_DIR is None:
+        return f"kf=; kk=; {miss}"
+    folder = KEEP_DIR.rstrip("/")
+    file = shlex.quote(f"{folder}/{name}")
+    parent = shlex.quote(folder.rsplit("/", 1)[0] or "/")
+    folder = shlex.quote(folder)
+    stale = " || ".join(f"[ {shlex.quote(path)} -nt {file} ]" for path in watch) or "false"
+    safe = f"[ -O {parent} ] && [ -O {folder} ] && ! [ -L {folder} ]"
+    return "; ".join([
+        f'kk="{key}"; kh=; kf=; kw=',
+        f"if {safe} && [ -O {file} ] && ! {{ {stale}; }}; then "
+        f'{{ IFS= read -r h && [ "$h" = "$kk" ] && kh=1 && cat; }} < {file}; fi',
+        "if [ -z \"$kh\" ]; then "
+        f"if [ -O {parent} ] && {{ [ -d {folder} ] || mkdir -m 0700 {folder}; }} 2>/dev/null "
+        f"&& {safe} && touch -d '-2 seconds' {file}.t 2>/dev/null; then kf={file}.new; fi; "
+        f"{miss}; "
+        f"if [ -n \"$kf\" ]; then [ -n \"$kw\" ] && touch -r {file}.t \"$kf\" && "
+        f"mv -f \"$kf\" {file}; rm -f {file}.t \"$kf\"; fi; fi",
+    ])
+
+
+def kept_dpkg(query: str) -> str:
+    """
+    Shell: the output of ``query`` (a dpkg-query of named packages, such as DPKG_FIELDS's; its
+    errors dropped), kept (``kept``) until dpkg's status changes. dpkg-query, which reads all of
+    dpkg's status file, cost a container host ~4 ms of CPU on every run, a real one with its
+    ~2000 packages more; a converged host pays a cat. dpkg-query exits 1 for a package it does
+    not know and 2 when it could not write: its answer is kept unless 2.
+    """
+    miss = ("r=2; [ -n \"$kf\" ] && { { echo \"$kk\"; " + query + "; } > \"$kf\" 2>/dev/null; "
+            "r=$?; }; if [ $r -le 1 ]; then kw=1; { read -r h; cat; } < \"$kf\"; "
+            f"else {query} 2>/dev/null; fi")
+    return kept(f"dpkg-{digest(query)}", f"sdinfra-dpkg {digest(query)} $PATH", DPKG_WATCH,
+                miss)
+
+
+def digest(text: str) -> str:
+    """A short name for ``text``: a kept answer's key says which command made it."""
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

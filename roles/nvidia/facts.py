@@ -12,7 +12,7 @@ from pyinfra.api import FactBase
 
 from roles import parsers
 from roles.parsers import MARKER, NOTE, architecture, dpkg_status, key_fingerprints
-from roles.shell import DOCKER_PID, DOCKERD_RUNNING, DPKG_FIELDS, SHOW_KEY
+from roles.shell import DOCKER_PID, DOCKERD_RUNNING, DPKG_FIELDS, SHOW_KEY, kept_dpkg
 
 KEYRING = "/etc/apt/keyrings/nvidia-container-toolkit.asc"
 SOURCES = "/etc/apt/sources.list.d/nvidia-container-toolkit.sources"
@@ -91,7 +91,7 @@ class NvidiaState(FactBase):
             # what dpkg --print-architecture prints (dpkg 1.21.22 src/main/enquiry.c
             # printarch(), line 598: lib/dpkg/arch.c's native arch, line 103: ARCHITECTURE,
             # the build's host architecture). One dpkg-query instead of two dpkg runs.
-            f"echo '{MARKER}dpkg'; {DPKG_FIELDS} dpkg {packages} 2>/dev/null",
+            f"echo '{MARKER}dpkg'; {kept_dpkg(f'{DPKG_FIELDS} dpkg {packages}')}",
             f"echo '{MARKER}key'; show_key {KEYRING}",
             f"echo '{MARKER}sources'; show {SOURCES}",
             f"echo '{MARKER}legacy'; for f in {legacy}; do [ -e \"$f\" ] && echo \"$f\"; done",

@@ -43,15 +43,16 @@ __all__ = [
 
 class HardwareFacts(FactBase):
     """
-    Everything the preflight needs from a host, in one remote command (read-only, always exits
-    0; a missing tool leaves its facts unknown). Returns the parsed facts (see facts.parse).
+    Everything the preflight needs from a host, in one remote command (read-only but for the
+    answers it keeps under /run/sdinfra, see command.command; always exits 0; a missing tool
+    leaves its facts unknown). Returns the parsed facts (see facts.parse).
     """
 
     ahead = "hardware"  # its part's name when read with the roles' facts (roles.hostfacts)
 
     def command(self, stack_dir: str = DEFAULT_STACK_DIR,
                 docker_dir: str = DEFAULT_DOCKER_DIR) -> str:
-        return command(stack_dir, docker_dir)
+        return command(stack_dir, docker_dir, keep=True)
 
     def process(self, output):
         sections = split_sections(output)

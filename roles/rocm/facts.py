@@ -15,7 +15,7 @@ from pyinfra.api import FactBase
 
 from roles import parsers
 from roles.parsers import MARKER, dpkg_status
-from roles.shell import DPKG_FIELDS, GPU_GROUPS, ROCMINFO, SHOW, group_ids
+from roles.shell import DPKG_FIELDS, GPU_GROUPS, ROCMINFO, SHOW, group_ids, kept_dpkg
 
 VERSION_FILE = "/opt/rocm/.info/version"
 INSTALL_RECORD = "/var/lib/sdinfra/rocm-install"
@@ -99,7 +99,7 @@ class RocmState(FactBase):
             f"echo '{MARKER}rocm-state'",
             SHOW,
             f"echo '{MARKER}version'; show {VERSION_FILE}",
-            f"echo '{MARKER}dpkg'; {DPKG_FIELDS} {' '.join(PACKAGES)} 2>/dev/null",
+            f"echo '{MARKER}dpkg'; {kept_dpkg(DPKG_FIELDS + ' ' + ' '.join(PACKAGES))}",
             f"echo '{MARKER}record'; show {INSTALL_RECORD}",
             f"[ -e /etc/adduser.conf ] && {{ echo '{MARKER}adduser'; show /etc/adduser.conf; }}",
             f"echo '{MARKER}environment'; show /etc/environment",
