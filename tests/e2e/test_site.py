@@ -147,6 +147,50 @@ def test_cuda_host_has_toolkit_runtime_and_gpu_reservation(first_run, prepared):
     assert requests[0]["Capabilities"] == [["gpu"]]
 
 
+# The GPU tool each host runs in the preflight, wrapped to log its runs.
+GPU_TOOL = {"rocm1": "/opt/rocm/bin/rocminfo", "cuda1": "/usr/bin/nvidia-smi"}
+
+
+def test_the_preflight_answers_from_what_it_kept_until_the_host_changes(second_run, prepared):
+    # roles.shell.kept: a converged host's preflight does not run its GPU tool again; a
+    # change of the host (here: a program replaced where the tools live, then dpkg's status)
+    # makes the next run ask again. Each change is 2 s old before a run: the kept file dates
+    # from 2 s before its run (a change in those 2 s is asked again, by design).
+    import time
+
+    limit = [a for name in GPU_TOOL for a in ("--limit", name)]
+    for name in SERVICE:
+        assert ssh(prepared, name, "stat -c '%U %a' /run/sdinfra").split() == ["root", "700"]
+        assert ssh(prepared, name, "head -n 1 /run/sdinfra/preflight").startswith(
+            "sdinfra-preflight ")
+    for name, tool in GPU_TOOL.items():
+        ssh(prepared, name, f"mv {tool} {tool}.real && printf '%s\\n' '#!/bin/sh' "
+                            f"'echo run >> /tmp/gpu-tool.runs' 'exec {tool}.real \"$@\"' > {tool} "
+                            f"&& chmod 755 {tool} && rm -f /tmp/gpu-tool.runs")
+
+    def runs_of_the_tool() -> dict:
+        time.sleep(2.1)
+        result = run_pyinfra(prepared, "deploy/preflight.py", "-y", *limit)
+        assert result.returncode == 0, result.stderr[-3000:]
+        found = {name: len(ssh(prepared, name, "cat /tmp/gpu-tool.runs 2>/dev/null; "
+                                               "rm -f /tmp/gpu-tool.runs", check=False).split())
+                 for name in GPU_TOOL}
+        assert re.search(r"\[rocm1\]\s+Backend: rocm", result.stderr)
+        assert re.search(r"\[cuda1\]\s+Backend: cuda", result.stderr)
+        return found
+
+    try:
+        assert runs_of_the_tool() == {"rocm1": 1, "cuda1": 1}  # a new program: asked again
+        assert runs_of_the_tool() == {"rocm1": 0, "cuda1": 0}  # kept
+        for name in GPU_TOOL:
+            ssh(prepared, name, "touch /var/lib/dpkg/status")  # as dpkg does, installing
+        assert runs_of_the_tool() == {"rocm1": 1, "cuda1": 1}
+        assert runs_of_the_tool() == {"rocm1": 0, "cuda1": 0}
+    finally:
+        for name, tool in GPU_TOOL.items():
+            ssh(prepared, name, f"mv -f {tool}.real {tool}")
+
+
 def test_preflight_reports_each_host_and_changes_nothing(second_run, prepared):
     result = run_pyinfra(prepared, "deploy/preflight.py", "-y", "--json")
     assert result.returncode == 0, result.stderr[-3000:]
