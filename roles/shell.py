@@ -93,7 +93,9 @@ def kept(name: str, key: str, watch: tuple[str, ...], miss: str) -> str:
     root, for /run), ``$kf`` names a new file: ``miss`` writes ``$kk`` (the key) and the answer
     there, and sets kw=1 when the file was written whole and the answer may be kept (not when
     a tool failed). Only files this user owns, in a folder only it can write, are read: nobody
-    else's answers are taken for the host's. Off (``miss`` alone) when KEEP_DIR is None.
+    else's answers are taken for the host's. The new file and the stamp are named for this
+    shell's pid: two runs on one host at once each write their own and rename it whole. Off
+    (``miss`` alone) when KEEP_DIR is None.
     """
     if KEEP_DIR is None:
         return f"kf=; kk=; {miss}"
@@ -109,10 +111,11 @@ def kept(name: str, key: str, watch: tuple[str, ...], miss: str) -> str:
         f'{{ IFS= read -r h && [ "$h" = "$kk" ] && kh=1 && cat; }} < {file}; fi',
         "if [ -z \"$kh\" ]; then "
         f"if [ -O {parent} ] && {{ [ -d {folder} ] || mkdir -m 0700 {folder}; }} 2>/dev/null "
-        f"&& {safe} && touch -d '-2 seconds' {file}.t 2>/dev/null; then kf={file}.new; fi; "
+        f"&& {safe} && touch -d '-2 seconds' {file}.t.$$ 2>/dev/null; then "
+        f"kf={file}.new.$$; fi; "
         f"{miss}; "
-        f"if [ -n \"$kf\" ]; then [ -n \"$kw\" ] && touch -r {file}.t \"$kf\" && "
-        f"mv -f \"$kf\" {file}; rm -f {file}.t \"$kf\"; fi; fi",
+        f"if [ -n \"$kf\" ]; then [ -n \"$kw\" ] && touch -r {file}.t.$$ \"$kf\" && "
+        f"mv -f \"$kf\" {file}; rm -f {file}.t.$$ \"$kf\"; fi; fi",
     ])
 
 

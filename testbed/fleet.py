@@ -388,7 +388,10 @@ class Fleet:
                     out += channel.recv(65536)
                 elif channel.recv_stderr_ready():
                     err += channel.recv_stderr(65536)
-                elif channel.exit_status_ready():
+                elif channel.exit_status_ready() and (channel.eof_received or channel.closed):
+                    # Both, and nothing left to read: sshd may send the exit status before the
+                    # last of the output (the child exited before its pipe was drained), which
+                    # once cut `apt-cache policy docker-ce` after its first line.
                     break
                 elif time.monotonic() > deadline:
                     raise FleetError(f"{name}: `{command}` did not finish within {timeout:.0f} s")

@@ -192,8 +192,9 @@ def _kept(fixed: str) -> str:
         "[ -e \"$f\" ] && k=\"$k $f\"; done",
         shell.kept("preflight", f"sdinfra-preflight {shell.digest(fixed)} boot=$b pci=$np "
                    "amd=$amd/$d path=$PATH has=$k", KEEP_WATCH,
-                   f"keep=1; if [ -n \"$kf\" ] && {{ echo \"$kk\"; fixed; echo '{MARKER}{KEPT}'; }} "
-                   "> \"$kf\" 2>/dev/null; then [ -n \"$keep\" ] && kw=1; "
+                   "keep=1; if [ -n \"$kf\" ] && { echo \"$kk\"; fixed; "
+                   f"echo '{MARKER}{KEPT}'; }} > \"$kf\" 2>/dev/null; then "
+                   "[ -n \"$keep\" ] && kw=1; "
                    "{ read -r h; cat; } < \"$kf\"; else fixed; fi"),
     ])
 

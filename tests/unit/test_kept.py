@@ -105,7 +105,8 @@ def test_another_key_asks_again_and_keeps_the_new_answer(tmp_path, keep):
     one = shell.kept("t", "key one", (str(watched),), MISS)
     two = shell.kept("t", "key two", (str(watched),), MISS)
     assert run(tmp_path, "export WHICH=1; " + one) == "answer for 1\n"
-    assert run(tmp_path, "export WHICH=2; " + two) == "answer for 2\n" and runs(tmp_path) == ["ask"] * 2
+    assert run(tmp_path, "export WHICH=2; " + two) == "answer for 2\n"
+    assert runs(tmp_path) == ["ask"] * 2
     assert run(tmp_path, "export WHICH=3; " + two) == "answer for 2\n" and runs(tmp_path) == []
 
 
@@ -151,6 +152,27 @@ def test_a_kept_file_of_another_user_or_a_linked_folder_is_not_read(tmp_path, ke
     for _ in range(2):
         assert run(tmp_path, command) == "the answer\n" and runs(tmp_path) == ["ask"]
     assert (elsewhere / "t").read_text() == "key\nplanted\n"
+
+
+def test_two_runs_at_once_each_print_their_whole_answer(tmp_path, keep):
+    # Two runs on one host at once, both asking: each writes a new file of its own (named for
+    # its shell's pid) and renames it whole; neither prints nor keeps the other's half.
+    folder, watched = keep
+    tool(tmp_path, "ask", "echo 'the first half'; sleep 0.5; echo 'the second half'")
+    # As the preflight's: the tool writes to the new file while it runs, then it is printed.
+    command = shell.kept("t", "key", (str(watched),),
+                         "if [ -n \"$kf\" ] && { echo \"$kk\"; ask; } > \"$kf\"; then kw=1; "
+                         "{ read -r h; cat; } < \"$kf\"; else ask; fi")
+    env = {"PATH": f"{tmp_path}/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+    both = []
+    for _ in range(2):  # the second starts as the first's tool runs, and ends after it
+        both.append(subprocess.Popen(["dash", "-c", command], stdout=subprocess.PIPE,
+                                     text=True, env=env))
+        time.sleep(0.25)
+    for done in both:
+        assert done.communicate(timeout=30)[0] == "the first half\nthe second half\n"
+    assert (folder / "t").read_text() == "key\nthe first half\nthe second half\n"
+    assert os.listdir(folder) == ["t"]
 
 
 def test_keep_dir_none_is_the_miss_alone(tmp_path, monkeypatch):
