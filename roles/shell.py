@@ -130,8 +130,8 @@ def kept_dpkg(query: str) -> str:
     miss = ("r=2; [ -n \"$kf\" ] && { { echo \"$kk\"; " + query + "; } > \"$kf\" 2>/dev/null; "
             "r=$?; }; if [ $r -le 1 ]; then kw=1; { read -r h; cat; } < \"$kf\"; "
             f"else {query} 2>/dev/null; fi")
-    return kept(f"dpkg-{digest(query)}", f"sdinfra-dpkg {digest(query)} $PATH", DPKG_WATCH,
-                miss)
+    name = f"dpkg-{digest(query)}"
+    return kept(name, f"sdinfra-{name} $PATH", DPKG_WATCH, miss)
 
 
 def digest(text: str) -> str:

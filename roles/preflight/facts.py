@@ -9,8 +9,8 @@ facts can be printed as JSON and compared in tests.
 
 from __future__ import annotations
 
-from .command import (DEFAULT_DOCKER_DIR, DEFAULT_STACK_DIR, KEPT, MARKER, NOTE,
-                      SECTIONS, SKIPPED_NOTE, command, section_state, split_notes, split_sections)
+from .command import (DEFAULT_DOCKER_DIR, DEFAULT_STACK_DIR, MARKER, NOTE, SECTIONS,
+                      SKIPPED_NOTE, command, section_state, split_notes, split_sections)
 from .kernel import parse_dmesg, parse_drm_vram
 from .nvidia_smi import parse_nvidia_driver, parse_nvidia_smi
 from .pci import AMD, INTEL, NVIDIA, VENDOR_NAMES, normalize_slot, parse_lspci
@@ -19,7 +19,7 @@ from .system import parse_cpu, parse_df, parse_meminfo, parse_os_release, parse_
 from .text import to_int, unquote
 
 __all__ = [
-    "AMD", "DEFAULT_DOCKER_DIR", "DEFAULT_STACK_DIR", "INTEL", "KEPT", "MARKER", "NOTE", "NVIDIA",
+    "AMD", "DEFAULT_DOCKER_DIR", "DEFAULT_STACK_DIR", "INTEL", "MARKER", "NOTE", "NVIDIA",
     "SECTIONS", "SKIPPED_NOTE", "bdfid_slot", "command", "merge_gpus", "normalize_slot", "parse",
     "parse_cpu", "parse_df", "parse_dmesg", "parse_drm_vram", "parse_lspci", "parse_meminfo",
     "parse_nvidia_driver", "parse_nvidia_smi", "parse_os_release", "parse_rocminfo",
