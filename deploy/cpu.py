@@ -15,3 +15,4 @@ if known is not None:
     known.read_ahead(docker.state_ask(), webui.state_ask("cpu", known))
     docker.install(known)
     webui.stack(backend="cpu", known=known)
+    known.keep_for_next_run()  # where this run changed the host

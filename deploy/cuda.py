@@ -24,3 +24,4 @@ if known is not None:
     docker.install(known)
     nvidia.configure_docker(known)
     webui.stack(backend="cuda", known=known)
+    known.keep_for_next_run()  # where this run changed the host

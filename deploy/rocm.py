@@ -26,3 +26,4 @@ if known is not None:
     rocm.install(known)
     docker.install(known)
     webui.stack(backend="rocm", known=known, env=rocm.container_env())
+    known.keep_for_next_run()  # where this run changed the host

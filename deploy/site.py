@@ -50,3 +50,4 @@ else:
     if backend == "cuda":
         nvidia.configure_docker(known)
     webui.stack(backend=backend, known=known, env=env)
+    known.keep_for_next_run()  # where this run changed the host

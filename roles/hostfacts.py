@@ -30,6 +30,16 @@ Where the deploy can tell before the preflight which facts the roles will read (
 command reads them too (``preflight.learn(guess=...)``): a converged host then costs one round
 trip. A guess that does not come true (the plan asks other arguments) only costs its part's
 output: ``read_ahead`` asks what is still missing.
+
+Some of what these commands read is kept on the host between runs (roles.shell ``kept``: the
+hardware, dpkg's answers) until the host changes; a run that changes a host makes them stale.
+``keep_for_next_run`` ends such a run by asking the same again, its output dropped, so that the
+run after it (the user's check that all is well) finds them kept.
+
+.. code:: python
+
+    webui.stack(backend="cpu", known=known)
+    known.keep_for_next_run()                 # one more command, only where this run changes
 """
 
 from __future__ import annotations
@@ -38,9 +48,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyinfra.api import FactBase
+from pyinfra.operations import server
 
 from roles import distro as distros
 from roles.distro import Distro
+from roles import shell
 from roles.parsers import MARKER, parts, split_notes
 
 # The part of read_ahead's command that holds a fact's output opens with "### ahead-NAME", NAME
@@ -104,6 +116,7 @@ class HostFacts:
     dpkg_finished: bool = False  # an interrupted dpkg run is finished (or waited for) this run
     _distro: Distro | None = field(default=None, repr=False)
     _ahead: dict = field(default_factory=dict, repr=False)  # read_ahead's answers, by key()
+    _asked: dict = field(default_factory=dict, repr=False)  # every fact asked, by key(): its ask
 
     def read_ahead(self, *asks) -> None:
         """
@@ -115,6 +128,7 @@ class HostFacts:
         asks = tuple(ask for ask in asks
                      if ask is not None and key(*ask[:2]) not in self._ahead)
         if len(asks) > 1:
+            self._asked.update((key(*ask[:2]), ask) for ask in asks)
             self._ahead.update(self.host.get_fact(Ahead, asks=asks))
 
     def fact(self, cls, kwargs: dict):
@@ -122,7 +136,28 @@ class HostFacts:
         run when it was (once: a second ask reads the host again), else asked of the host
         now."""
         found = self._ahead.pop(key(cls, kwargs), self)
-        return self.host.get_fact(cls, **kwargs) if found is self else found
+        if found is self:
+            self._asked.setdefault(key(cls, kwargs), (cls, kwargs))
+            return self.host.get_fact(cls, **kwargs)
+        return found
+
+    def keep_for_next_run(self) -> None:
+        """
+        Where this run changes the host, its last operation asks the host again what the run
+        asked it (the facts' own commands, one remote command, output dropped): answers the
+        changes made stale (roles.shell ``kept``: dpkg's status changed, a program was
+        installed) are worked out and kept now, while the host is already busy, not in the
+        next run, which then costs a converged host's single cheap command. Nothing where the
+        run changes nothing, where answers are not kept (KEEP_DIR), or where nothing was asked.
+        """
+        asks = [ask for ask in self._asked.values() if getattr(ask[0], "ahead", None)]
+        if shell.KEEP_DIR is None or not asks:
+            return
+        planned = self.host.state.ops.get(self.host, {}).values()
+        if not any(data.operation_meta.will_change for data in planned):
+            return
+        server.shell(name="Keep what the host answered, for the next run",
+                     commands=[f"{{ {Ahead().command(asks)}; }} >/dev/null 2>&1"])
 
     @property
     def name(self) -> str:

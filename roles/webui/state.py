@@ -102,7 +102,7 @@ def docker_command(images, pushed: str = "") -> str:
         "p=${j#*'\"Pid\":'}; p=${p%%[!0-9]*};",
         f'[ "${{p:-0}}" -gt 0 ] && [ -r {PROC}/"$p"/cgroup ] || continue;',
         # (2>/dev/null: the process may end between the test and the read)
-        "alive=''; { while IFS= read -r l; do case $l in *\"$id\"*) alive=1 ;; esac;",
+        "alive=''; { while IFS= read -r l; do case $l in *\"$id\"*) alive=1; break ;; esac;",
         f"done < {PROC}/\"$p\"/cgroup; }} 2>/dev/null;",
         '[ -n "$alive" ] || continue;',
         "echo '### container'; printf '%s\\n' \"$j\"; js=\"$js$nl$j\";",

@@ -46,16 +46,23 @@ def first_run(prepared):
     return result
 
 
+# The answers a host keeps (roles.shell.kept): each file's name, inode and time, which a run
+# that works out an answer again changes (it writes a new file and renames it).
+KEPT_FILES = "stat -c '%n %i %Y' /run/sdinfra/*"
+
+
 @pytest.fixture(scope="module")
 def second_run(prepared, first_run, server):
     before = {n: ssh(prepared, n, f"docker inspect -f '{{{{.State.StartedAt}}}}' {container(n)}")
               for n in NAMES}
+    kept = {n: ssh(prepared, n, KEPT_FILES) for n in NAMES}
     server.clear()
     dry = run_pyinfra(prepared, "deploy/site.py", "--dry", "--json")
     result = run_pyinfra(prepared, "deploy/site.py", "-y", "--json")
     after = {n: ssh(prepared, n, f"docker inspect -f '{{{{.State.StartedAt}}}}' {container(n)}")
              for n in NAMES}
-    return dry, result, before, after, server.paths()
+    return dry, result, before, after, server.paths(), kept, {n: ssh(prepared, n, KEPT_FILES)
+                                                               for n in NAMES}
 
 
 def test_first_run_converges_every_host(first_run):
@@ -68,7 +75,7 @@ def test_first_run_converges_every_host(first_run):
 
 
 def test_second_run_changes_nothing_and_restarts_nothing(second_run):
-    dry, result, before, after, downloads = second_run
+    dry, result, before, after, downloads, _, _ = second_run
     assert dry.returncode == 0, dry.stderr[-3000:]
     plan = json.loads(dry.stdout)["plan"]
     assert [op["name"] for op in plan if op["hosts_with_change"]] == []
@@ -78,6 +85,19 @@ def test_second_run_changes_nothing_and_restarts_nothing(second_run):
     assert [(op["name"], op["error"]) for op in results if op["error"]] == []
     assert before == after  # no container was recreated or restarted
     assert downloads == []  # nothing was fetched from the stand-in mirror
+
+
+def test_the_first_run_kept_its_answers_and_the_second_asks_nothing_again(first_run,
+                                                                          second_run):
+    # roles.hostfacts keep_for_next_run: the first run installed packages (dpkg's status
+    # changed, so what it kept while planning was stale) and asked again at its end; the
+    # second run (and its dry run) found every answer fresh and wrote none.
+    *_, kept_before, kept_after = second_run
+    for name in NAMES:
+        files = {line.split()[0] for line in kept_before[name].splitlines()}
+        assert {"/run/sdinfra/preflight", "/run/sdinfra/dpkg-list"} <= files, kept_before[name]
+        assert kept_after[name] == kept_before[name], name
+    assert "Keep what the host answered, for the next run" in first_run.stderr
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -175,14 +175,16 @@ def converged(name: str, backend: str, os_key: str, source: str,
     return host
 
 
-def run(hosts: list[FakeHost], deploy: str = DEPLOY):
-    """Run ``deploy`` for real on the fake hosts: (exit status, JSON output, commands by host)."""
+def run(hosts: list[FakeHost], deploy: str = DEPLOY, keep: str = ""):
+    """Run ``deploy`` for real on the fake hosts: (exit status, JSON output, commands by host).
+    ``keep``: where the hosts keep answers (SDINFRA_KEEP_DIR; by default nothing is kept)."""
     with tempfile.TemporaryDirectory() as tmp:
         inventory = Path(tmp) / "inventory.py"
         inventory.write_text(inventory_source(hosts))
         proc = subprocess.run([PYINFRA, str(inventory), deploy, "-y", "--json", "--debug"],
                               cwd=REPO, capture_output=True, text=True, timeout=120,
-                              env={**os.environ, "PYINFRA_PROGRESS": "off"})
+                              env={**os.environ, "PYINFRA_PROGRESS": "off",
+                                   "SDINFRA_KEEP_DIR": keep})
     commands: dict[str, list[str]] = {h.name: [] for h in hosts}
     for line in proc.stderr.splitlines():
         found = re.search(r"\[fake\] simulating (command|put_file|get_file) on @fake/([^:]+): "
@@ -239,6 +241,28 @@ def test_a_host_that_builds_its_image_costs_the_same(result_built):
     for name, asked in at_the_ceiling(result_built).items():
         assert "echo '### ahead-project-state'; (" in asked[0], name
         assert "sdinfra/webui:" in asked[0], name  # the built tag is what it asks for
+
+
+KEEP = "/run/sdinfra"  # roles.shell.KEEP_DIR's default
+KEEPING = "Keep what the host answered, for the next run"
+
+
+def test_a_run_that_changes_a_host_ends_by_keeping_its_answers_and_a_converged_one_does_not():
+    # roles.hostfacts keep_for_next_run: the changes made the kept answers stale, so the host is
+    # asked again at the end of the run, and the next run (the user's check) costs one command.
+    fresh = FakeHost("fresh").os("debian12").set(**settings("cpu", "distro"), accelerator="cpu")
+    fresh.user(USER)
+    returncode, output, commands, log = run([fresh, converged(*HOSTS[0])], keep=KEEP)
+    assert returncode == 0, log[-4000:]
+    done = {op["name"]: op["success"] for op in output["results"]["operations"]
+            if op["success"] or op["error"]}
+    assert done.pop(KEEPING) == ["@fake/fresh"]
+    assert done and all(hosts == ["@fake/fresh"] for hosts in done.values())
+    first, last = commands["fresh"][0], commands["fresh"][-1]
+    assert f"{KEEP}/preflight" in first and f"{KEEP}/dpkg-list" in first
+    asked = first.removeprefix("command: ")
+    assert last == f"command: {{ {asked}; }} >/dev/null 2>&1"  # the same asks, output dropped
+    assert len(commands["cpu1"]) == CEILING["cpu1"] and f"{KEEP}/preflight" in commands["cpu1"][0]
 
 
 def test_converged_hosts_change_nothing(result):
