@@ -36,6 +36,18 @@ class Leaks(FactBase):
         return list(output)
 
 
+class Blank(FactBase):
+    """A fact whose output ends in blank lines (a file shown as it is: /etc/environment's)."""
+
+    ahead = "blank"
+
+    def command(self):
+        return "echo '### blank'; printf 'last\\n\\n\\n'"
+
+    def process(self, output):
+        return list(output)
+
+
 class Host:
     """What HostFacts asks of a pyinfra host: get_fact, run here for real with sh."""
 
@@ -131,3 +143,13 @@ def test_a_part_not_asked_for_does_not_run_into_the_part_before_it():
     found = fact.process(["### ahead", "### ahead-lines", "### lines", "x",
                           "### ahead-leaks", "seen=1 args=1"])
     assert list(found.values()) == [["### lines", "x"]]
+
+
+def test_the_last_part_keeps_its_blank_lines():
+    # Ahead prints the parts in one go, from a command substitution, which drops trailing
+    # newlines: the end marker after the last part keeps them its own.
+    host = Host()
+    known = HostFacts(host)
+    known.read_ahead((Leaks, {}), (Blank, {}))
+    assert known.fact(Blank, {}) == ["### blank", "last", "", ""]
+    assert known.fact(Leaks, {}) == ["seen=unset args=0"]
