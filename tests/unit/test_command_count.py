@@ -301,7 +301,7 @@ def test_what_the_preflight_read_is_not_asked_again(result):
 def test_the_roles_facts_are_read_ahead_in_one_command(result):
     _, _, commands, _ = result
     for name, asked in commands.items():
-        ahead = [c for c in asked if c.startswith("command: echo '### ahead';")]
+        ahead = [c for c in asked if c.startswith("command: o=$( echo '### ahead';")]
         assert len(ahead) == 1 and asked[0] == ahead[0], name
         parts = [p for p in ("hardware", "docker-state", "project-state")
                  if f"echo '### ahead-{p}'; (" in ahead[0]]

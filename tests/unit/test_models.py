@@ -211,11 +211,13 @@ def laid_out(tmp_path: Path, server: str, watched) -> tuple:
         # The command deploy/cpu.py sends (the roles' facts read ahead: roles.hostfacts), from a
         # first plan; then its real output here, the ProjectState fact's part of it.
         first = plan("deploy/cpu.py", [base.respond("echo '### project-state'", [])])
-        command = next(c for c in first.commands["h"] if c.startswith("echo '### ahead';"))
+        command = next(c for c in first.commands["h"] if c.startswith("o=$( echo '### ahead';"))
         assert "echo '### project-state'" in command
 
         def project_part(command):
-            printed = sections(sh(command, path).stdout, [f"{AHEAD}{ProjectState.ahead}"])
+            # cut at the end marker too, as Ahead cuts at every part's line
+            printed = sections(sh(command, path).stdout,
+                               [f"{AHEAD}{ProjectState.ahead}", f"{AHEAD}end"])
             return printed[f"{AHEAD}{ProjectState.ahead}"]
 
         output = project_part(command)
