@@ -51,8 +51,8 @@ from pyinfra.api import FactBase
 from pyinfra.operations import server
 
 from roles import distro as distros
-from roles.distro import Distro
 from roles import shell
+from roles.distro import Distro
 from roles.parsers import MARKER, parts, split_notes
 
 # The part of read_ahead's command that holds a fact's output opens with "### ahead-NAME", NAME
